@@ -1,0 +1,165 @@
+"""Hugging Face checkpoint directories, read lazily one tensor at a time.
+
+Merging two models should cost about one tensor of memory, not two models. ``Checkpoint``
+reads only the safetensors headers up front (names, dtypes, shapes), and ``read(key)`` opens
+the file for that one tensor: safetensors memory-maps it, and closing the mapping as soon as
+the tensor is consumed keeps the pages we touched from piling up in the process's RSS.
+
+It also knows how the language model's parameters are named in each layout, so a
+``LlamaForCausalLM`` twin lines up with the Llava language model (``text_key``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from .errors import BabyMergeError
+
+CONFIG_NAME = "config.json"
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_INDEX_NAME = "model.safetensors.index.json"
+TORCH_WEIGHTS_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}  # fmt: skip
+
+# Where each Llava layout keeps its language model, mapped to LlamaForCausalLM's names.
+# transformers >= 4.52: model.language_model.* + lm_head.*; older: language_model.model.* + language_model.lm_head.*
+_LANGUAGE_MODEL_PREFIXES = (
+    ("model.language_model.", "model."),
+    ("language_model.model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+)
+_LAYER_INDEX = re.compile(r"\blayers\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def layer_index(key: str) -> int | None:
+    """Decoder layer number in a parameter name (``model.layers.3.mlp...`` -> 3), else None."""
+    m = _LAYER_INDEX.search(key)
+    return int(m.group(1)) if m else None
+
+
+class Checkpoint:
+    """A checkpoint directory (``config.json`` + safetensors weights, possibly sharded).
+
+    Args:
+        path: the directory.
+        role: how error messages name it ("multimodal", "language-only", "base").
+    """
+
+    def __init__(self, path: str | Path, role: str = "checkpoint"):
+        self.path = Path(path)
+        self.role = role
+        if not self.path.is_dir():
+            raise BabyMergeError(f"{role} checkpoint {str(self.path)!r} does not exist or is not a directory")
+        config_file = self.path / CONFIG_NAME
+        try:
+            self.config: dict = json.loads(config_file.read_text())
+        except FileNotFoundError:
+            raise BabyMergeError(
+                f"{role} checkpoint {str(self.path)!r} has no {CONFIG_NAME}: is it a Hugging Face "
+                "checkpoint directory (written by save_pretrained)?"
+            ) from None
+        except (OSError, json.JSONDecodeError) as err:
+            raise BabyMergeError(f"cannot read {config_file}: {err}") from err
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in self._weight_files():
+            self._read_header(file)
+        if not self.tensors:
+            raise BabyMergeError(f"{role} checkpoint {str(self.path)!r} contains no tensors")
+        self.is_llava_layout = any("language_model." in k for k in self.tensors)
+
+    # -- discovery ------------------------------------------------------------------------
+    def _weight_files(self) -> list[Path]:
+        index = self.path / SAFE_INDEX_NAME
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+                raise BabyMergeError(f"cannot read the shard index {index}: {err}") from err
+            files = sorted({self.path / name for name in weight_map.values()})
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise BabyMergeError(f"{self.role} checkpoint {str(self.path)!r}: shards listed in {index.name} are missing: {missing}")
+            return files
+        single = self.path / SAFE_WEIGHTS_NAME
+        if single.is_file():
+            return [single]
+        if any((self.path / name).exists() for name in TORCH_WEIGHTS_NAMES):
+            raise BabyMergeError(
+                f"{self.role} checkpoint {str(self.path)!r} holds pickled PyTorch weights; babymerge reads "
+                "safetensors only. Convert it: model = AutoModel...from_pretrained(dir); model.save_pretrained(dir)"
+            )
+        raise BabyMergeError(
+            f"{self.role} checkpoint {str(self.path)!r} has no {SAFE_WEIGHTS_NAME} or {SAFE_INDEX_NAME}"
+        )
+
+    def _read_header(self, file: Path) -> None:
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    dtype = SAFETENSORS_DTYPES.get(sl.get_dtype())
+                    if dtype is None:
+                        raise BabyMergeError(f"{file}: tensor {key!r} has unsupported dtype {sl.get_dtype()}")
+                    self.tensors[key] = TensorInfo(file, dtype, tuple(sl.get_shape()))
+        except (SafetensorError, OSError) as err:
+            raise BabyMergeError(
+                f"{self.role} checkpoint file {file} is truncated or corrupt ({err}); re-save or re-download it"
+            ) from err
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, key: str, check_finite: bool = True) -> torch.Tensor:
+        """One tensor, read from its (memory-mapped) file; refuses NaN and inf."""
+        info = self.tensors[key]
+        try:
+            with safe_open(info.file, framework="pt") as f:
+                tensor = f.get_tensor(key)
+        except (SafetensorError, OSError) as err:
+            raise BabyMergeError(f"cannot read tensor {key!r} from {info.file}: {err}") from err
+        if check_finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise BabyMergeError(
+                f"{self.role} checkpoint {str(self.path)!r}: tensor {key!r} contains {bad} NaN/inf values; "
+                "the checkpoint is broken (diverged training?), merging it would spread them"
+            )
+        return tensor
+
+    # -- naming ---------------------------------------------------------------------------
+    def text_key(self, key: str) -> str:
+        """The parameter's name in a plain ``LlamaForCausalLM`` if it belongs to the language
+        model; other parameters (projector, buffers) keep their own name."""
+        if self.is_llava_layout:
+            for prefix, replacement in _LANGUAGE_MODEL_PREFIXES:
+                if key.startswith(prefix):
+                    return replacement + key[len(prefix) :]
+        return key
+
+    @property
+    def text_config(self) -> dict:
+        """The language model's config (``text_config`` of a Llava config, else the config)."""
+        return self.config.get("text_config", self.config)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.text_config.get("num_hidden_layers", 0))
+
+    @property
+    def architecture(self) -> str:
+        return (self.config.get("architectures") or ["?"])[0]

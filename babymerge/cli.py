@@ -1,0 +1,118 @@
+"""The ``babymerge`` command line.
+
+    babymerge merge --mm runs/mm/ckpt --lang runs/lang/ckpt --alpha 0.3 --out merged/
+    babymerge merge ... --method ties --base runs/mm/init --density 0.3
+    babymerge merge ... --module-alpha 'model.embed_tokens.*=0.5' --alpha 0.3
+    babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
+    babymerge methods                                   # list merge methods and their options
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import BabyMergeError
+
+
+def _option_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _add_merge_parser(sub) -> None:
+    from .merge import METHODS
+
+    p = sub.add_parser("merge", help="merge a multimodal checkpoint with its language-only twin")
+    p.add_argument("--mm", required=True, help="multimodal checkpoint directory")
+    p.add_argument("--lang", required=True, help="language-only checkpoint directory (same class or LlamaForCausalLM)")
+    p.add_argument("--out", help="output checkpoint directory (written atomically)")
+    p.add_argument("--method", default="linear", choices=sorted(METHODS))
+    p.add_argument(
+        "--alpha", default="0.3",
+        help="weight of the LANGUAGE-ONLY model in [0, 1] (0 = multimodal unchanged); "
+        "'0,0.5' = a gradient over the decoder layers",
+    )  # fmt: skip
+    p.add_argument(
+        "--module-alpha", action="append", default=[], metavar="PATTERN=ALPHA",
+        help="per-module alpha, e.g. 'model.embed_tokens.*=0.5' (repeatable; first match wins, --alpha is the default)",
+    )  # fmt: skip
+    p.add_argument("--base", help="shared base checkpoint for task-vector methods (default: the multimodal model)")
+    p.add_argument("--dtype", help="output dtype: float32, bfloat16 or float16 (default: the multimodal model's)")
+    p.add_argument("--max-shard-size", default="2GB")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--force-tokenizer", action="store_true", help="merge even if the tokenizers differ")
+    p.add_argument("--mergekit-yaml", metavar="FILE", help="write the recipe as a mergekit YAML config")
+    p.add_argument("--no-progress", action="store_true")
+    options = sorted({name for m in METHODS.values() for name in m.options})
+    group = p.add_argument_group("method options (see `babymerge methods`)")
+    for name in options:
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=_option_value, default=None)
+
+
+def _alpha_from_args(args):
+    from .merge import parse_alpha
+
+    alpha = parse_alpha(args.alpha)
+    if not args.module_alpha:
+        return alpha
+    spec = {}
+    for item in args.module_alpha:
+        pattern, sep, value = item.partition("=")
+        if not sep or not pattern:
+            raise BabyMergeError(f"--module-alpha takes PATTERN=ALPHA, got {item!r}")
+        spec[pattern] = parse_alpha(value)
+    spec["*"] = alpha
+    return spec
+
+
+def _run_merge(args) -> int:
+    from .merge import merge
+    from .merge.mergekit_yaml import write_mergekit_yaml
+
+    if args.out is None and args.mergekit_yaml is None:
+        raise BabyMergeError("nothing to do: give --out (merged checkpoint) and/or --mergekit-yaml (recipe)")
+    alpha = _alpha_from_args(args)
+    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    if args.mergekit_yaml:
+        write_mergekit_yaml(args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options)
+        print(f"wrote mergekit recipe {args.mergekit_yaml}")
+    if args.out:
+        report = merge(
+            args.mm, args.lang, args.method, alpha, base_ckpt=args.base, out=args.out, dtype=args.dtype,
+            max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+            allow_different_tokenizers=args.force_tokenizer, progress=not args.no_progress, **options,
+        )  # fmt: skip
+        print(report.summary())
+    return 0
+
+
+def _run_methods(args) -> int:
+    from .merge import METHODS
+
+    for name, method in sorted(METHODS.items()):
+        opts = ", ".join(f"{k}={v}" for k, v in method.options.items()) or "no options"
+        base = " [uses --base]" if method.uses_base else ""
+        print(f"{name}{base}: {method.doc.splitlines()[0]}\n    options: {opts}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="babymerge", description="Merge BabyLM multimodal models with their language-only twins.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_merge_parser(sub)
+    sub.add_parser("methods", help="list merge methods and their options")
+    args = parser.parse_args(argv)
+    try:
+        return {"merge": _run_merge, "methods": _run_methods}[args.command](args)
+    except BabyMergeError as err:
+        print(f"babymerge: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""``merge()``: stream two checkpoints into a merged model, on disk or in memory.
+
+The plan is made from the safetensors headers alone, so every shape, vocabulary, alpha and
+option problem is reported before anything is computed or written. Then tensors flow one at
+a time: read (memory-mapped) from the multimodal, language-only and optional base
+checkpoints, merged in float32 (in chunks for elementwise methods), cast to the output dtype
+and either streamed into safetensors shards or copied into a model's parameters. Peak memory
+stays near one tensor (to disk) or one model (in memory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import CONFIG_NAME, Checkpoint
+from ..errors import BabyMergeError
+from ..output import StreamingSafetensorsWriter, atomic_output_dir
+from . import dare, linear, slerp, task_arithmetic, ties  # noqa: F401  (register the methods)
+from .alpha import AlphaSchedule, parse_alpha
+from .registry import METHODS, MergeMethod, get_method, register
+
+__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "get_method", "merge", "parse_alpha", "register"]
+
+RECIPE_NAME = "babymerge_recipe.json"
+# Multimodal tensors never interpolated even when the twin has them: the black-image feature
+# is an output of the frozen encoder, not a learned weight.
+KEEP_FROM_MULTIMODAL = ("black_image_features",)
+# Files copied from the multimodal checkpoint next to the merged weights.
+SIDE_FILES = (
+    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "spiece.model",
+    "chat_template*", "preprocessor_config.json", "processor_config.json", "image_processor*",
+    "generation_config.json",
+)  # fmt: skip
+CHUNK = 1 << 22  # elements per chunk for elementwise methods (16 MiB of float32)
+
+
+@dataclass
+class _Entry:
+    key: str  # name in the multimodal checkpoint (and in the output)
+    text_key: str  # LlamaForCausalLM name, what alpha patterns match
+    dtype: torch.dtype  # output dtype
+    shape: tuple[int, ...]
+    lang_key: str | None = None  # None: kept from the multimodal model
+    base_key: str | None = None
+    alpha: float | None = None
+
+
+@dataclass
+class MergeReport:
+    """What a merge did. ``model`` is set when merging in memory, ``out`` when writing to disk."""
+
+    method: str
+    alpha: Any
+    tensors_merged: int
+    tensors_kept: int
+    params_merged: int
+    params_kept: int
+    ignored_language_only: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    out: Path | None = None
+    model: Any = None
+
+    def summary(self) -> str:
+        lines = [
+            f"merged {self.tensors_merged} tensors ({self.params_merged:,} parameters) with {self.method}, alpha={self.alpha}",
+            f"kept {self.tensors_kept} multimodal-only tensors ({self.params_kept:,} parameters) unchanged",
+        ]
+        if self.ignored_language_only:
+            lines.append(f"ignored {len(self.ignored_language_only)} tensors only the language-only model has")
+        lines.append(f"took {self.seconds:.1f}s" + (f"; wrote {self.out}" if self.out else "; merged into a model in memory"))
+        return "\n".join(lines)
+
+
+def merge(
+    mm_ckpt: str | Path,
+    lang_ckpt: str | Path,
+    method: str = "linear",
+    alpha: float | Sequence[float] | Mapping[str, Any] | str = 0.3,
+    *,
+    base_ckpt: str | Path | None = None,
+    out: str | Path | None = None,
+    dtype: str | torch.dtype | None = None,
+    max_shard_size: int | str = "2GB",
+    overwrite: bool = False,
+    allow_different_tokenizers: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> MergeReport:
+    """Merge a multimodal checkpoint with its language-only twin.
+
+    Args:
+        mm_ckpt: the multimodal (BabyLLaVA / Llava) checkpoint directory. Its config,
+            tokenizer and multimodal-only tensors (projector) are carried into the result.
+        lang_ckpt: the language-only twin: the same class trained on text, or a plain
+            ``LlamaForCausalLM`` of the same decoder shape (names are mapped automatically).
+        method: ``linear`` (the paper's), ``task_arithmetic``, ``ties``, ``dare_linear``,
+            ``dare_ties`` or ``slerp``.
+        alpha: weight of the **language-only** model, in [0, 1]; a number, a per-layer gradient
+            (list) or a pattern -> value mapping (see ``babymerge.merge.alpha``).
+        base_ckpt: shared ancestor for the task-vector methods (e.g. the random init); default:
+            the multimodal model itself.
+        out: write a checkpoint here (atomically); if None, return the merged model in memory.
+        dtype: output dtype ("float32", "bfloat16", ...); default: each tensor's multimodal dtype.
+        max_shard_size: shard size of the written checkpoint.
+        overwrite: replace an existing ``out``.
+        allow_different_tokenizers: merge even if the two tokenizers differ (the embedding rows
+            would then mean different tokens: only for tokenizers you know are aligned).
+        progress: show a tqdm bar.
+        **options: method options (``density``, ``scale``, ``seed``, ...).
+    """
+    start = time.perf_counter()
+    merge_method = get_method(method)
+    options = merge_method.resolve_options(options)
+    if isinstance(alpha, str):
+        alpha = parse_alpha(alpha)
+    out_dtype = _parse_dtype(dtype)
+    mm = Checkpoint(mm_ckpt, "multimodal")
+    lang = Checkpoint(lang_ckpt, "language-only")
+    base = Checkpoint(base_ckpt, "base") if base_ckpt is not None else None
+    schedule = AlphaSchedule(alpha, num_layers=mm.num_layers)
+    if not allow_different_tokenizers:
+        _check_tokenizers(mm, lang)
+    plan = _plan(mm, lang, base, schedule, out_dtype)
+
+    report = MergeReport(
+        method=method,
+        alpha=alpha,
+        tensors_merged=sum(e.lang_key is not None for e in plan),
+        tensors_kept=sum(e.lang_key is None for e in plan),
+        params_merged=sum(math.prod(e.shape) for e in plan if e.lang_key is not None),
+        params_kept=sum(math.prod(e.shape) for e in plan if e.lang_key is None),
+        ignored_language_only=sorted(set(lang.tensors) - {e.lang_key for e in plan}),
+    )
+    bar = tqdm(plan, desc=f"merging ({method})", unit="tensor", disable=not progress)
+    if out is None:
+        report.model = _merge_into_model(mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options))
+    else:
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            writer = StreamingSafetensorsWriter(tmp, [(e.key, e.dtype, e.shape) for e in plan], max_shard_size)
+            for entry in bar:
+                writer.add(entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options))
+            writer.close()
+            _write_side_files(mm, tmp, out_dtype)
+            _write_recipe(tmp / RECIPE_NAME, report, mm, lang, base, options)
+        report.out = Path(out)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# -- planning ---------------------------------------------------------------------------------
+def _plan(mm: Checkpoint, lang: Checkpoint, base: Checkpoint | None, schedule: AlphaSchedule, out_dtype) -> list[_Entry]:
+    lang_names = {lang.text_key(k): k for k in lang.tensors}
+    base_names = {base.text_key(k): k for k in base.tensors} if base else {}
+    plan = []
+    for key, info in mm.tensors.items():
+        text_key = mm.text_key(key)
+        floating = info.dtype.is_floating_point
+        entry = _Entry(key, text_key, out_dtype if (out_dtype and floating) else info.dtype, info.shape)
+        lang_key = lang_names.get(text_key)
+        if lang_key is None or not floating or key.endswith(KEEP_FROM_MULTIMODAL):
+            plan.append(entry)
+            continue
+        _check_shape(key, info.shape, lang, lang_key)
+        if base is not None:
+            entry.base_key = base_names.get(text_key)
+            if entry.base_key is None:
+                raise BabyMergeError(f"base checkpoint {str(base.path)!r} has no parameter {text_key!r} that both models share")
+            _check_shape(key, info.shape, base, entry.base_key)
+        entry.lang_key = lang_key
+        plan.append(entry)
+    merged = [e for e in plan if e.lang_key is not None]
+    if not merged:
+        raise BabyMergeError(
+            f"the language-only checkpoint {str(lang.path)!r} ({lang.architecture}) shares no parameter with the "
+            f"multimodal one {str(mm.path)!r} ({mm.architecture}): e.g. {next(iter(lang.tensors))!r} vs "
+            f"{mm.text_key(next(iter(mm.tensors)))!r}. Is it the language-only twin of the same shape?"
+        )
+    schedule.check_covers([e.text_key for e in merged])
+    for entry in merged:
+        entry.alpha = schedule(entry.text_key)
+    return plan
+
+
+def _check_shape(key: str, shape, other: Checkpoint, other_key: str) -> None:
+    other_shape = other.tensors[other_key].shape
+    if tuple(other_shape) != tuple(shape):
+        vocab_differs = ("embed" in key or "lm_head" in key) and shape[0] != other_shape[0]
+        hint = " (different vocabulary sizes: were both trained with the same tokenizer?)" if vocab_differs else " (not the same decoder shape)"
+        raise BabyMergeError(
+            f"shape mismatch for tensor {key!r}: multimodal {list(shape)} vs {other.role} {list(other_shape)} "
+            f"({other_key!r} in {str(other.path)!r}){hint}"
+        )
+
+
+def _check_tokenizers(mm: Checkpoint, lang: Checkpoint) -> None:
+    """Same embedding row must mean the same token in both models."""
+    vocabs = [_vocab(c) for c in (mm, lang)]
+    if None in vocabs or vocabs[0] == vocabs[1]:
+        return
+    a, b = vocabs
+    differ = sorted(t for t in set(a) | set(b) if a.get(t) != b.get(t))
+    raise BabyMergeError(
+        f"the tokenizers of {str(mm.path)!r} and {str(lang.path)!r} differ ({len(a)} vs {len(b)} tokens, "
+        f"{len(differ)} tokens with different ids, e.g. {differ[:5]}); their embedding rows do not line up. "
+        "Merge models trained with the same tokenizer, or pass allow_different_tokenizers=True "
+        "(--force-tokenizer) if you know the ids agree."
+    )
+
+
+def _vocab(ckpt: Checkpoint) -> dict[str, int] | None:
+    if not any(ckpt.path.glob("tokenizer*")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ckpt.path).get_vocab()
+    except (OSError, ValueError) as err:
+        raise BabyMergeError(f"cannot load the tokenizer of {ckpt.role} checkpoint {str(ckpt.path)!r}: {err}") from err
+
+
+# -- computing ---------------------------------------------------------------------------------
+def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options) -> Iterator[torch.Tensor]:
+    """The output tensor as consecutive flat chunks (one chunk for non-elementwise methods)."""
+    t_mm = mm.read(entry.key)
+    if entry.lang_key is None:
+        yield t_mm.to(entry.dtype).reshape(-1)
+        return
+    sources = [t_mm, lang.read(entry.lang_key)]
+    sources.append(base.read(entry.base_key) if entry.base_key else t_mm)
+    if not method.elementwise:
+        m, l, b = (t.float() for t in sources)
+        yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
+        return
+    flat = [t.reshape(-1) for t in sources]
+    for i in range(0, flat[0].numel(), CHUNK):
+        m, l, b = (t[i : i + CHUNK].float() for t in flat)
+        yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype)
+
+
+def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):
+    """Build the multimodal model's class without initialising weights, then fill it."""
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
+
+    config = AutoConfig.from_pretrained(mm.path)
+    model_class = _model_class(config)
+    dtype = next((e.dtype for e in plan if e.dtype.is_floating_point), torch.float32)
+    with no_init_weights():
+        model = model_class._from_config(config, dtype=dtype)
+    state = model.state_dict()
+    filled = set()
+    with torch.no_grad():
+        for entry in bar:
+            if entry.key not in state:
+                raise BabyMergeError(
+                    f"tensor {entry.key!r} of {str(mm.path)!r} is not a parameter of {model_class.__name__}; "
+                    "was the checkpoint saved by an older transformers? Re-save it with save_pretrained."
+                )
+            target = state[entry.key].view(-1)
+            offset = 0
+            for chunk in chunks_of(entry):
+                target[offset : offset + chunk.numel()].copy_(chunk)
+                offset += chunk.numel()
+            filled.add(entry.key)
+    model.tie_weights()
+    tied = {name for name, p in model.state_dict().items() if any(p is q for k, q in state.items() if k in filled)}
+    missing = sorted(set(state) - filled - tied - _non_persistent(model))
+    if missing:
+        raise BabyMergeError(f"the multimodal checkpoint {str(mm.path)!r} lacks parameters of {model_class.__name__}: {missing[:5]}")
+    return model.eval()
+
+
+def _non_persistent(model) -> set[str]:
+    return {f"{prefix}.{b}".lstrip(".") for prefix, module in model.named_modules() for b in module._non_persistent_buffers_set}
+
+
+def _model_class(config):
+    import transformers
+
+    import babymerge
+
+    for name in config.architectures or []:
+        cls = getattr(babymerge, name, None) or getattr(transformers, name, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModelForCausalLM._model_mapping[type(config)]
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _write_side_files(mm: Checkpoint, directory: Path, out_dtype) -> None:
+    """Config (dtype updated), tokenizer, processor and generation files of the multimodal model."""
+    config = json.loads(json.dumps(mm.config))
+    if out_dtype is not None:
+        name = str(out_dtype).removeprefix("torch.")
+        for cfg in (config, config.get("text_config")):
+            if isinstance(cfg, dict):
+                cfg["dtype"] = name
+                cfg.pop("torch_dtype", None)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    for pattern in SIDE_FILES:
+        for path in mm.path.glob(pattern):
+            if path.is_file():
+                shutil.copy2(path, directory / path.name)
+
+
+def _write_recipe(path: Path, report: MergeReport, mm, lang, base, options) -> None:
+    """Record how the checkpoint was made, next to it (and exportable to mergekit YAML)."""
+    alpha = report.alpha if isinstance(report.alpha, (int, float, Mapping)) else list(report.alpha)
+    recipe = {
+        "method": report.method,
+        "alpha": alpha,
+        "options": options,
+        "multimodal": str(mm.path.resolve()),
+        "language_only": str(lang.path.resolve()),
+        "base": str(base.path.resolve()) if base else None,
+        "tensors_merged": report.tensors_merged,
+        "tensors_kept": report.tensors_kept,
+        "params_merged": report.params_merged,
+        "params_kept": report.params_kept,
+    }
+    path.write_text(json.dumps(recipe, indent=2) + "\n")
+
+
+def _parse_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}.get(dtype, dtype)
+    value = getattr(torch, str(name), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise BabyMergeError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return value

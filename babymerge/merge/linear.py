@@ -1,0 +1,18 @@
+"""Linear merge, the paper's method: ``alpha * lang + (1 - alpha) * mm``.
+
+Takmaz et al. (BabyLM 2025) interpolate the language-only and the multimodal weights;
+alpha = 0.3 kept Winoground while recovering part of BLiMP. alpha = 0 returns the
+multimodal weights bit for bit and alpha = 1 the language-only ones.
+"""
+
+from .registry import register
+
+
+@register("linear", elementwise=True, mergekit_name="linear")
+def linear(mm, lang, base, alpha, key):
+    """merged = alpha * lang + (1 - alpha) * mm"""
+    if alpha == 0:
+        return mm
+    if alpha == 1:
+        return lang
+    return alpha * lang + (1 - alpha) * mm

@@ -1,0 +1,24 @@
+"""Task arithmetic (Ilharco et al., 2023): add weighted task vectors to a shared base.
+
+Task vectors are ``mm - base`` and ``lang - base``, weighted ``1 - alpha`` and ``alpha``:
+merged = base + scale * ((1 - alpha) * (mm - base) + alpha * (lang - base)).
+With scale = 1 this equals the linear merge; scale > 1 extrapolates. Without a base
+checkpoint the multimodal model is the base, so the only task vector is ``lang - mm``.
+"""
+
+import torch
+from peft.utils import merge_utils
+
+from .registry import register
+
+
+def task_vectors(mm, lang, base, alpha):
+    """The two task vectors and their weights, as peft's merge utilities take them."""
+    return [mm - base, lang - base], torch.tensor([1.0 - alpha, alpha], dtype=mm.dtype)
+
+
+@register("task_arithmetic", uses_base=True, elementwise=True, mergekit_name="task_arithmetic")
+def task_arithmetic(mm, lang, base, alpha, key, *, scale: float = 1.0):
+    """merged = base + scale * ((1 - alpha) * (mm - base) + alpha * (lang - base))"""
+    tensors, weights = task_vectors(mm, lang, base, alpha)
+    return base + scale * merge_utils.task_arithmetic(tensors, weights)
