@@ -1,0 +1,355 @@
+"""``lm_eval --model babymerge``: evaluate a merged model without writing it to disk.
+
+    lm_eval --model babymerge \\
+      --model_args pretrained=runs/mm/ckpt-ep10,lang_ckpt=runs/lang/ckpt-ep10,alpha=0.3 \\
+      --tasks blimp --include_path lm_eval_tasks
+
+The multimodal checkpoint (``pretrained``) is merged with ``lang_ckpt`` in memory at load
+time (``babymerge.merge``), then scored through lm-eval's ``TemplateLM`` contract. Beyond
+lm-eval's ``hf`` model it:
+
+* puts the **black image** in front of text, as the model saw language-only data in
+  training (``image_prefix=black``; ``none`` scores plain text like ``hf``);
+* scores **loglikelihood requests with images** (the last argument carries ``visual``):
+  each distinct image is encoded once by the model's DINOv2 and fills the image token;
+* batches by a token budget over length-sorted requests (lm-eval's ``Collator``), scores
+  each distinct sequence once, and runs one forward per batch under ``inference_mode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import Collator
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .errors import BabyMergeError
+from .merge import METHODS, merge, parse_alpha
+from .modeling import BabyLlavaForConditionalGeneration
+
+IMAGE_PREFIXES = ("black", "none")
+DEFAULT_TOKEN_BUDGET = 8192  # tokens per forward pass when batch_size=auto
+
+
+def _image_key(image) -> str:
+    """Content hash of a PIL image: equal pictures share one encoding."""
+    h = hashlib.sha1(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+class BabyMergeLM(TemplateLM):
+    """lm-eval model for BabyLLaVA checkpoints, merged with a language-only twin at load time.
+
+    Args (``--model_args``):
+        pretrained: multimodal checkpoint directory (or any HF causal LM: text only).
+        lang_ckpt: language-only checkpoint to merge in; none: evaluate ``pretrained`` as is.
+        alpha: weight of the language-only model, in [0, 1] (default 0.3 with ``lang_ckpt``,
+            0 without); ``0;0.5`` is a layer gradient (``;`` because model_args split on ``,``).
+        merge_method: ``linear`` (default), ``task_arithmetic``, ``ties``, ``dare_linear``,
+            ``dare_ties``, ``slerp``; their options (``density``, ``scale``, ``seed``, ...) and
+            ``base_ckpt`` pass through.
+        dtype: ``float32`` (default), ``bfloat16``, ``float16``.
+        device: ``cpu``, ``cuda``, ``cuda:1``... (default: cuda if available).
+        batch_size: an int, or ``auto`` (default): as many sequences as fit ``token_budget``.
+        max_length: longest input in tokens (default: the model's ``max_position_embeddings``).
+        image_prefix: ``black`` (default for BabyLLaVA: the black image precedes text, as in
+            training) or ``none``.
+        vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
+        allow_different_tokenizers: merge even if the tokenizers differ.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        lang_ckpt: str | None = None,
+        alpha: float | str | None = None,
+        merge_method: str = "linear",
+        base_ckpt: str | None = None,
+        dtype: str = "float32",
+        device: str | None = None,
+        batch_size: int | str = "auto",
+        max_batch_size: int | None = None,
+        max_length: int | None = None,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        image_prefix: str | None = None,
+        vision_encoder: str | None = None,
+        allow_different_tokenizers: bool = False,
+        **method_options: Any,
+    ):
+        super().__init__()
+        unknown = sorted(set(method_options) - {o for m in METHODS.values() for o in m.options})
+        if unknown:
+            valid = sorted(set(inspect.signature(BabyMergeLM.__init__).parameters) - {"self", "method_options"})
+            valid += sorted({o for m in METHODS.values() for o in m.options})
+            raise BabyMergeError(f"unknown model_args {unknown} for --model babymerge; valid: {', '.join(valid)}")
+        if isinstance(alpha, str):
+            alpha = parse_alpha(alpha)
+        if lang_ckpt is None and alpha not in (None, 0, 0.0):
+            raise BabyMergeError(f"alpha={alpha} needs lang_ckpt=<language-only checkpoint> to merge with")
+
+        self._setup_parallel(device)
+        start = time.perf_counter()
+        if lang_ckpt is not None:
+            alpha = 0.3 if alpha is None else alpha
+            report = merge(
+                pretrained, lang_ckpt, merge_method, alpha, base_ckpt=base_ckpt, dtype=dtype,
+                allow_different_tokenizers=allow_different_tokenizers, progress=self.rank == 0, **method_options,
+            )  # fmt: skip
+            self.model = report.model
+        else:
+            alpha = 0.0
+            self.model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=_torch_dtype(dtype))
+        self.merge_seconds = time.perf_counter() - start
+        self.model.to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        self.alpha, self.merge_method, self.pretrained, self.lang_ckpt = alpha, merge_method, pretrained, lang_ckpt
+
+        self.is_multimodal = isinstance(self.model, BabyLlavaForConditionalGeneration)
+        image_prefix = image_prefix or ("black" if self.is_multimodal else "none")
+        if image_prefix not in IMAGE_PREFIXES:
+            raise BabyMergeError(f"image_prefix must be one of {IMAGE_PREFIXES}, got {image_prefix!r}")
+        if image_prefix == "black" and not self.is_multimodal:
+            raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only {type(self.model).__name__}")
+        self.image_prefix = image_prefix
+        self.image_token_id = self.model.config.image_token_id if self.is_multimodal else None
+        if vision_encoder is not None:
+            self.model.config.vision_encoder = vision_encoder
+
+        config = self.model.config.get_text_config()
+        self._max_length = int(max_length or getattr(config, "max_position_embeddings", 2048))
+        if batch_size != "auto" and not str(batch_size).isdigit():
+            raise BabyMergeError(f"batch_size must be an integer or 'auto', got {batch_size!r}")
+        self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
+        self.max_batch_size = max_batch_size
+        self.token_budget = int(token_budget)
+        self._features: dict[str, torch.Tensor] = {}  # image hash -> DINOv2 feature
+        self.images_encoded = 0
+
+    # -- processes -----------------------------------------------------------------------
+    def _setup_parallel(self, device: str | None) -> None:
+        """Data parallel like lm-eval's ``hf`` model: under ``accelerate launch`` each process
+        evaluates its share of the requests and lm-eval gathers the results."""
+        self.accelerator = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+            self._device = self.accelerator.device
+        elif device and not (device.startswith("cuda") and not torch.cuda.is_available()):
+            self._device = torch.device(device)
+        else:  # like lm-eval's hf model: the CLI's default "cuda:0" means "the GPU if there is one"
+            self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def all_gather(self, tensor):
+        return self.accelerator.gather(tensor) if self.accelerator else tensor
+
+    def barrier(self) -> None:
+        if self.accelerator:
+            self.accelerator.wait_for_everyone()
+
+    @property
+    def device(self):
+        return self._device
+
+    # -- TemplateLM's tokenizer contract ----------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context becomes: the (black) image token, else BOS as in ``hf``."""
+        if self.image_prefix == "black":
+            return self.image_token_id
+        return self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+
+    def tok_decode(self, tokens) -> str:
+        return self.tokenizer.decode(tokens)
+
+    def get_model_info(self) -> dict:
+        return {"babymerge_alpha": self.alpha, "babymerge_method": self.merge_method, "lang_ckpt": self.lang_ckpt,
+                "image_prefix": self.image_prefix, "merge_seconds": round(self.merge_seconds, 3)}  # fmt: skip
+
+    # -- scoring -----------------------------------------------------------------------------
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """Text requests go through TemplateLM's tokenisation; requests carrying images get
+        one image token per image in front of the context."""
+        images = [req.args[2].get("visual") if len(req.args) > 2 else None for req in requests]
+        if not any(images):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        if not self.is_multimodal:
+            raise BabyMergeError(f"this task gives images, but {self.pretrained!r} is a text-only model")
+        new_reqs = []
+        for req, visual in zip(requests, images):
+            context, continuation = req.args[:2]
+            visual = visual if isinstance(visual, list) else [visual] if visual is not None else []
+            keys = tuple(self._encode_image(img) for img in visual)
+            if context:
+                context_enc, continuation_enc = self._encode_pair(context, continuation)
+            else:
+                context_enc, continuation_enc = [], self.tok_encode(continuation)
+            context_enc = [self.image_token_id] * len(keys) + context_enc
+            if not context_enc:  # no image and no context: the usual prefix
+                context_enc = [self.prefix_token_id]
+            new_reqs.append(((context, continuation, keys), context_enc, continuation_enc))
+        return self._loglikelihood_tokens(new_reqs, disable_tqdm=disable_tqdm)
+
+    def _encode_image(self, image) -> str:
+        key = _image_key(image)
+        if key not in self._features:
+            self._features[key] = self.model.encode_images(images=[image.convert("RGB")])[0].float().cpu()
+            self.images_encoded += 1
+        return key
+
+    def _with_prefix(self, context_enc: list[int]) -> list[int]:
+        """Black image in front of text, unless the context already starts with an image."""
+        if self.image_prefix == "black" and context_enc[:1] != [self.image_token_id]:
+            return [self.image_token_id] + context_enc
+        return context_enc
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+        """Score (context, continuation) token lists: sum of continuation log-probs and greedy flag.
+
+        Identical sequences (same image, same tokens, same split) are scored once; the rest
+        are sorted longest-first and cut into batches of at most ``token_budget`` padded
+        tokens (or ``batch_size`` sequences), one forward pass each.
+        """
+        items = []
+        for req in requests:
+            key, context_enc, continuation_enc = req
+            images = key[2] if len(key) > 2 else ()
+            tokens = self._with_prefix(list(context_enc)) + list(continuation_enc)
+            tokens = tokens[-(self.max_length + 1) :]
+            items.append((images, tuple(tokens), len(continuation_enc)))
+
+        unique = list(dict.fromkeys(items))
+        collator = Collator(unique, sort_fn=lambda item: (-len(item[1]), item[1]))
+        results: dict[tuple, tuple[float, bool]] = {}
+        bar = tqdm(total=len(unique), disable=disable_tqdm or self.rank != 0, desc="babymerge loglikelihood")
+        with torch.inference_mode():
+            for batch in collator.get_batched(n=0 if self.batch_size == "auto" else self.batch_size, batch_fn=self._auto_batch if self.batch_size == "auto" else None):
+                for item, score in zip(batch, self._score_batch(batch)):
+                    results[item] = score
+                bar.update(len(batch))
+        bar.close()
+        return [results[item] for item in items]
+
+    def _auto_batch(self, position: int, batch) -> int:
+        longest = len(batch[position][1]) if position < len(batch) else 1
+        size = max(1, self.token_budget // max(longest - 1, 1))
+        return min(size, self.max_batch_size) if self.max_batch_size else size
+
+    def _score_batch(self, batch) -> list[tuple[float, bool]]:
+        width = max(len(tokens) for _, tokens, _ in batch) - 1
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        inputs = torch.full((len(batch), width), pad, dtype=torch.long)
+        for row, (_, tokens, _) in enumerate(batch):
+            inputs[row, : len(tokens) - 1] = torch.tensor(tokens[:-1])
+        call = {"input_ids": inputs.to(self.device)}
+        if self.is_multimodal:
+            features = self._image_features(batch, inputs)
+            if features is not None:
+                call["image_features"] = features
+        hidden = self._hidden_states(call)
+        out = []
+        for row, (_, tokens, n_cont) in enumerate(batch):
+            end = len(tokens) - 1
+            h = hidden[row, end - n_cont : end]
+            logprobs = F.log_softmax(self._lm_head(h).float(), dim=-1)
+            target = torch.tensor(tokens[-n_cont:], device=logprobs.device)
+            score = float(logprobs.gather(1, target[:, None]).sum())
+            out.append((score, bool((logprobs.argmax(-1) == target).all())))
+        return out
+
+    def _image_features(self, batch, inputs) -> torch.Tensor | None:
+        """One feature per image token, in order: the row's images, else the black image."""
+        n_tokens = (inputs == self.image_token_id).sum(dim=1).tolist()
+        if not any(n_tokens):
+            return None
+        black = self.model.model.black_image_features.float().cpu()
+        rows = []
+        for (images, _, _), n in zip(batch, n_tokens):
+            rows += [self._features[k] for k in images[:n]] + [black] * (n - len(images[:n]))
+        return torch.stack(rows).to(self.device)
+
+    def _hidden_states(self, call) -> torch.Tensor:
+        """Final hidden states; the LM head is applied only where a token is scored."""
+        body = getattr(self.model, self.model.base_model_prefix)  # .model (Llama, Llava), .transformer (GPT-2)
+        return body(**call).last_hidden_state
+
+    def _lm_head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.get_output_embeddings()(hidden)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        """Perplexity-style scoring in disjoint windows, as lm-eval's ``hf`` model does; with
+        the black image every window starts with it (one position less for text)."""
+        window = self.max_length - (1 if self.image_prefix == "black" else 0)
+        windows, owners = [], []
+        for i, (string,) in enumerate(req.args[:1] for req in requests):
+            for context, continuation in map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=window, context_len=1
+                ),
+            ):
+                windows.append(((None, None), context, continuation))
+                owners.append(i)
+        scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
+        totals = [0.0] * len(requests)
+        for owner, (score, _) in zip(owners, scores):
+            totals[owner] += score
+        return totals
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        """Greedy generation (after the black image, for BabyLLaVA) until a stop string."""
+        out = []
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc="babymerge generate"):
+            context, gen_kwargs = req.args[:2]
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or [self.tok_decode([self.eot_token_id])]
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(gen_kwargs.pop("max_gen_toks", 256))
+            ids = self._with_prefix(self.tok_encode(context) or [self.prefix_token_id])
+            ids = ids[-max(self.max_length - max_new, 1) :]
+            with torch.inference_mode():
+                generated = self.model.generate(
+                    input_ids=torch.tensor([ids], device=self.device),
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                    max_new_tokens=max_new, do_sample=False, pad_token_id=self.eot_token_id,
+                    eos_token_id=self.eot_token_id, stop_strings=until, tokenizer=self.tokenizer,
+                )  # fmt: skip
+            text = self.tok_decode(generated[0, len(ids) :].tolist())
+            for stop in until:
+                text = text.split(stop)[0]
+            out.append(text)
+        return out
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    value = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(value, torch.dtype):
+        raise BabyMergeError(f"unknown dtype {name!r}; use float32, bfloat16 or float16")
+    return value

@@ -1,0 +1,54 @@
+"""The `babymerge` command as a user runs it (a real subprocess)."""
+
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "babymerge", *map(str, args)], capture_output=True, text=True)
+
+
+def test_merge_command_prints_a_summary_and_writes_the_checkpoint(toy, tmp_path):
+    out = tmp_path / "merged"
+    result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--alpha", "0.3", "--method", "linear", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "merged 21 tensors (120,640 parameters) with linear, alpha=0.3" in result.stdout
+    assert "kept 5 multimodal-only tensors (6,304 parameters) unchanged" in result.stdout
+    assert "merging (linear)" in result.stderr  # the tqdm bar
+    mm, lang, got = (load_file(p / "model.safetensors") for p in (toy.mm, toy.lang, out))
+    key = "model.language_model.layers.0.mlp.down_proj.weight"
+    assert torch.equal(got[key], 0.3 * lang["model.layers.0.mlp.down_proj.weight"] + 0.7 * mm[key])
+
+
+def test_method_options_and_module_alpha_flags(toy, tmp_path):
+    out = tmp_path / "ties"
+    result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--method", "ties", "--base", toy.base, "--density", "0.3",
+                 "--module-alpha", "model.embed_tokens.*=0.5", "--alpha", "0.2", "--out", out, "--no-progress")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from babymerge import merge
+
+    merge(toy.mm, toy.lang, "ties", {"model.embed_tokens.*": 0.5, "*": 0.2}, base_ckpt=toy.base, density=0.3, out=tmp_path / "api", progress=False)
+    a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "api" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_errors_exit_2_with_a_message_and_write_nothing(toy, tmp_path):
+    out = tmp_path / "merged"
+    result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--alpha", "1.3", "--out", out)
+    assert result.returncode == 2
+    assert "babymerge: error: alpha: alpha must be in [0, 1]" in result.stderr and "got 1.3" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--density", "0.5", "--out", out)
+    assert result.returncode == 2 and "merge method 'linear' has no option(s) ['density']" in result.stderr
+    result = run("merge", "--mm", toy.mm, "--lang", toy.lang)
+    assert result.returncode == 2 and "give --out" in result.stderr
+
+
+def test_methods_lists_every_method():
+    result = run("methods")
+    assert result.returncode == 0
+    for name in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"):
+        assert f"\n{name}" in "\n" + result.stdout
