@@ -50,6 +50,9 @@ def _image_key(image) -> str:
 class BabyMergeLM(TemplateLM):
     """lm-eval model for BabyLLaVA checkpoints, merged with a language-only twin at load time.
 
+    ``MULTIMODAL`` tells lm-eval it may send image tasks here (a text-only ``pretrained`` then
+    refuses them with a clear error).
+
     Args (``--model_args``):
         pretrained: multimodal checkpoint directory (or any HF causal LM: text only).
         lang_ckpt: language-only checkpoint to merge in; none: evaluate ``pretrained`` as is.
@@ -67,6 +70,8 @@ class BabyMergeLM(TemplateLM):
         vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
         allow_different_tokenizers: merge even if the tokenizers differ.
     """
+
+    MULTIMODAL = True
 
     def __init__(
         self,
@@ -274,15 +279,20 @@ class BabyMergeLM(TemplateLM):
             if features is not None:
                 call["image_features"] = features
         hidden = self._hidden_states(call)
-        out = []
+        # Gather every scored position of the batch, then one LM head matmul and one log-softmax.
+        rows, positions, targets, lengths = [], [], [], []
         for row, (_, tokens, n_cont) in enumerate(batch):
             end = len(tokens) - 1
-            h = hidden[row, end - n_cont : end]
-            logprobs = F.log_softmax(self._lm_head(h).float(), dim=-1)
-            target = torch.tensor(tokens[-n_cont:], device=logprobs.device)
-            score = float(logprobs.gather(1, target[:, None]).sum())
-            out.append((score, bool((logprobs.argmax(-1) == target).all())))
-        return out
+            rows += [row] * n_cont
+            positions += range(end - n_cont, end)
+            targets += tokens[-n_cont:]
+            lengths.append(n_cont)
+        h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(positions, device=hidden.device)]
+        logprobs = F.log_softmax(self._lm_head(h).float(), dim=-1)
+        target = torch.tensor(targets, device=logprobs.device)
+        picked = logprobs.gather(1, target[:, None])[:, 0].double().cpu().split(lengths)
+        greedy = (logprobs.argmax(-1) == target).cpu().split(lengths)
+        return [(float(p.sum()), bool(g.all())) for p, g in zip(picked, greedy)]
 
     def _image_features(self, batch, inputs) -> torch.Tensor | None:
         """One feature per image token, in order: the row's images, else the black image."""
