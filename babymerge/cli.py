@@ -5,6 +5,7 @@
     babymerge merge ... --module-alpha 'model.embed_tokens.*=0.5' --alpha 0.3
     babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
     babymerge methods                                   # list merge methods and their options
+    babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
 """
 
 from __future__ import annotations
@@ -91,6 +92,35 @@ def _run_merge(args) -> int:
     return 0
 
 
+def _add_sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="evaluate merges over checkpoints x alphas, with plots")
+    p.add_argument("--mm", required=True, help="multimodal run directory (checkpoint subdirectories) or one checkpoint")
+    p.add_argument("--lang", required=True, help="language-only run directory or one checkpoint")
+    p.add_argument("--alphas", default="0:1:0.1", help="'0,0.3,1' or a range 'start:stop:step' (default 0:1:0.1)")
+    p.add_argument("--checkpoints", default="all", help="all, latest, or names (matched in both runs), comma-separated")
+    p.add_argument("--tasks", required=True, help="lm-eval tasks or groups, comma-separated")
+    p.add_argument("--include-path", default="lm_eval_tasks", help="folder of task YAMLs (default lm_eval_tasks)")
+    p.add_argument("--out", required=True, help="sweep directory (resumable)")
+    p.add_argument("--limit", type=float, help="examples per task (for quick looks)")
+    p.add_argument("--model-args", default="", help="extra babymerge model_args, e.g. dtype=bfloat16,device=cuda")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_sweep(args) -> int:
+    from lm_eval.utils import simple_parse_args_string
+
+    from .sweep import parse_alphas, sweep
+
+    limit = int(args.limit) if args.limit and args.limit >= 1 else args.limit
+    cells = sweep(
+        args.mm, args.lang, parse_alphas(args.alphas), [t for t in args.tasks.split(",") if t], args.out,
+        checkpoints=args.checkpoints, include_path=args.include_path, limit=limit,
+        model_args=simple_parse_args_string(args.model_args), progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"{len(cells)} cells in {args.out}: results.csv, results.jsonl, score_vs_alpha.png (and tradeoff.png)")
+    return 0
+
+
 def _run_methods(args) -> int:
     from .merge import METHODS
 
@@ -106,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_merge_parser(sub)
     sub.add_parser("methods", help="list merge methods and their options")
+    _add_sweep_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"merge": _run_merge, "methods": _run_methods}[args.command](args)
+        return {"merge": _run_merge, "methods": _run_methods, "sweep": _run_sweep}[args.command](args)
     except BabyMergeError as err:
         print(f"babymerge: error: {err}", file=sys.stderr)
         return 2

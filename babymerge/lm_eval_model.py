@@ -69,6 +69,7 @@ class BabyMergeLM(TemplateLM):
             training) or ``none``.
         vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
         allow_different_tokenizers: merge even if the tokenizers differ.
+        keep_sources: keep both models in memory so ``set_alpha`` can re-merge in place (sweeps).
     """
 
     MULTIMODAL = True
@@ -89,6 +90,7 @@ class BabyMergeLM(TemplateLM):
         image_prefix: str | None = None,
         vision_encoder: str | None = None,
         allow_different_tokenizers: bool = False,
+        keep_sources: bool = False,
         **method_options: Any,
     ):
         super().__init__()
@@ -108,12 +110,13 @@ class BabyMergeLM(TemplateLM):
             alpha = 0.3 if alpha is None else alpha
             report = merge(
                 pretrained, lang_ckpt, merge_method, alpha, base_ckpt=base_ckpt, dtype=dtype,
-                allow_different_tokenizers=allow_different_tokenizers, progress=self.rank == 0, **method_options,
+                allow_different_tokenizers=allow_different_tokenizers, keep_sources=keep_sources,
+                progress=self.rank == 0, **method_options,
             )  # fmt: skip
-            self.model = report.model
+            self.model, self.remerge = report.model, report.remerge
         else:
             alpha = 0.0
-            self.model = AutoModelForCausalLM.from_pretrained(pretrained, dtype=_torch_dtype(dtype))
+            self.model, self.remerge = AutoModelForCausalLM.from_pretrained(pretrained, dtype=_torch_dtype(dtype)), None
         self.merge_seconds = time.perf_counter() - start
         self.model.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
@@ -139,6 +142,13 @@ class BabyMergeLM(TemplateLM):
         self.token_budget = int(token_budget)
         self._features: dict[str, torch.Tensor] = {}  # image hash -> DINOv2 feature
         self.images_encoded = 0
+
+    def set_alpha(self, alpha) -> None:
+        """Re-merge in place at another alpha, without reading the checkpoints again."""
+        if self.remerge is None:
+            raise BabyMergeError("set_alpha needs lang_ckpt=... and keep_sources=True")
+        self.remerge.set_alpha(alpha)
+        self.alpha = self.remerge.alpha
 
     # -- processes -----------------------------------------------------------------------
     def _setup_parallel(self, device: str | None) -> None:

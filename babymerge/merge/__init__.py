@@ -29,7 +29,7 @@ from . import dare, linear, slerp, task_arithmetic, ties  # noqa: F401  (registe
 from .alpha import AlphaSchedule, parse_alpha
 from .registry import METHODS, MergeMethod, get_method, register
 
-__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "get_method", "merge", "parse_alpha", "register"]
+__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "register"]
 
 RECIPE_NAME = "babymerge_recipe.json"
 # Multimodal tensors never interpolated even when the twin has them: the black-image feature
@@ -69,6 +69,7 @@ class MergeReport:
     seconds: float = 0.0
     out: Path | None = None
     model: Any = None
+    remerge: Remerger | None = None
 
     def summary(self) -> str:
         lines = [
@@ -93,6 +94,7 @@ def merge(
     max_shard_size: int | str = "2GB",
     overwrite: bool = False,
     allow_different_tokenizers: bool = False,
+    keep_sources: bool = False,
     progress: bool = True,
     **options: Any,
 ) -> MergeReport:
@@ -115,6 +117,9 @@ def merge(
         overwrite: replace an existing ``out``.
         allow_different_tokenizers: merge even if the two tokenizers differ (the embedding rows
             would then mean different tokens: only for tokenizers you know are aligned).
+        keep_sources: (in memory only) keep both models' shared tensors too, as
+            ``report.remerge``, so the merge can be redone in place for other alphas without
+            reading the checkpoints again (alpha sweeps); costs two more copies of them.
         progress: show a tqdm bar.
         **options: method options (``density``, ``scale``, ``seed``, ...).
     """
@@ -143,7 +148,12 @@ def merge(
     )
     bar = tqdm(plan, desc=f"merging ({method})", unit="tensor", disable=not progress)
     if out is None:
-        report.model = _merge_into_model(mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options))
+        kept = {} if keep_sources else None
+        report.model = _merge_into_model(mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept))
+        if keep_sources:
+            report.remerge = Remerger(report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers)
+    elif keep_sources:
+        raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
     else:
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
             writer = StreamingSafetensorsWriter(tmp, [(e.key, e.dtype, e.shape) for e in plan], max_shard_size)
@@ -155,6 +165,33 @@ def merge(
         report.out = Path(out)
     report.seconds = time.perf_counter() - start
     return report
+
+
+class Remerger:
+    """Redo an in-memory merge in place for another alpha, from sources kept in memory.
+
+    Alpha sweeps evaluate the same pair at many alphas: reloading and re-merging from disk
+    each time would dominate. The merged tensors are recomputed with the same method
+    function as ``merge()``, so a swept alpha gives bit-identical weights to a fresh merge.
+    """
+
+    def __init__(self, model, entries: list[_Entry], sources: dict, method: MergeMethod, options: dict, num_layers: int):
+        self.model, self.entries, self.sources = model, entries, sources
+        self.method, self.options, self.num_layers = method, options, num_layers
+        self.alpha: Any = None
+
+    def set_alpha(self, alpha) -> None:
+        if isinstance(alpha, str):
+            alpha = parse_alpha(alpha)
+        schedule = AlphaSchedule(alpha, self.num_layers)
+        schedule.check_covers([e.text_key for e in self.entries])
+        state = self.model.state_dict()
+        with torch.no_grad():
+            for entry in self.entries:
+                m, l, b = self.sources[entry.key]
+                merged = self.method.fn(m, l, b, schedule(entry.text_key), entry.text_key, **self.options)
+                state[entry.key].copy_(merged.reshape(entry.shape))
+        self.alpha = alpha
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -229,14 +266,17 @@ def _vocab(ckpt: Checkpoint) -> dict[str, int] | None:
 
 
 # -- computing ---------------------------------------------------------------------------------
-def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options) -> Iterator[torch.Tensor]:
-    """The output tensor as consecutive flat chunks (one chunk for non-elementwise methods)."""
+def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None) -> Iterator[torch.Tensor]:
+    """The output tensor as consecutive flat chunks (one chunk for non-elementwise methods);
+    with ``keep``, the float32 sources of merged tensors are stored there too."""
     t_mm = mm.read(entry.key)
     if entry.lang_key is None:
         yield t_mm.to(entry.dtype).reshape(-1)
         return
     sources = [t_mm, lang.read(entry.lang_key)]
     sources.append(base.read(entry.base_key) if entry.base_key else t_mm)
+    if keep is not None:
+        keep[entry.key] = [t.float().clone() for t in sources]
     if not method.elementwise:
         m, l, b = (t.float() for t in sources)
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
