@@ -6,11 +6,13 @@
     babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
     babymerge methods                                   # list merge methods and their options
     babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
+    babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from .errors import BabyMergeError
@@ -121,6 +123,27 @@ def _run_sweep(args) -> int:
     return 0
 
 
+def _add_submit_parser(sub) -> None:
+    p = sub.add_parser("submit", help="BabyLM leaderboard prediction file from lm-eval --log_samples output")
+    p.add_argument("--results", required=True, help="lm-eval --output_path folder(s) with samples_*.jsonl")
+    p.add_argument("--model", required=True, help="model name: the evaluated checkpoint's folder name")
+    p.add_argument("--out", required=True, help="where to write NAME_{textonly,withvision}_predictions.json.gz")
+    p.add_argument("--data", help="evaluation data folder to check counts against (default $BABYMERGE_DATA or ./evaluation_data)")
+    p.add_argument("--vision", action="store_true", help="include the vision tasks (withvision file)")
+    p.add_argument("--allow-partial", action="store_true", help="write even if required tasks are missing (listed)")
+
+
+def _run_submit(args) -> int:
+    from .submission import submit
+
+    paths = submit(args.results, args.model, args.out, data_dir=args.data, vision=args.vision, allow_partial=args.allow_partial)
+    summary = json.loads(paths["summary"].read_text())
+    if summary["missing"]:
+        print(f"partial submission: {len(summary['missing'])} required subtasks missing, e.g. {summary['missing'][:5]}")
+    print(f"wrote {paths['predictions']}\nwrote {paths['summary']}")
+    return 0
+
+
 def _run_methods(args) -> int:
     from .merge import METHODS
 
@@ -137,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_merge_parser(sub)
     sub.add_parser("methods", help="list merge methods and their options")
     _add_sweep_parser(sub)
+    _add_submit_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"merge": _run_merge, "methods": _run_methods, "sweep": _run_sweep, "submit": _run_submit}
     try:
-        return {"merge": _run_merge, "methods": _run_methods, "sweep": _run_sweep}[args.command](args)
+        return commands[args.command](args)
     except BabyMergeError as err:
         print(f"babymerge: error: {err}", file=sys.stderr)
         return 2

@@ -22,12 +22,12 @@ import io
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .errors import BabyMergeError
+from .output import write_file_atomic
 
 CELLS = "cells.jsonl"
 
@@ -102,13 +102,6 @@ def tidy_rows(checkpoint: str, alpha: float, results: dict) -> list[dict]:
     return rows
 
 
-def _write_atomic(path: Path, text: str | bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(text.encode() if isinstance(text, str) else text)
-    os.replace(tmp, path)
-
-
 def read_cells(out: Path) -> list[dict]:
     path = out / CELLS
     if not path.is_file():
@@ -124,12 +117,12 @@ def read_cells(out: Path) -> list[dict]:
 
 def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
     rows = [row for cell in cells for row in tidy_rows(cell["checkpoint"], cell["alpha"], cell["results"])]
-    _write_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    write_file_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["checkpoint", "alpha", "task", "metric", "filter", "value", "stderr"])
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(out / "results.csv", buf.getvalue())
+    write_file_atomic(out / "results.csv", buf.getvalue())
     plot(out, rows, tasks)
 
 
@@ -191,7 +184,7 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
 def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    _write_atomic(path, buf.getvalue())
+    write_file_atomic(path, buf.getvalue())
 
 
 # -- running -----------------------------------------------------------------------------------

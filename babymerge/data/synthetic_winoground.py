@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from ..output import atomic_output_dir
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "yellow": (240, 210, 30)}
 SHAPES = ("square", "circle", "triangle")
@@ -81,12 +80,7 @@ def make_items(n: int, seed: int = 0) -> list[dict]:
 
 def write_dataset(out: str | Path, n: int = 40, seed: int = 0, overwrite: bool = True) -> Path:
     """Write ``winoground.jsonl`` and ``images/*.png`` under ``out`` (atomically)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         with open(tmp / "winoground.jsonl", "w") as f:
             for item in make_items(n, seed):
@@ -96,13 +90,7 @@ def write_dataset(out: str | Path, n: int = 40, seed: int = 0, overwrite: bool =
                     draw_scene(*scene).save(tmp / name)
                     row[f"image_{j}"] = name
                 f.write(json.dumps(row) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def main() -> None:

@@ -16,14 +16,13 @@ Mapping (alpha = weight of the language-only model):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from ..checkpoint import Checkpoint
 from ..errors import BabyMergeError
+from ..output import write_file_atomic
 from .alpha import AlphaSchedule
 from .registry import get_method
 
@@ -78,10 +77,4 @@ def write_mergekit_yaml(path, mm_ckpt, lang_ckpt, method="linear", alpha=0.3, **
     config, caveats = mergekit_config(mm_ckpt, lang_ckpt, method, alpha, **kwargs)
     header = "# written by babymerge: run with `mergekit-yaml THIS_FILE OUTPUT_DIR`\n"
     header += "".join(f"# note: {c}\n" for c in caveats)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(header + yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False))

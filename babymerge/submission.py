@@ -1,0 +1,167 @@
+"""BabyLM leaderboard prediction files from lm-eval ``--log_samples`` output.
+
+    babymerge submit --results results/ --model my-merge-a0.3 --out submission/ [--vision] [--allow-partial]
+
+Writes ``{model}_textonly_predictions.json.gz`` (``_withvision_`` with ``--vision``) in the
+BabyLM 2024 pipeline's format (its ``collate_preds.py``):
+``{task: {subtask: {"predictions": [{"id": "<subtask>_<i>", "pred": <chosen continuation>}]}}}``,
+where ``i`` is the example's line in the subtask's data file and ``pred`` the continuation
+with the highest log-probability (the first on a tie, as the pipeline's argmax does), plus
+``{model}_summary.json`` with the scores lm-eval reported.
+
+Like the pipeline, it validates before writing: every required task and subtask is there
+(``--allow-partial`` lists what is missing instead), each subtask has one prediction per
+line of its data file, no id is duplicated, and ``pred`` has the right type. It also refuses
+results produced by another model than the one named, and a results folder with no samples.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+from .data import evaluation_data_dir
+from .errors import BabyMergeError
+from .output import write_file_atomic
+
+# The 2024 pipeline's task list. GLUE (fine-tuning) and EWoK, devbench, VQA predictions are
+# produced by tools outside this project; without them a submission is partial.
+BLIMP_SUPPLEMENT = ["hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking"]
+EWOK = ["agent-properties", "material-dynamics", "material-properties", "physical-dynamics", "physical-interactions",
+        "physical-relations", "quantitative-properties", "social-interactions", "social-properties", "social-relations",
+        "spatial-relations"]  # fmt: skip
+GLUE = ["cola", "sst2", "mrpc", "qqp", "mnli", "mnli-mm", "qnli", "rte", "boolq", "multirc", "wsc"]
+# lm-eval task name -> (submission task, subtask, data file relative to the evaluation data dir)
+_TASK_PATTERNS = [
+    (re.compile(r"blimp_filtered_(?P<sub>.+)"), "blimp", "blimp_filtered/{sub}.jsonl"),
+    (re.compile(r"blimp_supplement_(?P<sub>.+)"), "blimp_supplement", "supplement_filtered/{sub}.jsonl"),
+    (re.compile(r"ewok_(?P<sub>.+)_filtered"), "ewok", "ewok_filtered/{sub}.jsonl"),
+    (re.compile(r"(?P<sub>winoground)_filtered"), "winoground", "winoground_filtered/winoground.jsonl"),
+]
+_SAMPLES = re.compile(r"samples_(?P<task>.+)_(?P<stamp>\d{4}-\d{2}-\d{2}T[\d\-.]+)\.jsonl$")
+
+
+def required_subtasks(data_dir: Path, vision: bool) -> dict[str, list[str]]:
+    blimp_dir = data_dir / "blimp_filtered"
+    if not blimp_dir.is_dir():
+        raise BabyMergeError(f"{blimp_dir} not found: the submission is checked against the BabyLM evaluation data (set BABYMERGE_DATA)")
+    required = {
+        "glue": GLUE,
+        "blimp": sorted(p.stem for p in blimp_dir.glob("*.jsonl")),
+        "blimp_supplement": BLIMP_SUPPLEMENT,
+        "ewok": EWOK,
+    }
+    if vision:
+        required |= {"vqa": ["vqa"], "winoground": ["winoground"], "devbench": ["lex-viz_vocab", "gram-trog", "sem-things"]}
+    return required
+
+
+def find_samples(results: Path, model: str) -> dict[str, Path]:
+    """lm-eval task -> its newest samples file; refuses results of another model."""
+    found: dict[str, tuple[str, Path]] = {}
+    for path in results.rglob("samples_*.jsonl"):
+        m = _SAMPLES.search(path.name)
+        if not m:
+            continue
+        _check_model(path, model)
+        task = m["task"]
+        if task not in found or m["stamp"] > found[task][0]:
+            found[task] = (m["stamp"], path)
+    if not found:
+        raise BabyMergeError(f"no lm-eval samples (samples_*.jsonl) under {str(results)!r}: run lm_eval with --log_samples --output_path {results}")
+    return {task: path for task, (_, path) in found.items()}
+
+
+def _check_model(samples: Path, model: str) -> None:
+    """The results_*.json beside a samples file names the checkpoint; it must be ``model``."""
+    stamp = _SAMPLES.search(samples.name)["stamp"]
+    results = samples.with_name(f"results_{stamp}.json")
+    if not results.is_file():
+        return
+    config = json.loads(results.read_text()).get("config", {})
+    args = config.get("model_args") or ""
+    if isinstance(args, str):
+        args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
+    pretrained = str(args.get("pretrained", ""))
+    name = config.get("model_name") or samples.parent.name
+    candidates = {Path(pretrained).name, pretrained, name, name.split("__")[-1]}
+    if model not in candidates:
+        raise BabyMergeError(f"{samples} holds results of {pretrained or name!r}, not of model {model!r}; pass the right --model or results folder")
+
+
+def predictions(samples: Path) -> list[tuple[int, str]]:
+    """(doc_id, chosen continuation) per document, in doc_id order."""
+    out = []
+    for line_no, line in enumerate(samples.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        scores = [float(resp[0][0]) for resp in doc["resps"]]
+        best = scores.index(max(scores))  # the first maximum, like numpy's argmax
+        args = doc["arguments"]
+        choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
+        out.append((int(doc["doc_id"]), choice))
+    return sorted(out)
+
+
+def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial: bool) -> tuple[dict, list[str], dict]:
+    """The prediction dict, what is missing, and the lm-eval scores per task."""
+    required = required_subtasks(data_dir, vision)
+    samples = find_samples(results, model)
+    preds: dict[str, dict] = {}
+    for task, path in sorted(samples.items()):
+        for pattern, name, data_file in _TASK_PATTERNS:
+            m = pattern.fullmatch(task)
+            if m:
+                sub = m["sub"]
+                entries = predictions(path)
+                ids = [doc_id for doc_id, _ in entries]
+                if len(set(ids)) != len(ids):
+                    raise BabyMergeError(f"{path}: duplicated doc_id, so duplicated prediction ids in {name}/{sub}")
+                expected = data_dir / data_file.format(sub=sub)
+                n_lines = sum(1 for line in expected.read_text().splitlines() if line.strip()) if expected.is_file() else None
+                if n_lines is not None and (len(entries) != n_lines or ids != list(range(n_lines))):
+                    raise BabyMergeError(
+                        f"{name}/{sub}: {len(entries)} predictions for {n_lines} lines of {expected} "
+                        "(was lm_eval run with --limit?); one prediction per example is required"
+                    )
+                preds.setdefault(name, {})[sub] = {"predictions": [{"id": f"{sub}_{i}", "pred": p} for i, p in entries]}
+                break
+    missing = [f"{task}/{sub}" for task, subs in required.items() for sub in subs if sub not in preds.get(task, {})]
+    if missing and not allow_partial:
+        raise BabyMergeError(f"the submission lacks {len(missing)} required subtasks, e.g. {missing[:6]}; produce them, or pass --allow-partial")
+    validate(preds)
+    scores = {}
+    for path in results.rglob("results_*.json"):
+        for task, metrics in json.loads(path.read_text()).get("results", {}).items():
+            scores[task] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return preds, missing, scores
+
+
+def validate(preds: dict) -> None:
+    """Types and unique ids, as the pipeline's verify_dict checks them."""
+    for task, subtasks in preds.items():
+        for sub, entry in subtasks.items():
+            ids = [p["id"] for p in entry["predictions"]]
+            if len(set(ids)) != len(ids):
+                raise BabyMergeError(f"{task}/{sub}: duplicated prediction ids")
+            wanted = int if task == "glue" else str
+            bad = [p for p in entry["predictions"] if not isinstance(p["pred"], wanted)]
+            if bad:
+                raise BabyMergeError(f"{task}/{sub}: predictions must be {wanted.__name__}s, e.g. {bad[0]}")
+
+
+def submit(results, model: str, out, *, data_dir=None, vision: bool = False, allow_partial: bool = False) -> dict[str, Path]:
+    """Validate, then write the gzip prediction file and the JSON summary (atomically)."""
+    results, out = Path(results), Path(out)
+    data_dir = Path(data_dir) if data_dir else evaluation_data_dir()
+    preds, missing, scores = build(results, model, data_dir, vision, allow_partial)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "withvision" if vision else "textonly"
+    paths = {"predictions": out / f"{model}_{kind}_predictions.json.gz", "summary": out / f"{model}_summary.json"}
+    write_file_atomic(paths["predictions"], gzip.compress(json.dumps(preds).encode()))
+    summary = {"model": model, "kind": kind, "missing": missing, "subtasks": {t: sorted(s) for t, s in preds.items()}, "scores": scores}
+    write_file_atomic(paths["summary"], (json.dumps(summary, indent=2) + "\n"))
+    return paths
