@@ -1,63 +1,116 @@
 """The end-to-end demo: ``make demo`` (or ``python -m babymerge.demo --out demo_out``).
 
-Runs on a fresh machine with no network. It builds two tiny random checkpoints locally (a
-BabyLLaVA multimodal model with a tiny DINOv2 encoder, and a LlamaForCausalLM language-only
-twin sharing its tokenizer), merges them at alpha = 0.3 with the real ``babymerge merge``
-command, loads the result with the transformers Auto classes, and prints where each
-artefact is. Later stages (training, lm-eval, sweeps, submission) are added as they land.
+Runs on a fresh machine in a few minutes on 2 CPU cores, with no network, using the real
+commands a researcher would type:
+
+1. build two tiny models locally: a BabyLLaVA multimodal model (with a tiny DINOv2) and a
+   LlamaForCausalLM language-only twin sharing its tokenizer;
+2. ``babymerge merge --alpha 0.3`` writes the merged checkpoint;
+3. ``lm_eval --model babymerge ...,alpha=0.3`` merges at load time and evaluates BLiMP
+   (the files in ../shared/data/blimp when present, else a few minimal pairs written here)
+   and the synthetic Winoground-format set, with ``--log_samples``;
+4. ``babymerge sweep`` over alphas 0, 0.3, 0.7, 1 with its plots;
+5. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file.
+It prints where each artefact is.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from .data.synthetic_winoground import write_dataset
+from .toy import build_toy_checkpoints
 
-from .modeling import IMAGE_TOKEN
-from .toy import build_toy_checkpoints, synthetic_sentences
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
+BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
+# Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
+OWN_PAIRS = {
+    "anaphor_number_agreement": [("The girls saw themselves.", "The girls saw herself."), ("The boy helps himself.", "The boy helps themselves.")],
+    "determiner_noun_agreement_1": [("The dog sees this ball.", "The dog sees these ball."), ("A girl finds those trees.", "A girl finds that trees.")],
+    "regular_plural_subject_verb_agreement_1": [("The cats run.", "The cats runs."), ("The teacher draws.", "The teacher draw.")],
+}
 
 
-def sentence_logprob(model, tokenizer, text: str) -> float:
-    """Sum of token log-probabilities of ``text`` after the (black) image token."""
-    ids = tokenizer(IMAGE_TOKEN + text, return_tensors="pt").input_ids
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0, :-1].log_softmax(-1)
-    return float(logits.gather(1, ids[0, 1:, None]).sum())
+def run(cmd: list[str], env: dict | None = None) -> None:
+    print("   $", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env)
+
+
+def write_blimp(data: Path) -> str:
+    """BLiMP paradigm files in data/blimp (and blimp_filtered for the submission)."""
+    for folder in ("blimp", "blimp_filtered"):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+        for uid in BLIMP_PARADIGMS:
+            target = data / folder / f"{uid}.jsonl"
+            if SHARED_BLIMP.is_dir():
+                lines = (SHARED_BLIMP / f"{uid}.jsonl").read_text().splitlines()[:50]
+            else:
+                lines = [json.dumps({"sentence_good": g, "sentence_bad": b, "UID": uid, "pairID": str(i), "field": "syntax",
+                                     "linguistics_term": "agreement"}) for i, (g, b) in enumerate(OWN_PAIRS[uid])]  # fmt: skip
+            target.write_text("\n".join(lines) + "\n")
+    return "the first 50 pairs of 3 official BLiMP paradigms" if SHARED_BLIMP.is_dir() else "a few minimal pairs written by the demo"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="where to write everything (replaced)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
+    tasks_dir = str(REPO / "lm_eval_tasks")
 
-    print("1/3 building two tiny random checkpoints (no downloads) ...")
+    print("1/5 building two tiny random models (no downloads) ...", flush=True)
     toy = build_toy_checkpoints(out / "checkpoints", hidden_size=64, num_layers=2)
 
-    print("2/3 merging them with `babymerge merge --alpha 0.3` ...")
+    print("2/5 merging them with `babymerge merge --alpha 0.3` ...", flush=True)
     merged = out / "merged-alpha0.3"
-    cmd = [sys.executable, "-m", "babymerge", "merge", "--mm", str(toy.mm), "--lang", str(toy.lang),
-           "--alpha", "0.3", "--method", "linear", "--out", str(merged)]  # fmt: skip
-    print("   $", " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    run([sys.executable, "-m", "babymerge", "merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alpha", "0.3", "--out", str(merged)])
 
-    print("3/3 loading the merged checkpoint with AutoModelForCausalLM ...")
-    model = AutoModelForCausalLM.from_pretrained(merged).eval()
-    tokenizer = AutoTokenizer.from_pretrained(merged)
-    sentence = synthetic_sentences(1, seed=123)[0]
-    print(f"   {type(model).__name__}: log P({sentence!r} | black image) = {sentence_logprob(model, tokenizer, sentence):.2f}")
+    print("3/5 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
+    data = out / "evaluation_data"
+    blimp_source = write_blimp(data)
+    write_dataset(data / "winoground", n=24, seed=0)
+    env = {**os.environ, "BABYMERGE_DATA": str(data)}
+    blimp_tasks = [f"blimp_{uid}" for uid in BLIMP_PARADIGMS]
+    have_blimp = (REPO / "lm_eval_tasks" / "blimp").is_dir()
+    tasks = (blimp_tasks if have_blimp else []) + ["winoground"]
+    results = out / "results"
+    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0.3",
+         "--tasks", ",".join(tasks), "--include_path", tasks_dir, "--device", "cpu", "--batch_size", "auto",
+         "--output_path", str(results), "--log_samples"], env)  # fmt: skip
+
+    print("4/5 sweeping alpha with `babymerge sweep` ...", flush=True)
+    sweep_dir = out / "sweep"
+    run([sys.executable, "-m", "babymerge", "sweep", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alphas", "0,0.3,0.7,1",
+         "--tasks", ",".join(tasks), "--include-path", tasks_dir, "--out", str(sweep_dir), "--no-progress"], env)  # fmt: skip
+
+    submission = out / "submission"
+    if have_blimp:
+        print("5/5 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
+        submit_results = out / "results-submission"
+        run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}",
+             "--tasks", ",".join(f"blimp_filtered_{uid}" for uid in BLIMP_PARADIGMS), "--include_path", tasks_dir,
+             "--device", "cpu", "--batch_size", "auto", "--output_path", str(submit_results), "--log_samples"], env)  # fmt: skip
+        run([sys.executable, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
+             "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
+    else:
+        print("5/5 (skipped: the BLiMP tasks are not in lm_eval_tasks/ yet)")
 
     print("\nArtefacts:")
-    print(f"  multimodal checkpoint     {toy.mm}")
-    print(f"  language-only checkpoint  {toy.lang}")
-    print(f"  tiny DINOv2 encoder       {toy.encoder}")
-    print(f"  merged (alpha=0.3)        {merged}  (recipe: {merged / 'babymerge_recipe.json'})")
+    print(f"  multimodal / language-only checkpoints  {toy.mm}  {toy.lang}")
+    print(f"  merged checkpoint (alpha=0.3)           {merged}")
+    print(f"  evaluation data (BLiMP: {blimp_source}; synthetic Winoground) {data}")
+    print(f"  lm_eval results and samples             {results}")
+    print(f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")
+    if have_blimp:
+        print(f"  submission                              {submission}")
     return 0
 
 
