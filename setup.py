@@ -1,7 +1,7 @@
 """Metadata lives in setup.cfg. This file only ships ``babymerge-lm-eval.pth``.
 
 The .pth file makes the plain ``lm_eval`` command find ``--model babymerge`` (see
-``_babymerge_lm_eval.py``). setuptools has no declarative way to put a file at the top of
+``_babymerge_hooks.py``). setuptools has no declarative way to put a file at the top of
 site-packages, so ``build_py`` copies it there: into the wheel for normal installs, and into
 the editable wheel for ``pip install -e .`` (whose install_lib is the wheel's root).
 """

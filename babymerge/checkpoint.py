@@ -125,18 +125,23 @@ class Checkpoint:
             ) from err
 
     # -- reading --------------------------------------------------------------------------
-    def read(self, key: str, check_finite: bool = True) -> torch.Tensor:
-        """One tensor, read from its (memory-mapped) file; refuses NaN and inf."""
+    def read(self, key: str, rows: tuple[int, int] | None = None, check_finite: bool = True) -> torch.Tensor:
+        """One tensor, or its rows ``start:stop``, from its memory-mapped file; refuses NaN and inf.
+
+        The file is opened for this read only: rows are copied out and the mapping is closed,
+        so a merge streaming through a checkpoint keeps about one chunk resident.
+        """
         info = self.tensors[key]
         try:
             with safe_open(info.file, framework="pt") as f:
-                tensor = f.get_tensor(key)
+                tensor = f.get_tensor(key) if rows is None else f.get_slice(key)[rows[0] : rows[1]]
         except (SafetensorError, OSError) as err:
             raise BabyMergeError(f"cannot read tensor {key!r} from {info.file}: {err}") from err
         if check_finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
+            where = f"rows {rows[0]}:{rows[1]} of " if rows else ""
             raise BabyMergeError(
-                f"{self.role} checkpoint {str(self.path)!r}: tensor {key!r} contains {bad} NaN/inf values; "
+                f"{self.role} checkpoint {str(self.path)!r}: {where}tensor {key!r} contains {bad} NaN/inf values; "
                 "the checkpoint is broken (diverged training?), merging it would spread them"
             )
         return tensor

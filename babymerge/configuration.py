@@ -8,10 +8,11 @@ than stored in the checkpoint; ``vision_config`` describes it (its ``hidden_size
 feature width the projector expects).
 """
 
+import importlib
+
 from huggingface_hub.dataclasses import strict
-from transformers import LlavaConfig
+from transformers import AutoConfig, LlavaConfig
 from transformers.configuration_utils import SubConfigSpec
-from transformers.models.auto.configuration_auto import AutoConfig
 
 # DINOv2-large (facebook/dinov2-large): 24 layers, width 1024, 16 heads, patch 14.
 DINOV2_LARGE = {
@@ -62,3 +63,9 @@ class BabyLlavaConfig(LlavaConfig):
     def image_feature_size(self) -> int:
         """Width of one image feature (1024 for DINOv2-large)."""
         return self.vision_config.hidden_size
+
+
+AutoConfig.register(BabyLlavaConfig.model_type, BabyLlavaConfig, exist_ok=True)
+# The model classes register themselves in modeling.py; import it so that loading a
+# checkpoint through AutoModel... works whichever babymerge module was imported first.
+importlib.import_module("babymerge.modeling")

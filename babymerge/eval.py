@@ -12,13 +12,13 @@ import sys
 
 from lm_eval.__main__ import cli_evaluate
 
-from _babymerge_lm_eval import register
+from _babymerge_hooks import register_lm_eval_model
 
 
 def main() -> None:
     import lm_eval.models  # noqa: F401  (fill lm-eval's registry first, then add ours)
 
-    register()
+    register_lm_eval_model()
     cli_evaluate()
 
 

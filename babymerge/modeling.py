@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 from torch import nn
-from transformers import AutoImageProcessor, AutoModel, LlavaForConditionalGeneration, LlavaModel
+from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, LlavaPreTrainedModel
 
@@ -35,6 +35,8 @@ BLACK_IMAGE_SIZE = (224, 224)
 
 def load_vision_encoder(name_or_path: str):
     """Load a DINOv2 encoder and its image processor from a hub id or a local directory."""
+    from transformers import AutoImageProcessor  # image processing is only needed with images
+
     try:
         encoder = AutoModel.from_pretrained(name_or_path)
         processor = AutoImageProcessor.from_pretrained(name_or_path)
@@ -154,3 +156,8 @@ class BabyLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         if image_features is not None:
             kwargs["image_features"] = image_features
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, **kwargs)
+
+
+AutoModel.register(BabyLlavaConfig, BabyLlavaModel, exist_ok=True)
+AutoModelForImageTextToText.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)
+AutoModelForCausalLM.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)

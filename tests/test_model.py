@@ -1,6 +1,8 @@
 """BabyLLaVA: Auto-class registration, save/load round trip, and the image token."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -114,3 +116,21 @@ def test_missing_vision_encoder_gives_a_clear_error(toy, tmp_path):
 def test_import_registers_model_type():
     assert "babyllava" in babymerge.BabyLlavaConfig.model_type
     assert AutoConfig.for_model("babyllava").__class__ is BabyLlavaConfig
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["import babymerge", "import transformers; import babymerge", "from babymerge import BabyLlavaConfig",
+     "import babymerge.configuration", "from babymerge import BabyLlavaForConditionalGeneration"],
+)  # fmt: skip
+def test_auto_classes_work_whatever_is_imported_first(toy, first):
+    """Registration is deferred until transformers is imported, so it must hold in every order."""
+    code = f"{first}\nfrom transformers import AutoModelForCausalLM\nprint(type(AutoModelForCausalLM.from_pretrained({str(toy.mm)!r})).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip().endswith("BabyLlavaForConditionalGeneration"), result.stderr[-2000:]
+
+
+def test_import_babymerge_does_not_import_transformers():
+    """Merging to disk needs no transformers: `babymerge merge` starts fast and stays light."""
+    code = "import sys, babymerge\nprint(sorted(m for m in ('transformers', 'peft', 'lm_eval') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -41,7 +41,7 @@ SIDE_FILES = (
     "chat_template*", "preprocessor_config.json", "processor_config.json", "image_processor*",
     "generation_config.json",
 )  # fmt: skip
-CHUNK = 1 << 22  # elements per chunk for elementwise methods (16 MiB of float32)
+CHUNK = 1 << 21  # elements per chunk of rows (8 MiB of float32)
 
 
 @dataclass
@@ -255,36 +255,49 @@ def _check_tokenizers(mm: Checkpoint, lang: Checkpoint) -> None:
 
 
 def _vocab(ckpt: Checkpoint) -> dict[str, int] | None:
-    if not any(ckpt.path.glob("tokenizer*")):
-        return None
-    from transformers import AutoTokenizer
-
+    """The checkpoint's token -> id map (None if it has no tokenizer files): read from
+    ``tokenizer.json`` with ``tokenizers``, or through transformers for other formats."""
     try:
-        return AutoTokenizer.from_pretrained(ckpt.path).get_vocab()
-    except (OSError, ValueError) as err:
+        if (ckpt.path / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            return Tokenizer.from_file(str(ckpt.path / "tokenizer.json")).get_vocab(with_added_tokens=True)
+        if any(ckpt.path.glob("tokenizer*")):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(ckpt.path).get_vocab()
+    except Exception as err:  # tokenizers raises its own Exception type for unreadable files
         raise BabyMergeError(f"cannot load the tokenizer of {ckpt.role} checkpoint {str(ckpt.path)!r}: {err}") from err
+    return None
 
 
 # -- computing ---------------------------------------------------------------------------------
+def _row_spans(shape) -> list[tuple[int, int] | None]:
+    """Row ranges of about ``CHUNK`` elements each (None: a scalar, read whole)."""
+    if not shape:
+        return [None]
+    per = max(1, CHUNK // max(1, math.prod(shape[1:])))
+    return [(start, min(shape[0], start + per)) for start in range(0, shape[0], per)]
+
+
 def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None) -> Iterator[torch.Tensor]:
-    """The output tensor as consecutive flat chunks (one chunk for non-elementwise methods);
-    with ``keep``, the float32 sources of merged tensors are stored there too."""
-    t_mm = mm.read(entry.key)
+    """The output tensor as consecutive flat chunks of rows; whole for methods that need the
+    whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources."""
     if entry.lang_key is None:
-        yield t_mm.to(entry.dtype).reshape(-1)
+        for span in _row_spans(entry.shape):
+            yield mm.read(entry.key, span).to(entry.dtype).reshape(-1)
         return
-    sources = [t_mm, lang.read(entry.lang_key)]
-    sources.append(base.read(entry.base_key) if entry.base_key else t_mm)
-    if keep is not None:
-        keep[entry.key] = [t.float().clone() for t in sources]
-    if not method.elementwise:
-        m, l, b = (t.float() for t in sources)
+    if keep is not None or not method.elementwise:
+        m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
+        b = base.read(entry.base_key).float() if entry.base_key else m
+        if keep is not None:
+            keep[entry.key] = [t.clone() for t in (m, l, b)]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
-    flat = [t.reshape(-1) for t in sources]
-    for i in range(0, flat[0].numel(), CHUNK):
-        m, l, b = (t[i : i + CHUNK].float() for t in flat)
-        yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype)
+    for span in _row_spans(entry.shape):
+        m, l = mm.read(entry.key, span).float(), lang.read(entry.lang_key, span).float()
+        b = base.read(entry.base_key, span).float() if entry.base_key else m
+        yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
 
 
 def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):

@@ -9,10 +9,9 @@ so a merge is reproducible and independent of the order tensors are processed in
 import zlib
 
 import torch
-from peft.utils import merge_utils
 
 from .registry import check_fraction, register
-from .task_arithmetic import task_vectors
+from .task_arithmetic import peft_merge_utils, task_vectors
 
 
 def _dare(combine, mm, lang, base, alpha, key, density, seed, scale, **extra):
@@ -27,10 +26,10 @@ def _dare(combine, mm, lang, base, alpha, key, density, seed, scale, **extra):
 @register("dare_linear", uses_base=True, mergekit_name="dare_linear")
 def dare_linear(mm, lang, base, alpha, key, *, density: float = 0.5, seed: int = 0, scale: float = 1.0):
     """merged = base + scale * dare_linear([mm - base, lang - base], [1 - alpha, alpha], density)"""
-    return _dare(merge_utils.dare_linear, mm, lang, base, alpha, key, density, seed, scale)
+    return _dare(peft_merge_utils().dare_linear, mm, lang, base, alpha, key, density, seed, scale)
 
 
 @register("dare_ties", uses_base=True, mergekit_name="dare_ties")
 def dare_ties(mm, lang, base, alpha, key, *, density: float = 0.5, majority_sign_method: str = "total", seed: int = 0, scale: float = 1.0):
     """merged = base + scale * dare_ties([mm - base, lang - base], [1 - alpha, alpha], density)"""
-    return _dare(merge_utils.dare_ties, mm, lang, base, alpha, key, density, seed, scale, majority_sign_method=majority_sign_method)
+    return _dare(peft_merge_utils().dare_ties, mm, lang, base, alpha, key, density, seed, scale, majority_sign_method=majority_sign_method)

@@ -7,7 +7,6 @@ checkpoint the multimodal model is the base, so the only task vector is ``lang -
 """
 
 import torch
-from peft.utils import merge_utils
 
 from .registry import register
 
@@ -17,8 +16,15 @@ def task_vectors(mm, lang, base, alpha):
     return [mm - base, lang - base], torch.tensor([1.0 - alpha, alpha], dtype=mm.dtype)
 
 
+def peft_merge_utils():
+    """peft's merge functions, imported on first use (peft imports transformers)."""
+    from peft.utils import merge_utils
+
+    return merge_utils
+
+
 @register("task_arithmetic", uses_base=True, elementwise=True, mergekit_name="task_arithmetic")
 def task_arithmetic(mm, lang, base, alpha, key, *, scale: float = 1.0):
     """merged = base + scale * ((1 - alpha) * (mm - base) + alpha * (lang - base))"""
     tensors, weights = task_vectors(mm, lang, base, alpha)
-    return base + scale * merge_utils.task_arithmetic(tensors, weights)
+    return base + scale * peft_merge_utils().task_arithmetic(tensors, weights)

@@ -5,10 +5,9 @@ elected per entry, and only the entries agreeing with it are averaged. peft's
 ``merge_utils.ties`` does the work; we add the base back and scale.
 """
 
-from peft.utils import merge_utils
 
 from .registry import check_fraction, register
-from .task_arithmetic import task_vectors
+from .task_arithmetic import peft_merge_utils, task_vectors
 
 
 @register("ties", uses_base=True, mergekit_name="ties")
@@ -16,4 +15,4 @@ def ties(mm, lang, base, alpha, key, *, density: float = 0.5, majority_sign_meth
     """merged = base + scale * ties([mm - base, lang - base], [1 - alpha, alpha], density)"""
     check_fraction("density", density)
     tensors, weights = task_vectors(mm, lang, base, alpha)
-    return base + scale * merge_utils.ties(tensors, weights, density, majority_sign_method)
+    return base + scale * peft_merge_utils().ties(tensors, weights, density, majority_sign_method)
