@@ -1,0 +1,67 @@
+"""BLiMP minimal pairs for lm-eval, read from local JSONL files.
+
+One loader serves the three families of tasks:
+  blimp_<UID>               $BABYMERGE_DATA/blimp/<UID>.jsonl                 official BLiMP (67 paradigms)
+  blimp_filtered_<UID>      $BABYMERGE_DATA/blimp_filtered/<UID>.jsonl        the BabyLM pipeline's filtered subset
+  blimp_supplement_<name>   $BABYMERGE_DATA/supplement_filtered/<name>.jsonl  the BabyLM supplement
+($BABYMERGE_DATA defaults to ./evaluation_data.) Every file has one JSON object per line
+with ``sentence_good`` and ``sentence_bad``.
+
+Scoring is BLiMP's: full-sentence log-probabilities, no normalisation; a pair is right when
+log P(good) > log P(bad). lm-eval's ``acc`` takes an argmax, so a tie would pick the first
+choice (the good sentence) and count as right; here a tie counts as wrong, and ``ties``
+reports how often it happened.
+"""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+
+from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning
+from babymerge.errors import BabyMergeError
+
+quiet_custom_dataset_warning()
+
+WHERE = {
+    "blimp": "the official BLiMP release (github.com/alexwarstadt/blimp, folder data/: one <UID>.jsonl per paradigm) "
+    "or the hub's nyu-mll/blimp",
+    "blimp_filtered": "the BabyLM evaluation data (evaluation_data/blimp_filtered/ of the BabyLM evaluation pipeline)",
+    "supplement_filtered": "the BabyLM evaluation data (evaluation_data/supplement_filtered/ of the BabyLM evaluation pipeline)",
+}
+
+
+def read_pairs(path) -> list[dict]:
+    """The file's minimal pairs; a malformed line is an error naming the file and line."""
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BabyMergeError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not row.get("sentence_good") or not row.get("sentence_bad"):
+            raise BabyMergeError(f"{path}, line {line_no}: needs non-empty 'sentence_good' and 'sentence_bad'")
+        rows.append(row)
+    return rows
+
+
+def load_pairs(folder: str = "blimp", name: str = "", **kwargs) -> datasets.DatasetDict:
+    """``custom_dataset`` of every BLiMP-style task: ``$BABYMERGE_DATA/<folder>/<name>.jsonl``."""
+    directory = evaluation_data_dir() / folder
+    path = directory / f"{name}.jsonl"
+    if not path.is_file():
+        what = f"{directory} does not exist" if not directory.is_dir() else f"{path} is missing"
+        raise BabyMergeError(
+            f"BLiMP data not found: {what}. Put the {name}.jsonl files in {directory} (or set {DATA_ENV} "
+            f"to the folder that holds {folder}/). Get them from {WHERE.get(folder, 'the BabyLM evaluation data')}."
+        )
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_pairs(path))})
+
+
+def process_results(doc, results) -> dict[str, float]:
+    """Right when log P(good) > log P(bad): a tie is wrong, and counted."""
+    good, bad = results[0][0], results[1][0]
+    return {"acc": float(good > bad), "ties": float(good == bad)}
