@@ -1,0 +1,88 @@
+"""`babymerge submit`: BabyLM 2024 prediction files from real lm_eval --log_samples output."""
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from babymerge import BabyMergeError
+from babymerge.submission import submit
+
+REPO = Path(__file__).resolve().parents[1]
+BLIMP = REPO.parent / "shared" / "data" / "blimp"
+PARADIGMS = {"anaphor_gender_agreement": 7, "determiner_noun_agreement_2": 3, "wh_island": 5}
+pytestmark = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"the official BLiMP files are not at {BLIMP}")
+
+
+@pytest.fixture(scope="module")
+def results(toy, tmp_path_factory):
+    """A filtered-BLiMP data folder (3 paradigms) and the lm_eval samples of the merged model on it."""
+    root = tmp_path_factory.mktemp("submission")
+    data = root / "evaluation_data"
+    (data / "blimp_filtered").mkdir(parents=True)
+    for uid, n in PARADIGMS.items():
+        lines = (BLIMP / f"{uid}.jsonl").read_text().splitlines()[:n]
+        (data / "blimp_filtered" / f"{uid}.jsonl").write_text("\n".join(lines) + "\n")
+    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm}",
+           "--tasks", ",".join(f"blimp_filtered_{u}" for u in PARADIGMS), "--include_path", str(REPO / "lm_eval_tasks"),
+           "--device", "cpu", "--batch_size", "auto", "--output_path", str(root / "results"), "--log_samples"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "results", data
+
+
+def test_prediction_file_matches_the_pipeline_format(results, tmp_path):
+    res, data = results
+    paths = submit(res, "mm", tmp_path / "out", data_dir=data, allow_partial=True)
+    assert paths["predictions"].name == "mm_textonly_predictions.json.gz"
+    preds = json.loads(gzip.decompress(paths["predictions"].read_bytes()))
+    assert set(preds) == {"blimp"} and set(preds["blimp"]) == set(PARADIGMS)
+    for uid, n in PARADIGMS.items():
+        entries = preds["blimp"][uid]["predictions"]
+        assert [e["id"] for e in entries] == [f"{uid}_{i}" for i in range(n)]
+        samples = next(res.rglob(f"samples_blimp_filtered_{uid}_*.jsonl")).read_text().splitlines()
+        for entry, sample in zip(entries, sorted(map(json.loads, samples), key=lambda s: s["doc_id"])):
+            good, bad = (float(r[0][0]) for r in sample["resps"])
+            expected = " " + (sample["doc"]["sentence_good"] if good >= bad else sample["doc"]["sentence_bad"])
+            assert entry["pred"] == expected
+    summary = json.loads(paths["summary"].read_text())
+    assert "glue/cola" in summary["missing"] and "blimp_supplement/hypernym" in summary["missing"]
+    assert "acc,none" in summary["scores"][f"blimp_filtered_{next(iter(PARADIGMS))}"]
+
+
+def test_cli_refuses_a_partial_submission_without_the_flag(results, tmp_path):
+    res, data = results
+    cmd = [sys.executable, "-m", "babymerge", "submit", "--results", str(res), "--model", "mm", "--out", str(tmp_path / "out"), "--data", str(data)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and "lacks" in result.stderr and "glue/cola" in result.stderr and "--allow-partial" in result.stderr
+    assert not (tmp_path / "out" / "mm_textonly_predictions.json.gz").exists()
+    result = subprocess.run(cmd + ["--allow-partial"], capture_output=True, text=True)
+    assert result.returncode == 0 and "partial submission" in result.stdout
+
+
+def test_rejections(results, tmp_path):
+    res, data = results
+    with pytest.raises(BabyMergeError, match="holds results of .*mm.*not of model 'other-model'"):
+        submit(res, "other-model", tmp_path / "a", data_dir=data, allow_partial=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BabyMergeError, match="no lm-eval samples"):
+        submit(tmp_path / "empty", "mm", tmp_path / "b", data_dir=data, allow_partial=True)
+    dup = tmp_path / "dup"
+    shutil.copytree(res, dup)
+    samples = next(dup.rglob("samples_blimp_filtered_wh_island_*.jsonl"))
+    lines = samples.read_text().splitlines()
+    samples.write_text("\n".join(lines + lines[:1]) + "\n")
+    with pytest.raises(BabyMergeError, match="duplicated doc_id"):
+        submit(dup, "mm", tmp_path / "c", data_dir=data, allow_partial=True)
+    short = tmp_path / "short"
+    shutil.copytree(res, short)
+    samples = next(short.rglob("samples_blimp_filtered_wh_island_*.jsonl"))
+    samples.write_text("\n".join(samples.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(BabyMergeError, match=r"blimp/wh_island: 4 predictions for 5 lines .*--limit"):
+        submit(short, "mm", tmp_path / "d", data_dir=data, allow_partial=True)
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in "abcd")
