@@ -10,7 +10,7 @@ recorded in ``cells.jsonl`` as they complete, so an interrupted sweep resumes wh
 stopped. After each cell the tidy ``results.csv`` / ``results.jsonl`` (one row per
 checkpoint x alpha x task x metric, with stderr) and the plots are rewritten atomically:
 ``score_vs_alpha.png`` (one panel per task and metric, one line per checkpoint) and, when
-a language task (the first swept task with an ``acc``, e.g. BLiMP) and a Winoground task
+language tasks (swept tasks with an ``acc``, e.g. BLiMP; their mean) and a Winoground task
 are both swept, ``tradeoff.png`` (one against the other, one curve per checkpoint,
 labelled with alpha).
 """
@@ -156,22 +156,25 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     fig.tight_layout()
     _save(fig, out / "score_vs_alpha.png")
 
-    language = next(((t, "acc") for t in tasks if "winoground" not in t and (t, "acc") in panels), None)
+    language = [(t, "acc") for t in tasks if "winoground" not in t and (t, "acc") in panels]
     vision = next(((t, m) for t in tasks if "winoground" in t for m in ("group_score", "acc") if (t, m) in panels), None)
     if language and vision:
         fig, ax = plt.subplots(figsize=(5.5, 4.5))
         for ckpt in checkpoints:
-            by_alpha = {}
+            by_alpha: dict[float, dict] = {}
             for r in rows:
-                if r["checkpoint"] == ckpt and (r["task"], r["metric"]) in (language, vision):
+                if r["checkpoint"] == ckpt and (r["task"], r["metric"]) in (*language, vision):
                     by_alpha.setdefault(r["alpha"], {})[(r["task"], r["metric"])] = r["value"]
-            pts = sorted((a, v[language], v[vision]) for a, v in by_alpha.items() if len(v) == 2)
+            pts = sorted(
+                (a, sum(v[k] for k in language) / len(language), v[vision])
+                for a, v in by_alpha.items() if all(k in v for k in (*language, vision))
+            )  # fmt: skip
             if pts:
                 alphas, xs, ys = zip(*pts)
                 ax.plot(xs, ys, marker="o", label=ckpt)
                 for a, x, y in pts:
                     ax.annotate(f"{a:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
-        ax.set_xlabel(f"{language[0]} {language[1]}")
+        ax.set_xlabel(f"accuracy: {', '.join(t for t, _ in language)}" if len(language) == 1 else f"mean accuracy of {len(language)} language tasks")
         ax.set_ylabel(f"{vision[0]} {vision[1]}")
         ax.set_title("BLiMP vs Winoground across alpha")
         ax.grid(alpha=0.3)

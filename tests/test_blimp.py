@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import lm_eval
@@ -12,14 +11,14 @@ import yaml
 from lm_eval.tasks import TaskManager
 
 from babymerge import BabyMergeError
+from conftest import load_task_module
 from babymerge.lm_eval_model import BabyMergeLM
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "lm_eval_tasks"
 BLIMP = REPO.parent / "shared" / "data" / "blimp"
 needs_blimp = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"the official BLiMP files are not at {BLIMP}")
-sys.path.insert(0, str(TASKS / "blimp"))
-import utils as blimp_utils  # noqa: E402  (the tasks' own module)
+blimp_utils = load_task_module("blimp")  # the tasks' own module, as lm-eval loads it
 
 PARADIGMS = ["anaphor_gender_agreement", "determiner_noun_agreement_2", "wh_island"]
 

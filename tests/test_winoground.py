@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,11 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
+from conftest import load_task_module
 from babymerge.data.synthetic_winoground import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "lm_eval_tasks" / "winoground"))
-import utils as wino  # noqa: E402  (the task's own module, as lm-eval loads it)
+wino = load_task_module("winoground")  # the tasks' own module, as lm-eval loads it
 
 
 @pytest.fixture(scope="module")
