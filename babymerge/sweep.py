@@ -50,8 +50,11 @@ def parse_alphas(text: str) -> list[float]:
     return values
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+def _checkpoint_order(path: Path):
+    """Training progress first (``trainer_state.json``, written by train/), then the name's numbers."""
+    state = path / "trainer_state.json"
+    step = json.loads(state.read_text()).get("global_step") if state.is_file() else None
+    return (step is None, step or 0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)])
 
 
 def find_checkpoints(run: str | Path) -> dict[str, Path]:
@@ -64,7 +67,7 @@ def find_checkpoints(run: str | Path) -> dict[str, Path]:
     found = {p.name: p for p in run.iterdir() if (p / "config.json").is_file()}
     if not found:
         raise BabyMergeError(f"no checkpoints (directories with config.json) in {str(run)!r}")
-    return dict(sorted(found.items(), key=lambda kv: _natural_key(kv[0])))
+    return dict(sorted(found.items(), key=lambda kv: _checkpoint_order(kv[1])))
 
 
 def checkpoint_pairs(mm_run, lang_run, which: str = "all") -> list[tuple[str, Path, Path]]:

@@ -1,0 +1,159 @@
+"""The training config: one YAML file, four sections, every key checked.
+
+    deepspeed --num_gpus 2 -m train --config train/configs/multimodal.yaml --set optim.lr=3e-4
+
+A config is plain data (dataclasses below); the YAML may set any subset of their fields and
+``--set section.key=value`` overrides single values (parsed as YAML: ``3e-4``, ``true``,
+``[a, b]``). A key that does not exist is an error that lists the valid ones, so a typo
+never silently falls back to a default. Relative paths in the YAML are relative to the
+directory the command runs in, as on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from babymerge.errors import BabyMergeError
+
+
+@dataclass
+class ModelConfig:
+    """The decoder and projector shape. ``kind`` is ``babyllava`` (LlavaForConditionalGeneration
+    with one DINOv2 image token; used for both the multimodal model and, trained on text only,
+    its language-only twin) or ``llama`` (a plain LlamaForCausalLM twin, text only)."""
+
+    kind: str = "babyllava"
+    num_layers: int = 6
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_heads: int = 12
+    context_length: int = 128
+    feature_size: int = 1024  # width of the image features (DINOv2-large: 1024)
+    vision_encoder: str = "facebook/dinov2-large"  # recorded in the config; used to encode images
+
+
+@dataclass
+class DataConfig:
+    """Where the corpora are and how they become training sequences.
+
+    ``text``: files, directories or globs of language-only text (``.txt``/``.train``: one
+    segment per line; ``.jsonl``: a ``text`` field). ``multimodal``: a list of
+    ``{captions: FILE, features: FILE or [FILES]}`` sources (captions as JSONL with a
+    ``caption``/``text`` field or a JSON list; features as ``.npy``/``.npz``/``.safetensors``
+    rows aligned with the captions by index, or by ``id`` when both carry ids).
+    """
+
+    text: list[str] = field(default_factory=list)
+    multimodal: list[dict] = field(default_factory=list)
+    text_image_prefix: str = "black"  # "black": each text sequence starts with a black image; "none"
+    black_image_feature: str | None = None  # .npy written by train.encode_images; else computed with the encoder
+    cache_dir: str = ".cache/babymerge-train"  # tokenised, packed sequences (datasets, memory-mapped)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.01  # used when warmup_steps is 0
+    weight_decay: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/mm"
+    tokenizer: str = "tokenizer"  # a directory written by `python -m train.tokenizer`
+    deepspeed: str = "train/configs/ds_zero2.json"  # ZeRO config; "auto" values are filled in from here
+    engine: str = "deepspeed"  # or "torch": plain single-process PyTorch (the reference the tests compare with)
+    precision: str = "auto"  # auto: bf16 on GPUs that support it, fp32 otherwise; or bf16 / fp32
+    seed: int = 42
+    epochs: int = 10
+    micro_batch_size: int = 32  # sequences per rank per forward pass
+    global_batch_size: int = 128  # sequences per optimiser step (gradient accumulation fills the gap)
+    max_steps: int = 0  # stop after this many optimiser steps (0: run all epochs)
+    save_every_steps: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
+    keep_optimizer_states: int = 1  # DeepSpeed states kept for --resume (newest N); weights are always kept
+    log_every_steps: int = 10
+    tensorboard: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "model.kind": ("babyllava", "llama"),
+    "data.text_image_prefix": ("black", "none"),
+    "engine": ("deepspeed", "torch"),
+    "precision": ("auto", "bf16", "fp32"),
+}
+
+
+def _build(cls, values: dict, where: str, prefix: str = ""):
+    if not isinstance(values, dict):
+        raise BabyMergeError(f"{where}: `{prefix.rstrip('.') or 'the config'}` must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise BabyMergeError(
+            f"{where}: unknown config key(s) {[prefix + k for k in unknown]}; valid keys"
+            f"{' in ' + prefix.rstrip('.') if prefix else ''}: {sorted(fields)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, where, f"{prefix}{name}.")
+            continue
+        key = prefix + name
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise BabyMergeError(f"{where}: {key} must be one of {list(_CHOICES[key])}, got {value!r}")
+        if isinstance(default, bool) != isinstance(value, bool) or (isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+            if not (default is None or value is None):
+                raise BabyMergeError(f"{where}: {key} must be a {type(default).__name__}, got {value!r}")
+        if isinstance(default, list) and isinstance(value, str):
+            value = [value]
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+        if not isinstance(tree, dict):
+            raise BabyMergeError(f"--set {dotted}: {p} is not a section")
+    tree[leaf] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config (or start from the defaults) and apply ``key=value`` overrides."""
+    raw: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise BabyMergeError(f"config file {str(path)!r} not found (the shipped ones are in train/configs/)")
+        raw = yaml.safe_load(path.read_text()) or {}
+        where = str(path)
+    for item in overrides:
+        if "=" not in item:
+            raise BabyMergeError(f"--set {item!r}: expected section.key=value, e.g. --set optim.lr=3e-4")
+        key, value = item.split("=", 1)
+        _set(raw, key.strip(), yaml.safe_load(value))
+        where = f"{where} (with --set)"
+    config = _build(TrainConfig, raw, where)
+    if config.global_batch_size % config.micro_batch_size:
+        raise BabyMergeError(f"{where}: global_batch_size {config.global_batch_size} is not a multiple of micro_batch_size {config.micro_batch_size}")
+    if config.model.kind == "llama" and (config.data.multimodal or config.data.text_image_prefix != "none"):
+        raise BabyMergeError(f"{where}: model.kind=llama is text only: remove data.multimodal and set data.text_image_prefix: none")
+    return config

@@ -1,0 +1,326 @@
+"""Corpora -> tokenised, packed training sequences, built once and cached with ``datasets``.
+
+Two kinds of sequence, both exactly ``context_length`` tokens long:
+
+* **Text** (language-only corpora): all segments are tokenised, each followed by ``</s>``,
+  concatenated and cut into blocks (nanoGPT-style, no padding at all). With
+  ``text_image_prefix: black`` every block starts with an ``<image>`` token that gets the
+  black-image feature, as in the paper ("language-only input preceded by black image").
+* **Image-caption** (multimodal corpora): each example is ``<image> caption </s>``; examples
+  are packed greedily, in corpus order, into blocks without being split, and only the tail
+  of a block that the next example does not fit into is padding (not scored).
+
+Each block records which feature row fills each of its ``<image>`` tokens (``-1``: black).
+Blocks are stored as an Arrow dataset (memory-mapped) under ``data.cache_dir`` in a folder
+named by a fingerprint of the input files, tokenizer and packing settings, so a second run,
+another rank or a resumed run reuses them. The features themselves are never copied: they
+are read, memory-mapped where the format allows, when a batch needs them.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from babymerge.errors import BabyMergeError
+
+from .config import TrainConfig
+
+TEXT_SUFFIXES = (".txt", ".train", ".dev", ".test", ".jsonl")
+PACKING_VERSION = 1  # bump when the block layout changes, so stale caches are not reused
+
+
+# -- reading the corpora -------------------------------------------------------------------------
+def expand_paths(patterns: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files, directories (searched recursively for ``suffixes``) and globs -> sorted files."""
+    files: list[Path] = []
+    for pattern in patterns:
+        matches = [Path(p) for p in sorted(glob.glob(str(pattern), recursive=True))]
+        if not matches:
+            raise BabyMergeError(f"{what}: {pattern!r} matches no file (check data.* in the config; paths are relative to the current directory)")
+        for m in matches:
+            files += sorted(p for p in m.rglob("*") if p.suffix in suffixes) if m.is_dir() else [m]
+    if patterns and not files:
+        raise BabyMergeError(f"{what}: no {'/'.join(suffixes)} files in {patterns}")
+    return files
+
+
+def iter_text(path: Path):
+    """Segments of a text file: non-empty lines, or the ``text`` field of JSONL rows."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if path.suffix == ".jsonl":
+                if line.strip():
+                    try:
+                        yield json.loads(line)["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError) as err:
+                        raise BabyMergeError(f"{path}:{n}: expected a JSON object with a 'text' field ({err})") from err
+            elif line.strip():
+                yield line.rstrip("\n")
+
+
+def read_captions(path: Path) -> tuple[list[str], list | None]:
+    """Captions (and ids, when every row has one) from JSONL rows or a JSON list."""
+    if not path.is_file():
+        raise BabyMergeError(f"captions file {str(path)!r} not found")
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        if not isinstance(rows, list):
+            raise BabyMergeError(f"{path}: expected a JSON list of captions (strings or objects)")
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    captions, ids = [], []
+    for n, row in enumerate(rows):
+        if isinstance(row, str):
+            row = {"caption": row}
+        text = row.get("caption", row.get("text")) if isinstance(row, dict) else None
+        if not isinstance(text, str):
+            raise BabyMergeError(f"{path}: caption {n} has no 'caption' (or 'text') string: {str(row)[:100]}")
+        captions.append(text)
+        ids.append(row.get("id"))
+    return captions, (ids if all(i is not None for i in ids) else None)
+
+
+def read_feature_file(path: Path) -> tuple[np.ndarray, list | None]:
+    """A ``[n, width]`` feature array (memory-mapped for ``.npy``) and its row ids, if stored."""
+    if not path.is_file():
+        raise BabyMergeError(f"features file {str(path)!r} not found (python -m train.encode_images writes them)")
+    ids = None
+    if path.suffix == ".npy":
+        array = np.load(path, mmap_mode="r")
+    elif path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            names = [n for n in z.files if n != "ids"]
+            name = "features" if "features" in names else (names[0] if len(names) == 1 else None)
+            if name is None:
+                raise BabyMergeError(f"{path}: expected an array named 'features' (and optionally 'ids'), found {z.files}")
+            array, ids = z[name], (z["ids"].tolist() if "ids" in z.files else None)
+    elif path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        tensors = load_file(path)
+        name = "features" if "features" in tensors else (next(iter(tensors)) if len(tensors) == 1 else None)
+        if name is None:
+            raise BabyMergeError(f"{path}: expected a tensor named 'features', found {sorted(tensors)}")
+        array = tensors[name]
+    else:
+        raise BabyMergeError(f"{path}: unsupported feature format (use .npy, .npz or .safetensors)")
+    if array.ndim != 2:
+        raise BabyMergeError(f"{path}: features must be a 2-D array [n_images, width], got shape {array.shape}")
+    return array, ids
+
+
+class FeatureTable:
+    """All multimodal sources' features as one row-indexed table, read lazily."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        which = np.searchsorted(self.offsets, index, side="right") - 1
+        return np.stack([self.arrays[w][i - self.offsets[w]] for w, i in zip(which, index)]).astype(np.float32)
+
+
+@dataclass
+class MultimodalSource:
+    captions: list[str]
+    rows: np.ndarray  # feature-table row of each caption
+
+
+def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], FeatureTable, list[Path]]:
+    """Read every ``{captions, features}`` source and check that captions and features align."""
+    sources, arrays, files, offset = [], [], [], 0
+    width = config.model.feature_size
+    for n, spec in enumerate(config.data.multimodal):
+        if not isinstance(spec, dict) or set(spec) - {"captions", "features"} or not {"captions", "features"} <= set(spec):
+            raise BabyMergeError(f"data.multimodal[{n}] must be {{captions: FILE, features: FILE or [FILES]}}, got {spec!r}")
+        cap_path = Path(spec["captions"])
+        captions, cap_ids = read_captions(cap_path)
+        feat_paths = [Path(p) for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])]
+        parts = [read_feature_file(p) for p in feat_paths]
+        for p, (array, _) in zip(feat_paths, parts):
+            if array.shape[1] != width:
+                raise BabyMergeError(
+                    f"{p}: features are {array.shape[1]}-d but model.feature_size is {width} "
+                    "(DINOv2-large gives 1024; set model.feature_size to match the encoder that made them)"
+                )
+        count = sum(len(a) for a, _ in parts)
+        feat_ids = sum((ids for _, ids in parts), []) if all(ids is not None for _, ids in parts) else None
+        if cap_ids is not None and feat_ids is not None:
+            where = {i: r for r, i in enumerate(feat_ids)}
+            missing = [i for i in cap_ids if i not in where]
+            if missing:
+                raise BabyMergeError(f"{cap_path}: {len(missing)} caption id(s) have no feature row in {[str(p) for p in feat_paths]}, e.g. {missing[:3]}")
+            rows = np.array([where[i] for i in cap_ids], dtype=np.int64)
+        elif count != len(captions):
+            raise BabyMergeError(
+                f"{cap_path} has {len(captions)} captions but {[str(p) for p in feat_paths]} hold {count} feature rows; "
+                "they are aligned by index, so the counts must match (or give both captions and features ids)"
+            )
+        else:
+            rows = np.arange(count, dtype=np.int64)
+        sources.append(MultimodalSource(captions, rows + offset))
+        arrays += [a for a, _ in parts]
+        files += [cap_path, *feat_paths]
+        offset += count
+    return sources, FeatureTable(arrays), files
+
+
+# -- packing -----------------------------------------------------------------------------------
+def _tokenize(tokenizer, texts: list[str], desc: str, batch: int = 10_000):
+    for start in tqdm(range(0, len(texts), batch), desc=desc, unit_scale=batch, disable=len(texts) <= batch):
+        yield from tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
+
+
+def pack_text(token_lists, ctx: int, eos: int, image_token: int | None) -> tuple[np.ndarray, list[list[int]]]:
+    """Concatenate ``segment </s>`` streams and cut them into ``ctx``-token blocks (an
+    ``<image>`` first when ``image_token`` is given)."""
+    stream = np.fromiter((t for ids in token_lists for t in (*ids, eos)), dtype=np.int32)
+    body = ctx - (image_token is not None)
+    n = len(stream) // body
+    blocks = stream[: n * body].reshape(n, body)
+    if image_token is not None:
+        blocks = np.concatenate([np.full((n, 1), image_token, np.int32), blocks], axis=1)
+    return blocks, [[-1] if image_token is not None else [] for _ in range(n)]
+
+
+def pack_captions(token_lists, feature_rows: np.ndarray, ctx: int, eos: int, pad: int, image_token: int):
+    """Greedy packing of whole ``<image> caption </s>`` examples into ``ctx``-token blocks."""
+    blocks, images, n_tokens = [], [], []
+    current, current_images = [], []
+
+    def flush():
+        if current:
+            n_tokens.append(len(current))
+            blocks.append(current + [pad] * (ctx - len(current)))
+            images.append(list(current_images))
+
+    for ids, row in zip(token_lists, feature_rows):
+        example = [image_token, *ids, eos][:ctx]
+        if len(current) + len(example) > ctx:
+            flush()
+            current, current_images = [], []
+        current += example
+        current_images.append(int(row))
+    flush()
+    return np.array(blocks, dtype=np.int32).reshape(-1, ctx), images, n_tokens
+
+
+def _fingerprint(config: TrainConfig, tokenizer, files: list[Path]) -> str:
+    h = hashlib.sha256()
+    settings = [PACKING_VERSION, config.model.kind, config.model.context_length, config.data.text_image_prefix]
+    h.update(json.dumps(settings).encode())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class TrainingData:
+    blocks: "datasets.Dataset"  # noqa: F821  columns input_ids [ctx], images [n], n_tokens
+    features: FeatureTable
+    black: np.ndarray | None  # the black-image feature (width feature_size)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+
+def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrier=lambda: None) -> TrainingData:
+    """Read, tokenise and pack the corpora once (on the builder rank) and load the cached blocks.
+
+    ``barrier`` lets the other ranks wait until the builder rank has written the cache.
+    """
+    import datasets
+
+    image_token = tokenizer.convert_tokens_to_ids("<image>") if config.model.kind == "babyllava" else None
+    if config.model.kind == "babyllava" and (image_token is None or image_token == tokenizer.unk_token_id):
+        raise BabyMergeError(f"the tokenizer in {config.tokenizer!r} has no <image> token; train it with `python -m train.tokenizer`")
+    text_files = expand_paths(config.data.text, TEXT_SUFFIXES, "data.text")
+    sources, features, mm_files = load_multimodal(config)
+    if not text_files and not sources:
+        raise BabyMergeError("no training data: set data.text and/or data.multimodal in the config")
+    ctx = config.model.context_length
+    cache = Path(config.data.cache_dir) / _fingerprint(config, tokenizer, text_files + mm_files)
+    if is_builder and not (cache / "dataset_info.json").is_file():
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        parts = []
+        if text_files:
+            segments = [s for f in text_files for s in iter_text(f)]
+            prefix = image_token if config.data.text_image_prefix == "black" else None
+            blocks, images = pack_text(_tokenize(tokenizer, segments, "tokenising text"), ctx, eos, prefix)
+            parts.append((blocks, images, [ctx] * len(blocks)))
+        for src in sources:
+            parts.append(pack_captions(_tokenize(tokenizer, src.captions, "tokenising captions"), src.rows, ctx, eos, pad, image_token))
+        blocks = np.concatenate([p[0] for p in parts])
+        if len(blocks) == 0:
+            raise BabyMergeError(f"the corpora hold fewer than {ctx} tokens: not one block of model.context_length={ctx}")
+        dataset = datasets.Dataset.from_dict(
+            {"input_ids": blocks, "images": sum((p[1] for p in parts), []), "n_tokens": np.concatenate([p[2] for p in parts])},
+            features=datasets.Features({
+                "input_ids": datasets.Sequence(datasets.Value("int32"), length=ctx),
+                "images": datasets.Sequence(datasets.Value("int64")),
+                "n_tokens": datasets.Value("int32"),
+            }),
+        )  # fmt: skip
+        tmp = cache.with_name(cache.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        dataset.save_to_disk(str(tmp))
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    barrier()
+    blocks = datasets.load_from_disk(str(cache)).with_format("numpy")
+    return TrainingData(blocks, features, load_black_feature(config) if image_token is not None else None)
+
+
+def load_black_feature(config: TrainConfig) -> np.ndarray:
+    """The encoder's feature of an all-black image: from ``data.black_image_feature`` or computed."""
+    width = config.model.feature_size
+    if config.data.black_image_feature:
+        path = Path(config.data.black_image_feature)
+        if not path.is_file():
+            raise BabyMergeError(f"data.black_image_feature {str(path)!r} not found (python -m train.encode_images writes black.npy)")
+        black = np.load(path).reshape(-1).astype(np.float32)
+    else:
+        from PIL import Image
+
+        from babymerge.modeling import BLACK_IMAGE_SIZE, load_vision_encoder, mean_pooled_features
+
+        encoder, processor = load_vision_encoder(config.model.vision_encoder)
+        black = mean_pooled_features(encoder, processor, images=[Image.new("RGB", BLACK_IMAGE_SIZE)])[0].numpy()
+    if black.shape != (width,):
+        raise BabyMergeError(f"the black-image feature has {black.shape[0]} values but model.feature_size is {width}")
+    return black
+
+
+def make_batch(data: TrainingData, index: np.ndarray, image_token: int | None) -> dict:
+    """Model inputs for the blocks at ``index``: ids, labels (padding and image tokens not
+    scored) and the features that fill the ``<image>`` tokens in order."""
+    rows = data.blocks[np.asarray(index)]
+    input_ids = torch.from_numpy(np.asarray(rows["input_ids"], dtype=np.int64))
+    labels = input_ids.clone()
+    labels[torch.arange(input_ids.shape[1]) >= torch.from_numpy(np.asarray(rows["n_tokens"], dtype=np.int64))[:, None]] = -100
+    batch = {"input_ids": input_ids, "labels": labels}
+    if image_token is not None:
+        labels[input_ids == image_token] = -100
+        wanted = np.concatenate([np.asarray(r, dtype=np.int64) for r in rows["images"]])
+        if len(wanted):
+            feats = np.empty((len(wanted), len(data.black)), dtype=np.float32)
+            feats[wanted < 0] = data.black
+            if (wanted >= 0).any():
+                feats[wanted >= 0] = data.features.rows(wanted[wanted >= 0])
+            batch["image_features"] = torch.from_numpy(feats)
+    return batch
