@@ -3,14 +3,18 @@
 Runs on a fresh machine in a few minutes on 2 CPU cores, with no network, using the real
 commands a researcher would type:
 
-1. build two tiny models locally: a BabyLLaVA multimodal model (with a tiny DINOv2) and a
-   LlamaForCausalLM language-only twin sharing its tokenizer;
-2. ``babymerge merge --alpha 0.3`` writes the merged checkpoint;
-3. ``lm_eval --model babymerge ...,alpha=0.3`` merges at load time and evaluates BLiMP
+1. write small corpora (toy-grammar sentences; captioned pictures of coloured shapes), train a
+   BPE tokenizer on both (``python -m train.tokenizer``), build a tiny random DINOv2 and
+   encode the pictures with it (``python -m train.encode_images``);
+2. train a tiny multimodal BabyLLaVA and its language-only twin (text only, black image
+   first) with the DeepSpeed launcher, two CPU ranks, ZeRO-2
+   (``deepspeed --num_gpus 2 --module train --config ...``), a checkpoint per epoch;
+3. ``babymerge merge --alpha 0.3`` writes a merged checkpoint;
+4. ``lm_eval --model babymerge ...,alpha=0.3`` merges at load time and evaluates BLiMP
    (the files in ../shared/data/blimp when present, else a few minimal pairs written here)
    and the synthetic Winoground-format set, with ``--log_samples``;
-4. ``babymerge sweep`` over alphas 0, 0.3, 0.7, 1 with its plots;
-5. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file.
+5. ``babymerge sweep`` over every checkpoint and alphas 0, 0.3, 0.7, 1, with its plots;
+6. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file.
 It prints where each artefact is.
 """
 
@@ -24,8 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from .data.synthetic_winoground import write_dataset
-from .toy import build_toy_checkpoints
+from .toy import build_toy_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
@@ -58,6 +64,28 @@ def write_blimp(data: Path) -> str:
     return "the first 50 pairs of 3 official BLiMP paradigms" if SHARED_BLIMP.is_dir() else "a few minimal pairs written by the demo"
 
 
+def training_config(out: Path, name: str, multimodal: bool) -> Path:
+    """A train/ config for a tiny model on the demo corpora (the shipped ones are paper-sized)."""
+    config = {
+        "output_dir": str(out / "runs" / name),
+        "tokenizer": str(out / "tokenizer"),
+        "deepspeed": str(REPO / "train" / "configs" / "ds_zero2.json"),
+        "seed": 0, "epochs": 3, "micro_batch_size": 8, "global_batch_size": 32, "log_every_steps": 10,
+        "model": {"kind": "babyllava", "num_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_heads": 4,
+                  "context_length": 64, "feature_size": 32, "vision_encoder": str(out / "encoder")},
+        "data": {"text": [str(out / "corpora" / "text")],
+                 "multimodal": [{"captions": str(out / "corpora" / "multimodal" / "captions.jsonl"),
+                                 "features": str(out / "features" / "features.npy")}] if multimodal else [],
+                 "text_image_prefix": "black", "black_image_feature": str(out / "features" / "black.npy"),
+                 "cache_dir": str(out / "cache")},
+        "optim": {"lr": 1.0e-2, "warmup_steps": 5},
+    }  # fmt: skip
+    path = out / "configs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="where to write everything (replaced)")
@@ -65,52 +93,59 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
     tasks_dir = str(REPO / "lm_eval_tasks")
+    py = sys.executable
 
-    print("1/5 building two tiny random models (no downloads) ...", flush=True)
-    toy = build_toy_checkpoints(out / "checkpoints", hidden_size=64, num_layers=2)
+    print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
+    run([py, "-m", "train.demo_data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
+    run([py, "-m", "train.tokenizer", "--data", str(out / "corpora"), "--vocab-size", "600", "--out", str(out / "tokenizer")])
+    build_toy_encoder(out / "encoder", feature_size=32)
+    run([py, "-m", "train.encode_images", "--captions", str(out / "corpora" / "multimodal" / "captions.jsonl"),
+         "--encoder", str(out / "encoder"), "--out", str(out / "features")])  # fmt: skip
 
-    print("2/5 merging them with `babymerge merge --alpha 0.3` ...", flush=True)
+    print("2/6 training the multimodal model and its language-only twin: deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)
+    for name, multimodal in (("mm", True), ("lang", False)):
+        run(["deepspeed", "--num_gpus", "2", "--module", "train", "--config", str(training_config(out, name, multimodal))])
+    mm_run, lang_run = out / "runs" / "mm", out / "runs" / "lang"
+    mm_ckpt, lang_ckpt = mm_run / "ckpt-ep3", lang_run / "ckpt-ep3"
+
+    print("3/6 merging the last checkpoints with `babymerge merge --alpha 0.3` ...", flush=True)
     merged = out / "merged-alpha0.3"
-    run([sys.executable, "-m", "babymerge", "merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alpha", "0.3", "--out", str(merged)])
+    run([py, "-m", "babymerge", "merge", "--mm", str(mm_ckpt), "--lang", str(lang_ckpt), "--alpha", "0.3", "--out", str(merged)])
 
-    print("3/5 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
+    print("4/6 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
     data = out / "evaluation_data"
     blimp_source = write_blimp(data)
     write_dataset(data / "winoground", n=24, seed=0)
     env = {**os.environ, "BABYMERGE_DATA": str(data)}
-    blimp_tasks = [f"blimp_{uid}" for uid in BLIMP_PARADIGMS]
-    have_blimp = (REPO / "lm_eval_tasks" / "blimp").is_dir()
-    tasks = (blimp_tasks if have_blimp else []) + ["winoground"]
+    tasks = [f"blimp_{uid}" for uid in BLIMP_PARADIGMS] + ["winoground"]
     results = out / "results"
-    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0.3",
+    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={mm_ckpt},lang_ckpt={lang_ckpt},alpha=0.3",
          "--tasks", ",".join(tasks), "--include_path", tasks_dir, "--device", "cpu", "--batch_size", "auto",
          "--output_path", str(results), "--log_samples"], env)  # fmt: skip
 
-    print("4/5 sweeping alpha with `babymerge sweep` ...", flush=True)
+    print("5/6 sweeping alpha over every checkpoint with `babymerge sweep` ...", flush=True)
     sweep_dir = out / "sweep"
-    run([sys.executable, "-m", "babymerge", "sweep", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alphas", "0,0.3,0.7,1",
-         "--tasks", ",".join(tasks), "--include-path", tasks_dir, "--out", str(sweep_dir), "--no-progress"], env)  # fmt: skip
+    run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "all",
+         "--alphas", "0,0.3,0.7,1", "--tasks", ",".join(tasks), "--include-path", tasks_dir, "--out", str(sweep_dir),
+         "--no-progress"], env)  # fmt: skip
 
+    print("6/6 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
     submission = out / "submission"
-    if have_blimp:
-        print("5/5 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
-        submit_results = out / "results-submission"
-        run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}",
-             "--tasks", ",".join(f"blimp_filtered_{uid}" for uid in BLIMP_PARADIGMS), "--include_path", tasks_dir,
-             "--device", "cpu", "--batch_size", "auto", "--output_path", str(submit_results), "--log_samples"], env)  # fmt: skip
-        run([sys.executable, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
-             "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
-    else:
-        print("5/5 (skipped: the BLiMP tasks are not in lm_eval_tasks/ yet)")
+    submit_results = out / "results-submission"
+    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}",
+         "--tasks", ",".join(f"blimp_filtered_{uid}" for uid in BLIMP_PARADIGMS), "--include_path", tasks_dir,
+         "--device", "cpu", "--batch_size", "auto", "--output_path", str(submit_results), "--log_samples"], env)  # fmt: skip
+    run([py, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
+         "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
 
     print("\nArtefacts:")
-    print(f"  multimodal / language-only checkpoints  {toy.mm}  {toy.lang}")
+    print(f"  training configs, logs                  {out / 'configs'}  {mm_run / 'log.jsonl'}  {lang_run / 'log.jsonl'}")
+    print(f"  checkpoints (one per epoch)             {mm_run}/ckpt-ep{{1,2,3}}  {lang_run}/ckpt-ep{{1,2,3}}")
     print(f"  merged checkpoint (alpha=0.3)           {merged}")
     print(f"  evaluation data (BLiMP: {blimp_source}; synthetic Winoground) {data}")
     print(f"  lm_eval results and samples             {results}")
     print(f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")
-    if have_blimp:
-        print(f"  submission                              {submission}")
+    print(f"  submission                              {submission}")
     return 0
 
 

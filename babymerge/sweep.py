@@ -129,6 +129,9 @@ def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
     plot(out, rows, tasks)
 
 
+DIAGNOSTIC_METRICS = ("ties",)
+
+
 # -- plots -------------------------------------------------------------------------------------
 def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     """score_vs_alpha.png and, with BLiMP and Winoground, tradeoff.png."""
@@ -137,7 +140,8 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["task"], r["metric"]) for r in rows if r["task"] in tasks})
+    # "ties" (pairs scored equal: a diagnostic of broken models) stays in the CSV, not the plots
+    panels = sorted({(r["task"], r["metric"]) for r in rows if r["task"] in tasks and r["metric"] not in DIAGNOSTIC_METRICS})
     if not panels:
         return
     checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))

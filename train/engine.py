@@ -128,7 +128,8 @@ class TorchEngine:
     """Single-process PyTorch with DeepSpeed's engine interface (see the module docstring)."""
 
     def __init__(self, config: TrainConfig, model: torch.nn.Module, schedule):
-        self.module = model
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # fp32: it is the reference
+        self.module = model.to(self.device)
         self.optimizer = adamw(config, model)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.accum = grad_accum_steps(config, 1)
@@ -169,7 +170,7 @@ class TorchEngine:
 
     def load_checkpoint(self, load_dir, tag: str):
         path = Path(load_dir) / tag / "torch_state.pt"
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=False)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])

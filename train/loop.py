@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
@@ -100,7 +99,7 @@ def train(config, resume: bool = False) -> Path:
     model = build_model(config, tokenizer, data.black)
     n_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     engine = build_engine(config, model, world, total)
-    device = engine.device if hasattr(engine, "device") else torch.device("cpu")
+    device = engine.device
     zero_stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else 0
     invariants = dict(world_size=world, global_batch_size=G, micro_batch_size=micro, n_blocks=len(data), seed=config.seed, zero_stage=zero_stage)
     step, tokens_seen = 0, 0
