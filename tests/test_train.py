@@ -248,3 +248,53 @@ def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, 
     assert proc.returncode == 2 and "--resume: no checkpoint in" in proc.stderr and "run without --resume" in proc.stderr
     proc = run_train(ws, write_config(ws, "torch", engine="torch"), ranks=0, check=False)  # the reference run's folder
     assert proc.returncode == 2 and "already holds a run; pass --resume" in proc.stderr
+
+
+def test_features_aligned_by_id_from_npz_and_by_index_from_safetensors(ws, tmp_path):
+    from safetensors.numpy import save_file
+
+    from train.data import load_multimodal
+
+    feats = np.load(ws / "feats" / "features.npy")
+    captions = ws / "data" / "multimodal" / "captions.jsonl"
+    ids = [json.loads(r)["id"] for r in captions.read_text().splitlines()]
+    order = np.random.default_rng(0).permutation(len(ids))  # rows stored in another order, with their ids
+    np.savez(tmp_path / "f.npz", features=feats[order], ids=np.array(ids)[order])
+    save_file({"features": feats}, str(tmp_path / "f.safetensors"))
+    for name in ("f.npz", "f.safetensors"):
+        config = load_config(write_config(ws, "align", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / name)}]))
+        sources, table, _ = load_multimodal(config)
+        np.testing.assert_array_equal(table.rows(sources[0].rows), feats)  # caption i -> its own feature row
+    np.savez(tmp_path / "g.npz", features=feats[:2], ids=np.array([ids[0], 10**6]))
+    config = load_config(write_config(ws, "align2", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / "g.npz")}]))
+    with pytest.raises(BabyMergeError, match="299 caption id\\(s\\) have no feature row"):
+        load_multimodal(config)
+
+
+def test_encode_images_matches_the_model_encoder_and_resumes_from_finished_chunks(ws, tmp_path):
+    from PIL import Image
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    from babymerge.modeling import mean_pooled_features
+
+    captions = ws / "data" / "multimodal" / "captions.jsonl"
+    rows = [json.loads(r) for r in captions.read_text().splitlines()]
+    feats = np.load(ws / "feats" / "features.npy")
+    encoder, processor = Dinov2Model.from_pretrained(ws / "enc"), AutoImageProcessor.from_pretrained(ws / "enc")
+    for i in (0, 123):
+        want = mean_pooled_features(encoder, processor, images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")])[0]
+        np.testing.assert_allclose(feats[i], want.numpy(), atol=1e-5)
+    # a run interrupted after its first chunk: that chunk is reused as it is, not recomputed
+    out = tmp_path / "feats"
+    (out / ".parts").mkdir(parents=True)
+    unique = sorted({captions.parent / r["image"] for r in rows})
+    np.save(out / ".parts" / "part-000000.npy", np.full((100, 32), 7.0, np.float32))
+    encode(captions, str(ws / "enc"), out, chunk=100)
+    resumed = np.load(out / "features.npy")
+    first_chunk = {p for p in unique[:100]}
+    for i, r in enumerate(rows):
+        in_first = captions.parent / r["image"] in first_chunk
+        assert (resumed[i] == 7.0).all() == in_first
+        if not in_first:
+            np.testing.assert_allclose(resumed[i], feats[i], atol=1e-6)
+    assert not (out / ".parts").exists() and (out / "black.npy").is_file()

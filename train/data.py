@@ -23,6 +23,7 @@ import glob
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,11 +277,13 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
                 "n_tokens": datasets.Value("int32"),
             }),
         )  # fmt: skip
-        tmp = cache.with_name(cache.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))  # published by a rename
         dataset.save_to_disk(str(tmp))
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another run with the same data finished first: its blocks are the same
+            shutil.rmtree(tmp, ignore_errors=True)
     barrier()
     blocks = datasets.load_from_disk(str(cache)).with_format("numpy")
     return TrainingData(blocks, features, load_black_feature(config) if image_token is not None else None)
