@@ -47,13 +47,16 @@ def cosine_with_warmup(config: TrainConfig, total_steps: int):
     return factor
 
 
-def adamw(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and norms (the usual GPT recipe)."""
-    o = config.optim
+def param_groups(config: TrainConfig, model: torch.nn.Module) -> list[dict]:
+    """Weight decay on matrices only, not on biases and norms (the usual GPT recipe)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    return [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def adamw(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    o = config.optim
+    return torch.optim.AdamW(param_groups(config, model), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
 def deepspeed_config(config: TrainConfig, world_size: int) -> dict:
@@ -115,8 +118,9 @@ def build_engine(config: TrainConfig, model: torch.nn.Module, world_size: int, t
     ds = deepspeed_config(config, world_size)
     engine, *_ = deepspeed.initialize(
         model=model,
-        model_parameters=model.parameters(),
-        # With an "optimizer" section (the offload config) DeepSpeed builds its own (CPU) AdamW.
+        # With an "optimizer" section (the offload config) DeepSpeed builds its own (CPU) AdamW
+        # over these groups, so it decays the same parameters as ours.
+        model_parameters=param_groups(config, model),
         optimizer=None if "optimizer" in ds else adamw(config, model),
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
         config=ds,
