@@ -2,6 +2,7 @@
 against plain single-process PyTorch, kill -9 and --resume, twins that merge, bad input."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -150,6 +151,9 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     assert [r["step"] for r in log] == list(range(1, TOTAL_STEPS + 1))
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]  # ln(600) = 6.4 at the random init
     assert all(r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 for r in log)
+    # the rate each step used: linear warm-up over 2 steps, then cosine from 1e-2 down to 1e-3
+    want = [1e-2 * ((i + 1) / 2 if i < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - 2) / (TOTAL_STEPS - 2)))) for i in range(TOTAL_STEPS)]
+    assert [r["lr"] for r in log] == pytest.approx(want)
     names = sorted(p.name for p in zero2.iterdir() if (p / "config.json").is_file())
     assert names == ["ckpt-ep1", "ckpt-ep2", "ckpt-step10", "ckpt-step5"]
     assert (zero2 / "latest").read_text().strip() == "ckpt-ep2"

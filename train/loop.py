@@ -129,6 +129,7 @@ def train(config, resume: bool = False) -> Path:
         if epoch != order_epoch:
             order, order_epoch = epoch_order(config.seed, epoch, len(data)), epoch
         batch_index = order[k * G : (k + 1) * G]
+        lr = engine.get_lr()[0]  # the rate this step uses (the scheduler steps after it)
         start = time.perf_counter()
         losses = []
         for m in range(accum):
@@ -146,7 +147,7 @@ def train(config, resume: bool = False) -> Path:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch + 1)
         if log and (step % config.log_every_steps == 0 or step == total or step == 1):
-            record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": loss, "lr": engine.get_lr()[0],
+            record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": loss, "lr": lr,
                       "tokens_per_s": batch_tokens / seconds, "samples_per_s": G / seconds, "tokens_seen": tokens_seen}  # fmt: skip
             log.write(json.dumps(record) + "\n")
             log.flush()
