@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
+from train.demo_data import FEATURE_SIZE, tiny_config, write_config
 
 from .data.synthetic_winoground import write_dataset
 from .toy import build_toy_encoder
@@ -64,28 +64,6 @@ def write_blimp(data: Path) -> str:
     return "the first 50 pairs of 3 official BLiMP paradigms" if SHARED_BLIMP.is_dir() else "a few minimal pairs written by the demo"
 
 
-def training_config(out: Path, name: str, multimodal: bool) -> Path:
-    """A train/ config for a tiny model on the demo corpora (the shipped ones are paper-sized)."""
-    config = {
-        "output_dir": str(out / "runs" / name),
-        "tokenizer": str(out / "tokenizer"),
-        "deepspeed": str(REPO / "train" / "configs" / "ds_zero2.json"),
-        "seed": 0, "epochs": 3, "micro_batch_size": 8, "global_batch_size": 32, "log_every_steps": 10,
-        "model": {"kind": "babyllava", "num_layers": 2, "hidden_size": 64, "intermediate_size": 256, "num_heads": 4,
-                  "context_length": 64, "feature_size": 32, "vision_encoder": str(out / "encoder")},
-        "data": {"text": [str(out / "corpora" / "text")],
-                 "multimodal": [{"captions": str(out / "corpora" / "multimodal" / "captions.jsonl"),
-                                 "features": str(out / "features" / "features.npy")}] if multimodal else [],
-                 "text_image_prefix": "black", "black_image_feature": str(out / "features" / "black.npy"),
-                 "cache_dir": str(out / "cache")},
-        "optim": {"lr": 1.0e-2, "warmup_steps": 5},
-    }  # fmt: skip
-    path = out / "configs" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="where to write everything (replaced)")
@@ -98,13 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
     run([py, "-m", "train.demo_data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
     run([py, "-m", "train.tokenizer", "--data", str(out / "corpora"), "--vocab-size", "600", "--out", str(out / "tokenizer")])
-    build_toy_encoder(out / "encoder", feature_size=32)
+    build_toy_encoder(out / "encoder", feature_size=FEATURE_SIZE)
     run([py, "-m", "train.encode_images", "--captions", str(out / "corpora" / "multimodal" / "captions.jsonl"),
          "--encoder", str(out / "encoder"), "--out", str(out / "features")])  # fmt: skip
 
     print("2/6 training the multimodal model and its language-only twin: deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)
     for name, multimodal in (("mm", True), ("lang", False)):
-        run(["deepspeed", "--num_gpus", "2", "--module", "train", "--config", str(training_config(out, name, multimodal))])
+        config = write_config(out / "configs" / f"{name}.yaml", tiny_config(out, name, multimodal=multimodal))
+        run(["deepspeed", "--num_gpus", "2", "--module", "train", "--config", str(config)])
     mm_run, lang_run = out / "runs" / "mm", out / "runs" / "lang"
     mm_ckpt, lang_ckpt = mm_run / "ckpt-ep3", lang_run / "ckpt-ep3"
 

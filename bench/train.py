@@ -28,31 +28,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder is first on sys.path and its name would shadow the
 # `train` package it measures.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from train import demo_data  # noqa: E402
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "A6000": 155.0}
 
 
 def write_config(ws: Path, name: str, args, **extra) -> Path:
-    config = {
-        "output_dir": str(ws / "runs" / name), "tokenizer": str(ws / "tok"),
-        "deepspeed": str(REPO / "train" / "configs" / "ds_zero2.json"),
-        "epochs": 1, "max_steps": args.steps, "micro_batch_size": args.micro, "global_batch_size": args.global_batch,
-        "log_every_steps": 1, "keep_optimizer_states": 0,
-        "model": {"num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 3 * args.hidden,
-                  "num_heads": args.hidden // 64, "context_length": 128, "feature_size": 32, "vision_encoder": str(ws / "enc")},
-        "data": {"text": [str(ws / "data" / "text")],
-                 "multimodal": [{"captions": str(ws / "data" / "multimodal" / "captions.jsonl"), "features": str(ws / "feats" / "features.npy")}],
-                 "black_image_feature": str(ws / "feats" / "black.npy"), "cache_dir": str(ws / "cache")},
-        **extra,
-    }  # fmt: skip
-    path = ws / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    top = dict(seed=42, epochs=1, max_steps=args.steps, micro_batch_size=args.micro, global_batch_size=args.global_batch,
+               log_every_steps=1, keep_optimizer_states=0)  # fmt: skip
+    model = {"num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 3 * args.hidden, "num_heads": args.hidden // 64, "context_length": 128}
+    config = demo_data.tiny_config(ws, name, model=model, optim={}, **{**top, **extra})
+    return demo_data.write_config(ws / f"{name}.yaml", config)
 
 
 def run(cmd: list[str], ws: Path, env: dict) -> None:
@@ -88,17 +77,9 @@ def main() -> int:
     p.add_argument("--workdir", default=None)
     args = p.parse_args()
 
-    from babymerge.toy import build_toy_encoder
-    from train import tokenizer as tokenizer_cli
-    from train.demo_data import write_demo_corpora
-    from train.encode_images import encode
-
     ws = Path(args.workdir or tempfile.mkdtemp(prefix="bench-train-"))
-    if not (ws / "feats" / "black.npy").is_file():
-        write_demo_corpora(ws / "data", n_sentences=20000, n_captions=4000, seed=0)
-        tokenizer_cli.main(["--data", str(ws / "data"), "--vocab-size", "8000", "--out", str(ws / "tok"), "--overwrite"])
-        build_toy_encoder(ws / "enc", feature_size=32)
-        encode(ws / "data" / "multimodal" / "captions.jsonl", str(ws / "enc"), ws / "feats")
+    if not (ws / "features" / "black.npy").is_file():
+        demo_data.prepare_workspace(ws, n_sentences=20000, n_captions=4000, vocab_size=8000)
     shutil.rmtree(ws / "runs", ignore_errors=True)
     cpu = {"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}  # CPU ranks even on a GPU machine
     run([sys.executable, "-m", "train", "--config", str(write_config(ws, "torch", args, engine="torch"))], ws, cpu)

@@ -16,11 +16,9 @@ import yaml
 from safetensors.torch import load_file
 
 from babymerge import BabyMergeError, merge
-from babymerge.toy import build_toy_encoder
-from train import tokenizer as tokenizer_cli
+from train import demo_data
 from train.config import load_config
 from train.data import build_blocks, make_batch, pack_captions, pack_text
-from train.demo_data import write_demo_corpora
 from train.encode_images import encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,36 +28,23 @@ TOTAL_STEPS = 14  # 2 epochs of the workspace's 228 blocks at a global batch of 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """Corpora, tokenizer, a tiny DINOv2 and its features: everything a training run reads."""
-    root = tmp_path_factory.mktemp("train")
-    write_demo_corpora(root / "data", n_sentences=1200, n_captions=300, seed=0)
-    assert tokenizer_cli.main(["--data", str(root / "data"), "--vocab-size", "600", "--out", str(root / "tok")]) == 0
-    build_toy_encoder(root / "enc", feature_size=32)
-    encode(root / "data" / "multimodal" / "captions.jsonl", str(root / "enc"), root / "feats")
-    return root
+    return demo_data.prepare_workspace(tmp_path_factory.mktemp("train"), n_sentences=1200, n_captions=300, vocab_size=600)
 
 
-def write_config(ws: Path, name: str, **top) -> Path:
-    config = {
-        "output_dir": str(ws / "runs" / name),
-        "tokenizer": str(ws / "tok"),
-        "deepspeed": str(REPO / "train" / "configs" / "ds_zero2.json"),
-        "epochs": 2, "micro_batch_size": 4, "global_batch_size": 32, "save_every_steps": 5, "log_every_steps": 1,
-        "model": {"num_layers": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "context_length": 64,
-                  "feature_size": 32, "vision_encoder": str(ws / "enc")},
-        "data": {"text": [str(ws / "data" / "text")],
-                 "multimodal": [{"captions": str(ws / "data" / "multimodal" / "captions.jsonl"), "features": str(ws / "feats" / "features.npy")}],
-                 "black_image_feature": str(ws / "feats" / "black.npy"), "cache_dir": str(ws / "cache")},
-        "optim": {"lr": 1e-2, "warmup_steps": 2},
-    }  # fmt: skip
+def write_config(ws: Path, name: str, multimodal: bool = True, **top) -> Path:
+    """The tests' tiny run (2 epochs of 7 steps); ``section__key=value`` overrides one entry."""
+    config = demo_data.tiny_config(
+        ws, name, multimodal=multimodal, seed=42, epochs=2, micro_batch_size=4, global_batch_size=32,
+        save_every_steps=5, log_every_steps=1,
+        model={"hidden_size": 32, "intermediate_size": 64, "num_heads": 2}, optim={"lr": 1e-2, "warmup_steps": 2},
+    )  # fmt: skip
     for key, value in top.items():
         section, _, leaf = key.partition("__")
         if leaf:
             config[section][leaf] = value
         else:
             config[key] = value
-    path = ws / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return demo_data.write_config(ws / f"{name}.yaml", config)
 
 
 def run_train(ws, config, *args, ranks=2, env=None, check=True):
@@ -90,11 +75,11 @@ def max_diff(a: dict, b: dict) -> float:
 def test_tokenizer_cli_special_tokens_and_ratio(ws):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ws / "tok")
+    tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
     assert [tok.convert_ids_to_tokens(i) for i in range(5)] == ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
-    stats = json.loads((ws / "tok" / "corpus_stats.json").read_text())
-    lines = (ws / "data" / "text" / "corpus.train").read_text().splitlines()
-    lines += [json.loads(r)["caption"] for r in (ws / "data" / "multimodal" / "captions.jsonl").read_text().splitlines()]
+    stats = json.loads((ws / "tokenizer" / "corpus_stats.json").read_text())
+    lines = (ws / "corpora" / "text" / "corpus.train").read_text().splitlines()
+    lines += [json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()]
     words = sum(len(s.split()) for s in lines)
     subwords = sum(len(tok(s, add_special_tokens=False)["input_ids"]) for s in lines)
     assert (stats["words"], stats["subwords"]) == (words, subwords)
@@ -115,7 +100,7 @@ def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
     config = load_config(write_config(ws, "batch"))
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ws / "tok")
+    tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
     data = build_blocks(config, tok)
     image = tok.convert_tokens_to_ids("<image>")
     mm = [i for i in range(len(data)) if len(data.blocks[i]["images"]) and data.blocks[i]["images"][0] >= 0]
@@ -127,12 +112,12 @@ def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
     n = int(data.blocks[mm[0]]["n_tokens"])
     assert (labels[1, n:] == -100).all() and (labels[1][ids[1] == image] == -100).all()
     rows = data.blocks[mm[0]]["images"]
-    feats = np.load(ws / "feats" / "features.npy")
+    feats = np.load(ws / "features" / "features.npy")
     assert batch["image_features"].shape == (1 + len(rows), 32)
-    np.testing.assert_array_equal(batch["image_features"][0].numpy(), np.load(ws / "feats" / "black.npy"))
+    np.testing.assert_array_equal(batch["image_features"][0].numpy(), np.load(ws / "features" / "black.npy"))
     np.testing.assert_array_equal(batch["image_features"][1:].numpy(), feats[rows])
     # the captions behind the first block's image tokens, in order
-    captions = [json.loads(r)["caption"] for r in (ws / "data" / "multimodal" / "captions.jsonl").read_text().splitlines()]
+    captions = [json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()]
     assert tok.decode(ids[1][1 : 1 + len(tok(captions[rows[0]])["input_ids"])]) == captions[rows[0]]
 
 
@@ -175,7 +160,7 @@ def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     model = AutoModelForImageTextToText.from_pretrained(zero2 / "ckpt-ep1")
     assert type(model).__name__ == "BabyLlavaForConditionalGeneration"
     assert AutoTokenizer.from_pretrained(zero2 / "ckpt-ep1").convert_tokens_to_ids("<image>") == model.config.image_token_id
-    black = torch.from_numpy(np.load(zero2.parents[1] / "feats" / "black.npy"))
+    black = torch.from_numpy(np.load(zero2.parents[1] / "features" / "black.npy"))
     torch.testing.assert_close(model.model.black_image_features, black)
 
 
@@ -209,11 +194,8 @@ def test_zero_1_3_and_cpu_offload_match_single_process(ws, ds_config, stage):
 
 def test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model(ws, reference):
     _, zero2 = reference
-    text_only = {"data": {"text": [str(ws / "data" / "text")], "text_image_prefix": "black",
-                          "black_image_feature": str(ws / "feats" / "black.npy"), "cache_dir": str(ws / "cache")}}  # fmt: skip
-    run_train(ws, write_config(ws, "lang", engine="torch", **text_only), ranks=0)
-    llama = {"data": {**text_only["data"], "text_image_prefix": "none"}}
-    run_train(ws, write_config(ws, "llama", engine="torch", model__kind="llama", **llama), ranks=0)
+    run_train(ws, write_config(ws, "lang", multimodal=False, engine="torch"), ranks=0)
+    run_train(ws, write_config(ws, "llama", multimodal=False, engine="torch", model__kind="llama", data__text_image_prefix="none"), ranks=0)
     mm = weights(zero2, "ckpt-ep2")
     for run, key in (("lang", "model.language_model.layers.0.mlp.up_proj.weight"), ("llama", "model.layers.0.mlp.up_proj.weight")):
         lang = weights(ws / "runs" / run, "ckpt-ep2")
@@ -231,7 +213,7 @@ def test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model(ws, r
 def test_bad_config_and_data_are_named(ws, tmp_path):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ws / "tok")
+    tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
     with pytest.raises(BabyMergeError, match=r"unknown config key\(s\) \['model.hiden_size'\].*valid keys in model: .*'hidden_size'"):
         load_config(write_config(ws, "typo", model__hiden_size=8))
     with pytest.raises(BabyMergeError, match=r"unknown config key\(s\) \['epoch'\]"):
@@ -239,8 +221,8 @@ def test_bad_config_and_data_are_named(ws, tmp_path):
     with pytest.raises(BabyMergeError, match="data.text: .*nowhere.*matches no file"):
         build_blocks(load_config(write_config(ws, "missing", data__text=[str(tmp_path / "nowhere")])), tok)
     short = tmp_path / "short.npy"
-    np.save(short, np.load(ws / "feats" / "features.npy")[:-1])
-    mm = {"captions": str(ws / "data" / "multimodal" / "captions.jsonl"), "features": str(short)}
+    np.save(short, np.load(ws / "features" / "features.npy")[:-1])
+    mm = {"captions": str(ws / "corpora" / "multimodal" / "captions.jsonl"), "features": str(short)}
     with pytest.raises(BabyMergeError, match="has 300 captions but .*short.npy.* hold 299 feature rows"):
         build_blocks(load_config(write_config(ws, "count", data__multimodal=[mm])), tok)
     wide = tmp_path / "wide.npy"
@@ -261,8 +243,8 @@ def test_features_aligned_by_id_from_npz_and_by_index_from_safetensors(ws, tmp_p
 
     from train.data import load_multimodal
 
-    feats = np.load(ws / "feats" / "features.npy")
-    captions = ws / "data" / "multimodal" / "captions.jsonl"
+    feats = np.load(ws / "features" / "features.npy")
+    captions = ws / "corpora" / "multimodal" / "captions.jsonl"
     ids = [json.loads(r)["id"] for r in captions.read_text().splitlines()]
     order = np.random.default_rng(0).permutation(len(ids))  # rows stored in another order, with their ids
     np.savez(tmp_path / "f.npz", features=feats[order], ids=np.array(ids)[order])
@@ -283,10 +265,10 @@ def test_encode_images_matches_the_model_encoder_and_resumes_from_finished_chunk
 
     from babymerge.modeling import mean_pooled_features
 
-    captions = ws / "data" / "multimodal" / "captions.jsonl"
+    captions = ws / "corpora" / "multimodal" / "captions.jsonl"
     rows = [json.loads(r) for r in captions.read_text().splitlines()]
-    feats = np.load(ws / "feats" / "features.npy")
-    encoder, processor = Dinov2Model.from_pretrained(ws / "enc"), AutoImageProcessor.from_pretrained(ws / "enc")
+    feats = np.load(ws / "features" / "features.npy")
+    encoder, processor = Dinov2Model.from_pretrained(ws / "encoder"), AutoImageProcessor.from_pretrained(ws / "encoder")
     for i in (0, 123):
         want = mean_pooled_features(encoder, processor, images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")])[0]
         np.testing.assert_allclose(feats[i], want.numpy(), atol=1e-5)
@@ -295,7 +277,7 @@ def test_encode_images_matches_the_model_encoder_and_resumes_from_finished_chunk
     (out / ".parts").mkdir(parents=True)
     unique = sorted({captions.parent / r["image"] for r in rows})
     np.save(out / ".parts" / "part-000000.npy", np.full((100, 32), 7.0, np.float32))
-    encode(captions, str(ws / "enc"), out, chunk=100)
+    encode(captions, str(ws / "encoder"), out, chunk=100)
     resumed = np.load(out / "features.npy")
     first_chunk = {p for p in unique[:100]}
     for i, r in enumerate(rows):
