@@ -101,16 +101,16 @@ _CHOICES = {
 def _build(cls, values: dict, where: str, prefix: str = ""):
     if not isinstance(values, dict):
         raise BabyMergeError(f"{where}: `{prefix.rstrip('.') or 'the config'}` must be a mapping, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise BabyMergeError(
             f"{where}: unknown config key(s) {[prefix + k for k in unknown]}; valid keys"
             f"{' in ' + prefix.rstrip('.') if prefix else ''}: {sorted(fields)}"
         )
-    kwargs = {}
+    defaults, kwargs = cls(), {}
     for name, value in values.items():
-        default = getattr(cls(), name)
+        default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value or {}, where, f"{prefix}{name}.")
             continue
@@ -150,6 +150,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise BabyMergeError(f"--set {item!r}: expected section.key=value, e.g. --set optim.lr=3e-4")
         key, value = item.split("=", 1)
         _set(raw, key.strip(), yaml.safe_load(value))
+    if overrides:
         where = f"{where} (with --set)"
     config = _build(TrainConfig, raw, where)
     if config.global_batch_size % config.micro_batch_size:

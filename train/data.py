@@ -180,7 +180,8 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
 
 
 # -- packing -----------------------------------------------------------------------------------
-def _tokenize(tokenizer, texts: list[str], desc: str, batch: int = 10_000):
+def tokenize(tokenizer, texts: list[str], desc: str, batch: int = 10_000):
+    """Token ids of each text, without special tokens, tokenised in batches (fast tokenizers parallelise a batch)."""
     for start in tqdm(range(0, len(texts), batch), desc=desc, unit_scale=batch, disable=len(texts) <= batch):
         yield from tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
 
@@ -262,10 +263,10 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
         if text_files:
             segments = [s for f in text_files for s in iter_text(f)]
             prefix = image_token if config.data.text_image_prefix == "black" else None
-            blocks, images = pack_text(_tokenize(tokenizer, segments, "tokenising text"), ctx, eos, prefix)
+            blocks, images = pack_text(tokenize(tokenizer, segments, "tokenising text"), ctx, eos, prefix)
             parts.append((blocks, images, [ctx] * len(blocks)))
         for src in sources:
-            parts.append(pack_captions(_tokenize(tokenizer, src.captions, "tokenising captions"), src.rows, ctx, eos, pad, image_token))
+            parts.append(pack_captions(tokenize(tokenizer, src.captions, "tokenising captions"), src.rows, ctx, eos, pad, image_token))
         blocks = np.concatenate([p[0] for p in parts])
         if len(blocks) == 0:
             raise BabyMergeError(f"the corpora hold fewer than {ctx} tokens: not one block of model.context_length={ctx}")

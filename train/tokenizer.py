@@ -17,13 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from babymerge.errors import BabyMergeError
 from babymerge.output import atomic_output_dir
 from babymerge.tokenization import train_bpe_tokenizer
 
-from .data import TEXT_SUFFIXES, expand_paths, iter_text, read_captions
+from .data import TEXT_SUFFIXES, expand_paths, iter_text, read_captions, tokenize
 
 
 def iter_segments(files: list[Path]):
@@ -35,18 +33,9 @@ def iter_segments(files: list[Path]):
             yield from iter_text(f)
 
 
-def word_to_subword_ratio(tokenizer, files: list[Path], batch: int = 10_000) -> tuple[float, int, int]:
-    words = subwords = 0
-    chunk: list[str] = []
-    for segment in tqdm(iter_segments(files), desc="counting subwords", unit=" segments"):
-        chunk.append(segment)
-        if len(chunk) == batch:
-            subwords += sum(map(len, tokenizer(chunk, add_special_tokens=False)["input_ids"]))
-            words += sum(len(s.split()) for s in chunk)
-            chunk = []
-    if chunk:
-        subwords += sum(map(len, tokenizer(chunk, add_special_tokens=False)["input_ids"]))
-        words += sum(len(s.split()) for s in chunk)
+def word_to_subword_ratio(tokenizer, segments: list[str]) -> tuple[float, int, int]:
+    subwords = sum(map(len, tokenize(tokenizer, segments, "counting subwords")))
+    words = sum(len(s.split()) for s in segments)
     return subwords / max(words, 1), words, subwords
 
 
@@ -60,8 +49,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         files = expand_paths(args.data, (*TEXT_SUFFIXES, ".json"), "--data")
-        tokenizer = train_bpe_tokenizer(iter_segments(files), vocab_size=args.vocab_size, min_frequency=args.min_frequency)
-        ratio, words, subwords = word_to_subword_ratio(tokenizer, files)
+        segments = list(iter_segments(files))
+        tokenizer = train_bpe_tokenizer(segments, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+        ratio, words, subwords = word_to_subword_ratio(tokenizer, segments)
         with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
             tokenizer.save_pretrained(tmp)
             stats = {"files": [str(f) for f in files], "vocab_size": len(tokenizer), "words": words, "subwords": subwords, "word_to_subword_ratio": ratio}
