@@ -15,23 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from babymerge import BabyMergeError, merge
 from babymerge.lm_eval_model import BabyMergeLM
 from babymerge.toy import build_toy_checkpoints
-
-BLIMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "blimp"
-needs_blimp = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"BLiMP files not found at {BLIMP}")
-
-
-def blimp_sentences(paradigm="anaphor_gender_agreement", n=12):
-    if BLIMP.is_dir():
-        rows = [json.loads(line) for line in (BLIMP / f"{paradigm}.jsonl").read_text().splitlines()[:n]]
-    else:  # a few minimal pairs of our own, so the API tests run without the data
-        rows = [{"sentence_good": "The dog sees a cat.", "sentence_bad": "The dog see a cat."}] * n
-    return [s for row in rows for s in (row["sentence_good"], row["sentence_bad"])]
-
-
-def requests(sentences, visual=None):
-    extra = ({"visual": visual},) if visual is not None else ()
-    return [Instance("loglikelihood", {}, ("", " " + s, *extra), i) for i, s in enumerate(sentences)]
-
+from conftest import blimp_sentences, requests
 
 @pytest.fixture(scope="module")
 def llama_pair(toy, tmp_path_factory):

@@ -11,13 +11,11 @@ import yaml
 from lm_eval.tasks import TaskManager
 
 from babymerge import BabyMergeError
-from conftest import load_task_module
 from babymerge.lm_eval_model import BabyMergeLM
+from conftest import BLIMP, load_task_module, needs_blimp
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "lm_eval_tasks"
-BLIMP = REPO.parent / "shared" / "data" / "blimp"
-needs_blimp = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"the official BLiMP files are not at {BLIMP}")
 blimp_utils = load_task_module("blimp")  # the tasks' own module, as lm-eval loads it
 
 PARADIGMS = ["anaphor_gender_agreement", "determiner_noun_agreement_2", "wh_island"]

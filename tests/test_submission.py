@@ -12,11 +12,11 @@ import pytest
 
 from babymerge import BabyMergeError
 from babymerge.submission import submit
+from conftest import BLIMP, needs_blimp
 
 REPO = Path(__file__).resolve().parents[1]
-BLIMP = REPO.parent / "shared" / "data" / "blimp"
 PARADIGMS = {"anaphor_gender_agreement": 7, "determiner_noun_agreement_2": 3, "wh_island": 5}
-pytestmark = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"the official BLiMP files are not at {BLIMP}")
+pytestmark = needs_blimp
 
 
 @pytest.fixture(scope="module")
