@@ -122,29 +122,43 @@ def test_micro_and_macro_averages(toy, data, tmp_path):
     assert expected["micro"] != pytest.approx(expected["macro"]) or len(set(accs.values())) == 1
 
 
+def run_lm_eval(model_args, out, data, launcher=("lm_eval",), limit=10):
+    """Run the plain `lm_eval` command (or it under a launcher) on the three paradigms; returns
+    the per-task log-likelihoods (doc order) from --log_samples, the results and stderr."""
+    cmd = [*launcher, "--model", "babymerge", "--model_args", model_args, "--tasks", ",".join(f"blimp_{u}" for u in PARADIGMS),
+           "--include_path", str(TASKS), "--limit", str(limit), "--device", "cpu", "--batch_size", "auto",
+           "--output_path", str(out), "--log_samples"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = {f.name.removeprefix("samples_").split("_20")[0]: [json.loads(line) for line in f.read_text().splitlines()] for f in out.rglob("samples_*.jsonl")}
+    lls = {k: [float(r[0][0]) for s in sorted(v, key=lambda s: s["doc_id"]) for r in s["resps"]] for k, v in samples.items()}
+    assert len(lls) == 3 and all(len(v) == 2 * limit for v in lls.values())
+    return lls, json.loads(next(out.rglob("results_*.json")).read_text())["results"], result.stderr
+
+
 @needs_blimp
 def test_lm_eval_executable_end_to_end_alpha_0_and_1(toy, data, tmp_path):
     """The plain `lm_eval` command finds --model babymerge; alpha=0 and 1 give the two source models."""
-    tasks = ",".join(f"blimp_{u}" for u in PARADIGMS)
-
-    def run(model_args, name):
-        cmd = ["lm_eval", "--model", "babymerge", "--model_args", model_args, "--tasks", tasks, "--include_path", str(TASKS),
-               "--limit", "10", "--device", "cpu", "--batch_size", "auto", "--output_path", str(tmp_path / name), "--log_samples"]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)})
-        assert result.returncode == 0, result.stderr[-3000:]
-        samples = {f.name.split("_20")[0]: [json.loads(line) for line in f.read_text().splitlines()] for f in (tmp_path / name).rglob("samples_*.jsonl")}
-        results = json.loads(next((tmp_path / name).rglob("results_*.json")).read_text())["results"]
-        assert len(samples) == 3
-        return samples, results
-
-    def lls(samples):
-        return {k: [float(r[0][0]) for s in sorted(v, key=lambda s: s["doc_id"]) for r in s["resps"]] for k, v in samples.items()}
-
-    merged0, res0 = run(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0", "a0")
-    alone, res_mm = run(f"pretrained={toy.mm}", "mm")
-    merged1, res1 = run(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=1,image_prefix=none", "a1")
-    twin, res_lang = run(f"pretrained={toy.lang}", "lang")
-    assert lls(merged0) == lls(alone) and res0 == res_mm
-    assert lls(merged1) == lls(twin)
+    merged0, res0, _ = run_lm_eval(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0", tmp_path / "a0", data)
+    alone, res_mm, _ = run_lm_eval(f"pretrained={toy.mm}", tmp_path / "mm", data)
+    merged1, res1, _ = run_lm_eval(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=1,image_prefix=none", tmp_path / "a1", data)
+    twin, res_lang, _ = run_lm_eval(f"pretrained={toy.lang}", tmp_path / "lang", data)
+    assert merged0 == alone and res0 == res_mm
+    assert merged1 == twin
     assert all(res1[t]["acc,none"] == res_lang[t]["acc,none"] for t in res1)
-    assert lls(merged0) != lls(merged1)
+    assert merged0 != merged1
+
+
+@needs_blimp
+def test_data_parallel_two_cpu_processes_equal_one(toy, data, tmp_path):
+    """`torchrun --nproc_per_node 2 -m lm_eval` (how data parallel runs on CPUs; `accelerate
+    launch` on GPUs): each rank scores its share, lm-eval gathers every sample, and the
+    results equal a single process's. An odd limit leaves the ranks unequal shares."""
+    model_args = f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0.3"
+    single, res_single, _ = run_lm_eval(model_args, tmp_path / "single", data, limit=11)
+    torchrun = ("torchrun", "--nproc_per_node", "2", "-m", "lm_eval")
+    parallel, res_parallel, log = run_lm_eval(model_args, tmp_path / "dp", data, launcher=torchrun, limit=11)
+    assert "on rank 1" in log
+    for task in single:
+        assert max(abs(x - y) for x, y in zip(single[task], parallel[task])) < 1e-4
+        assert res_single[task]["acc,none"] == res_parallel[task]["acc,none"]
