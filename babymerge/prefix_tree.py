@@ -7,12 +7,13 @@ BLiMP's good and bad sentences share their first words; a paradigm's 1,000 pairs
 a few templates. The 13,400 sentences of a 10% BLiMP sample have 126,803 scored positions
 but only 71,704 distinct prefixes (1.77x fewer; 1.93x on all 67,000 pairs).
 
-How: the sequences, sorted, are packed into rows of about ``row_width`` positions in the
-depth-first order of their prefix tree (trie). Each position attends only to itself and its
-ancestors (a tree attention mask, as in tree-based speculative decoding: SpecInfer, Medusa)
-and gets position id = its depth, so it sees exactly what it would see in its own sequence:
-the scores are the same up to the order of float sums. A row repeats the prefix its first
-sequence shares with the previous row, so each row stands alone.
+How: the sequences, sorted, are packed in the depth-first order of their prefix tree (trie)
+into rows of ``row_width`` positions plus the length of the row's longest sequence. Each
+position attends only to itself and its ancestors (a tree attention mask, as in tree-based
+speculative decoding: SpecInfer, Medusa) and gets position id = its depth, so it sees
+exactly what it would see in its own sequence: the scores are the same up to the order of
+float sums. A row repeats the prefix its first sequence shares with the previous row, so
+each row stands alone.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def pack_prefix_tree(
     A sequence's symbols except the last are fed (the last is only predicted), as with
     ``inputs = tokens[:-1]``. Returns the rows and, for each sequence in input order, its row
     and the positions of its fed symbols there: position ``path[k]`` predicts symbol ``k + 1``.
-    A sequence longer than ``row_width`` gets a row of its own.
+    A row holds up to ``row_width`` positions beyond its longest sequence, so sequences that
+    share a long context (multiple-choice tasks) still share it.
 
     ``share_prefixes=False`` gives every sequence its own row, longest first: plain causal
     batches for models that ignore custom attention masks or position ids.
@@ -63,7 +65,7 @@ def pack_prefix_tree(
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     rows: list[Row] = []
     placements: list[tuple[int, list[int]]] = [(0, [])] * len(sequences)
-    previous, previous_path = (), []
+    previous, previous_path, longest = (), [], 0
     for i in order:
         sequence = sequences[i]
         fed = len(sequence) - 1
@@ -72,9 +74,10 @@ def pack_prefix_tree(
             limit = min(len(previous_path), fed)
             while shared < limit and previous[shared] == sequence[shared]:
                 shared += 1
-        if not rows or not share_prefixes or len(rows[-1]) + fed - shared > row_width:
+        if not rows or not share_prefixes or len(rows[-1]) + fed - shared > row_width + max(longest, fed):
             rows.append(Row())
-            shared = 0
+            shared = longest = 0
+        longest = max(longest, fed)
         row = rows[-1]
         path = previous_path[:shared]
         for depth in range(shared, fed):

@@ -32,7 +32,7 @@ def test_each_sequence_sees_exactly_its_own_prefix(row_width, share):
         for k, p in enumerate(path):  # attends to its ancestors and itself, nothing else
             assert set(mask[p].nonzero()[0]) == set(path[: k + 1])
     for row in rows:
-        assert len(row) <= row_width or len(set(row.depths)) == len(row)  # wider only for one long sequence
+        assert len(row) <= row_width + max(row.depths) + 1  # row_width beyond its longest sequence
         mask = row.attention_mask(len(row) + 2)
         assert mask[len(row)].nonzero()[0].tolist() == [len(row)]  # padding sees only itself
 
@@ -45,6 +45,15 @@ def test_one_unbounded_row_feeds_each_distinct_prefix_once():
     assert len(prefixes) < sum(len(s) - 1 for s in sequences)
     rows, _ = pack_prefix_tree(sequences, row_width=10_000, share_prefixes=False)
     assert len(rows) == len(sequences) and sum(map(len, rows)) == sum(len(s) - 1 for s in sequences)
+
+
+def test_a_long_shared_context_is_fed_once():
+    """Multiple-choice style: four short endings after one 300-symbol context, row_width 16."""
+    context = (0,) + tuple(range(1, 300))
+    sequences = [context + (400 + i, 500 + i) for i in range(4)]
+    rows, placements = pack_prefix_tree(sequences, row_width=16)
+    assert len(rows) == 1 and len(rows[0]) == 300 + 4
+    assert [path[:300] for _, path in placements] == [list(range(300))] * 4
 
 
 def test_sharing_changes_no_score_text_images_and_black_prefix(toy):
