@@ -4,7 +4,6 @@ import random
 
 import pytest
 import torch
-from lm_eval.api.instance import Instance
 from PIL import Image
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
@@ -60,9 +59,7 @@ def test_sharing_changes_no_score_text_images_and_black_prefix(toy):
     """Packed and unpacked scores agree; sequences after different images share nothing."""
     red, blue = Image.new("RGB", (30, 30), (255, 0, 0)), Image.new("RGB", (30, 30), (0, 0, 255))
     sentences = blimp_sentences(n=20)
-    reqs = requests(sentences) + [
-        Instance("loglikelihood", {}, ("", " " + s, {"visual": [img]}), i) for i, s in enumerate(sentences[:6]) for img in (red, blue)
-    ]
+    reqs = requests(sentences) + [req for s in sentences[:6] for img in (red, blue) for req in requests([s], visual=[img])]
     shared = BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), alpha=0.3, device="cpu", row_width=32)
     apart = BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), alpha=0.3, device="cpu", prefix_sharing=False)
     text_only, with_images = shared.loglikelihood(reqs[: len(sentences)]), shared.loglikelihood(reqs[len(sentences) :])
