@@ -177,3 +177,18 @@ class Checkpoint:
     @property
     def architecture(self) -> str:
         return (self.config.get("architectures") or ["?"])[0]
+
+
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"`` / ``"bfloat16"`` / ``"torch.bfloat16"`` / ``torch.bfloat16`` -> the torch dtype
+    (None stays None: "the checkpoint's own"). The one parser for merge, the CLI and lm-eval."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    value = getattr(torch, _DTYPE_ALIASES.get(name, name), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise BabyMergeError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16 (or fp32, bf16, fp16)")
+    return value

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from .errors import BabyMergeError
@@ -47,7 +48,11 @@ def _add_merge_parser(sub) -> None:
     p.add_argument("--base", help="shared base checkpoint for task-vector methods (default: the multimodal model)")
     p.add_argument("--dtype", help="output dtype: float32, bfloat16 or float16 (default: the multimodal model's)")
     p.add_argument("--max-shard-size", default="2GB")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is an earlier babymerge merge output")
+    p.add_argument(
+        "--overwrite-any", action="store_true",
+        help="replace --out whatever directory it is (never an input: --out may not be, contain or lie inside one)",
+    )  # fmt: skip
     p.add_argument("--force-tokenizer", action="store_true", help="merge even if the tokenizers differ")
     p.add_argument("--mergekit-yaml", metavar="FILE", help="write the recipe as a mergekit YAML config")
     p.add_argument("--no-progress", action="store_true")
@@ -87,7 +92,7 @@ def _run_merge(args) -> int:
     if args.out:
         report = merge(
             args.mm, args.lang, args.method, alpha, base_ckpt=args.base, out=args.out, dtype=args.dtype,
-            max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+            max_shard_size=args.max_shard_size, overwrite="any" if args.overwrite_any else args.overwrite,
             allow_different_tokenizers=args.force_tokenizer, progress=not args.no_progress, **options,
         )  # fmt: skip
         print(report.summary())
@@ -154,6 +159,17 @@ def _run_methods(args) -> int:
     return 0
 
 
+def _show_warnings() -> None:
+    """Our warnings (e.g. a checkpoint without tokenizer files) as one line each on stderr."""
+    log = logging.getLogger("babymerge")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("babymerge: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        log.addHandler(handler)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="babymerge", description="Merge BabyLM multimodal models with their language-only twins.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_sweep_parser(sub)
     _add_submit_parser(sub)
     args = parser.parse_args(argv)
+    _show_warnings()
     commands = {"merge": _run_merge, "methods": _run_methods, "sweep": _run_sweep, "submit": _run_submit}
     try:
         return commands[args.command](args)

@@ -1,23 +1,38 @@
 """Writing checkpoints safely and in constant memory.
 
 * ``atomic_output_dir``: everything is written into a temporary sibling directory that is
-  renamed to its final name only when complete, so a failure (bad tensor, Ctrl-C, full disk)
-  never leaves a partial checkpoint that could later be mistaken for a good one.
+  published under its final name only when complete, so a failure (bad tensor, Ctrl-C,
+  SIGTERM, full disk) never leaves a partial checkpoint that could later be mistaken for a
+  good one. Publishing is also *exclusive*: a directory that appeared at the final name
+  meanwhile (another merge, another user) is never replaced. The temporary directory's name
+  records the host and process that own it, so a later run removes the leftovers of a
+  writer that was killed with SIGKILL, and never those of a writer still running.
+* ``write_file_atomic``: the same for one file.
 * ``StreamingSafetensorsWriter``: ``safetensors.torch.save_file`` needs every tensor of a
   shard in memory at once. Because a merge knows every output name, dtype and shape before it
   computes anything, we write each shard's header first and then stream tensors into it one
   by one. The files are standard safetensors (checked with ``safe_open`` when closed).
+
+Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
+get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
+would make them 0600/0700: private to the user even where the group should read them).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
+import logging
 import math
 import os
+import secrets
 import shutil
+import signal
+import socket
 import struct
-import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -27,55 +42,333 @@ from safetensors import safe_open
 from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, SAFETENSORS_DTYPES
 from .errors import BabyMergeError
 
+logger = logging.getLogger(__name__)
+
 _DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+_SIZE_SUFFIXES = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1))
 
 
-def parse_size(size: int | str) -> int:
+def parse_size(size: int | str, what: str = "--max-shard-size") -> int:
     """``"500MB"`` / ``"2GB"`` / ``"1GiB"`` / ``123`` -> bytes (transformers' convention)."""
-    if isinstance(size, int):
-        return size
-    s = size.strip().upper()
-    for suffix, factor in (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
-        if s.endswith(suffix):
-            return int(float(s[: -len(suffix)]) * factor)
-    return int(s)
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        s = str(size).strip().upper()
+        factor = next((f for suffix, f in _SIZE_SUFFIXES if s.endswith(suffix)), 1)
+        number = next((s[: -len(suffix)] for suffix, _ in _SIZE_SUFFIXES if s.endswith(suffix)), s)
+        try:
+            value = int(float(number) * factor)
+        except ValueError:
+            value = None
+    if value is None or value <= 0:
+        raise BabyMergeError(f"{what} must be a positive size such as 500MB, 2GB or 1GiB (or a number of bytes), got {size!r}")
+    return value
+
+
+# -- temporary names owned by a process ---------------------------------------------------------
+def _owner_tag() -> str:
+    """``<host>~<pid>``: who owns a temporary name (host names hold no ``~``)."""
+    return f"{socket.gethostname()}~{os.getpid()}"
+
+
+def _temp_name(final: str, kind: str) -> str:
+    return f".{final}.{kind}-{_owner_tag()}-{secrets.token_hex(4)}"
+
+
+def _is_stale(name: str, final: str, kind: str) -> bool:
+    """Is ``name`` a temporary of ``final`` whose owner process is gone? Only names of this
+    host are judged (a pid says nothing about another machine sharing the file system); a
+    name we cannot parse, or whose pid is alive (even if reused by another program), is left."""
+    prefix = f".{final}.{kind}-"
+    if not name.startswith(prefix):
+        return False
+    owner, _, _token = name[len(prefix) :].rpartition("-")
+    host, sep, pid = owner.rpartition("~")
+    if not sep or host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_temporaries(parent: Path, final: str) -> list[Path]:
+    """Remove what killed writers of ``parent/final`` left behind (``.final.tmp-*``, ``.final.old-*``)."""
+    removed = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if any(_is_stale(name, final, kind) for kind in ("tmp", "old")):
+            path = parent / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            removed.append(path)
+    if removed:
+        logger.warning(f"removed {len(removed)} temporary output(s) of killed runs: {[p.name for p in removed]}")
+    return removed
+
+
+# -- SIGTERM like SIGINT ----------------------------------------------------------------------
+class Terminated(SystemExit):
+    """Raised in the main thread on SIGTERM while an output is being written, so the
+    temporary files are removed as on Ctrl-C; exits with 143 (128 + SIGTERM) like the default."""
+
+
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """SIGTERM (what schedulers and ``timeout`` send) raises ``Terminated`` for the duration.
+    Only where Python's default disposition was in place: a handler set by the application
+    (lm-eval, accelerate, a user) is left alone. Signals can only be set in the main thread."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise Terminated(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# -- exclusive rename ---------------------------------------------------------------------------
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """Linux ``renameat2(src, dst, flags)``; False where it does not exist (not Linux, old
+    glibc or kernel, a file system that refuses the flag), OSError for real failures."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def publish_exclusive(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out`` only if nothing exists at ``out``; FileExistsError otherwise.
+
+    ``os.rename`` is not enough: on POSIX it silently replaces an *empty* directory at the
+    destination, and an exists-check before it races with other writers. Linux's
+    ``renameat2(RENAME_NOREPLACE)`` makes the check and the rename one atomic step. Where it
+    is missing we claim the name with ``os.mkdir`` (atomic and exclusive: of two writers only
+    one creates it) and then rename onto our own empty directory; should someone else put a
+    file into it in between, the rename fails (ENOTEMPTY) and their file survives.
+    """
+    try:
+        if _renameat2(tmp, out, _RENAME_NOREPLACE):
+            return
+    except OSError as err:
+        if err.errno == errno.EEXIST:
+            raise FileExistsError(errno.EEXIST, "exists", str(out)) from None
+        raise
+    os.mkdir(out)  # FileExistsError if taken
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.rmdir(out)  # only if still our empty claim
+        raise
+
+
+def _replace_owned(tmp: Path, out: Path, identity: tuple[int, int]) -> None:
+    """Swap ``tmp`` in for ``out``, which must still be the directory we checked (``identity``:
+    device and inode). ``RENAME_EXCHANGE`` swaps both names in one step, so there is never no
+    checkpoint at ``out``; the fallback moves the old one aside first and back on failure."""
+    _check_same(out, identity)
+    try:
+        if _renameat2(tmp, out, _RENAME_EXCHANGE):
+            _remove_tree(tmp)  # now holds the old output
+            return
+    except FileNotFoundError:
+        raise _changed(out) from None
+    old = out.parent / _temp_name(out.name, "old")
+    os.rename(out, old)
+    try:
+        publish_exclusive(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rename(old, out)
+        raise
+    _remove_tree(old)
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_dev, st.st_ino
+
+
+def _check_same(out: Path, identity: tuple[int, int]) -> None:
+    try:
+        if _identity(out) == identity:
+            return
+    except FileNotFoundError:
+        pass
+    raise _changed(out)
+
+
+def _changed(out: Path) -> BabyMergeError:
+    return BabyMergeError(
+        f"output directory {str(out)!r} was replaced or removed by another process while this one was writing; "
+        "left it as it is and discarded this result: run again"
+    )
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- errors the user can act on -----------------------------------------------------------------
+def _os_error(err: OSError, out: Path) -> BabyMergeError | None:
+    """A full or read-only disk, no permission, a file in the way: say so, not a traceback."""
+    where = f"output {str(out)!r}"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return BabyMergeError(f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another --out")
+    if err.errno == errno.EROFS:
+        return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another --out")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return BabyMergeError(f"cannot write {where}: permission denied on {err.filename or out.parent}; choose another --out")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename and not Path(err.filename).is_dir():
+        blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), err.filename)
+        return BabyMergeError(f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another --out")
+    return None
+
+
+def _blocking_file(out: Path) -> Path | None:
+    return next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+
+
+def _overlaps(out: Path, protected: Path) -> str | None:
+    """How ``out`` overlaps ``protected`` (both resolved), or None."""
+    if out == protected:
+        return "is"
+    if out in protected.parents:
+        return "contains"
+    if protected in out.parents:
+        return "lies inside"
+    return None
 
 
 def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write a whole file under a temporary name in the same folder, then rename it."""
+    """Write a whole file under a temporary name in the same folder, then rename it over ``path``.
+
+    The temporary name records its owner (see ``remove_stale_temporaries``); the file is
+    created with mode 0o666 so that the umask applies, as for any file the user writes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = path.parent / _temp_name(path.name, "tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` only if the block finishes."""
+def atomic_output_dir(
+    out: str | Path, overwrite: bool | str = False, *, protect: Iterable[str | Path] = (), owner_marker: str | None = None
+) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``out`` only if the block finishes.
+
+    Args:
+        out: the final directory.
+        overwrite: False: refuse an existing ``out``. True: replace it, but where
+            ``owner_marker`` is given only a directory holding that file (one this program
+            wrote). ``"any"``: replace whatever directory is there.
+        protect: paths (the inputs) that ``out`` may not be, contain or lie inside, even with
+            ``overwrite="any"``: replacing ``out`` would destroy them.
+        owner_marker: a file name that marks directories this program wrote.
+
+    ``out`` is published exclusively (``publish_exclusive``): if a directory appears at ``out``
+    while the block runs, it is left as it is and this result is discarded with an error; with
+    ``overwrite`` only the very directory checked at the start is replaced. SIGTERM removes
+    the temporary directory as Ctrl-C does; after SIGKILL the next run with the same ``out``
+    removes it (``remove_stale_temporaries``). A full or read-only disk or a file in the way
+    is reported as a ``BabyMergeError``.
+    """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise BabyMergeError(f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if overwrite not in (False, True, "any"):
+        raise BabyMergeError(f"overwrite must be False, True or 'any', got {overwrite!r}")
+    resolved = Path(os.path.realpath(out))
+    for path in protect:
+        how = _overlaps(resolved, Path(os.path.realpath(path)))
+        if how:
+            raise BabyMergeError(
+                f"output directory {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
+                "choose an --out outside the inputs"
+            )
+    blocker = _blocking_file(out)
+    if blocker is not None:
+        raise BabyMergeError(f"cannot write output {str(out)!r}: {str(blocker)!r} is a file, not a directory; choose another --out")
+    identity = None
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise BabyMergeError(f"output {str(out)!r} exists and is not a directory; remove it or choose another --out")
+        if not overwrite:
+            raise BabyMergeError(f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)")
+        if overwrite is True and owner_marker and not (out / owner_marker).is_file():
+            raise BabyMergeError(
+                f"output directory {str(out)!r} exists and was not written by babymerge (it has no {owner_marker}); "
+                "--overwrite replaces only earlier outputs of babymerge. Choose another --out, or pass "
+                "--overwrite-any (overwrite='any') to replace this directory and everything in it"
+            )
+        identity = _identity(out)
     try:
-        yield tmp
-        if out.exists():  # overwrite: move the old one aside first so there is never no checkpoint
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out.parent, out.name)
+        tmp = out.parent / _temp_name(out.name, "tmp")
+        os.mkdir(tmp)  # mode 0o777 & ~umask
+    except OSError as err:
+        raise (_os_error(err, out) or err) from err
+    with _terminate_cleanly():
+        try:
+            yield tmp
+            if identity is None:
+                try:
+                    publish_exclusive(tmp, out)
+                except FileExistsError:
+                    raise BabyMergeError(
+                        f"output directory {str(out)!r} was created by another process while this one was writing "
+                        "(another merge to the same --out?); left it as it is and discarded this result. "
+                        "Choose another --out, or pass --overwrite if it is yours to replace"
+                    ) from None
+            else:
+                _replace_owned(tmp, out, identity)
+        except BaseException as err:
+            _remove_tree(tmp)
+            mapped = _os_error(err, out) if isinstance(err, OSError) else None
+            if mapped is not None:
+                raise mapped from err
+            raise
 
 
 class StreamingSafetensorsWriter:

@@ -141,8 +141,13 @@ def test_existing_output_is_not_overwritten_by_accident(toy, tmp_path):
     with pytest.raises(BabyMergeError, match="already exists.*overwrite"):
         merge(toy.mm, toy.lang, out=out, progress=False)
     assert (out / "keep.txt").read_text() == "precious"
-    merge(toy.mm, toy.lang, out=out, overwrite=True, progress=False)
+    with pytest.raises(BabyMergeError, match="was not written by babymerge .*--overwrite-any"):
+        merge(toy.mm, toy.lang, out=out, overwrite=True, progress=False)  # not an earlier merge: kept
+    assert (out / "keep.txt").read_text() == "precious"
+    merge(toy.mm, toy.lang, out=out, overwrite="any", progress=False)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    merge(toy.mm, toy.lang, out=out, overwrite=True, alpha=0.5, progress=False)  # an earlier merge: replaced
+    assert json.loads((out / "babymerge_recipe.json").read_text())["alpha"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -11,7 +11,9 @@ stays near one tensor (to disk) or one model (in memory).
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,14 +24,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import CONFIG_NAME, Checkpoint
+from ..checkpoint import CONFIG_NAME, Checkpoint, parse_dtype
 from ..errors import BabyMergeError
-from ..output import StreamingSafetensorsWriter, atomic_output_dir
+from ..output import StreamingSafetensorsWriter, atomic_output_dir, parse_size
 from . import dare, linear, slerp, task_arithmetic, ties  # noqa: F401  (register the methods)
 from .alpha import AlphaSchedule, parse_alpha
 from .registry import METHODS, MergeMethod, get_method, register
 
-__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "register"]
+__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "parse_dtype", "register"]
+
+logger = logging.getLogger(__name__)
 
 RECIPE_NAME = "babymerge_recipe.json"
 # Multimodal tensors never interpolated even when the twin has them: the black-image feature
@@ -92,7 +96,7 @@ def merge(
     out: str | Path | None = None,
     dtype: str | torch.dtype | None = None,
     max_shard_size: int | str = "2GB",
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     allow_different_tokenizers: bool = False,
     keep_sources: bool = False,
     progress: bool = True,
@@ -114,24 +118,31 @@ def merge(
         out: write a checkpoint here (atomically); if None, return the merged model in memory.
         dtype: output dtype ("float32", "bfloat16", ...); default: each tensor's multimodal dtype.
         max_shard_size: shard size of the written checkpoint.
-        overwrite: replace an existing ``out``.
+        overwrite: replace an existing ``out`` if it is an earlier merge (it holds
+            ``babymerge_recipe.json``); ``"any"``: replace whatever directory is there. Never
+            an input: ``out`` may not be, contain or lie inside ``mm_ckpt``, ``lang_ckpt`` or
+            ``base_ckpt``.
         allow_different_tokenizers: merge even if the two tokenizers differ (the embedding rows
             would then mean different tokens: only for tokenizers you know are aligned).
         keep_sources: (in memory only) keep both models' shared tensors too, as
             ``report.remerge``, so the merge can be redone in place for other alphas without
-            reading the checkpoints again (alpha sweeps); costs two more copies of them.
+            reading the checkpoints again (alpha sweeps); costs two more float32 copies of
+            them (three with ``base_ckpt``).
         progress: show a tqdm bar.
         **options: method options (``density``, ``scale``, ``seed``, ...).
     """
     start = time.perf_counter()
     merge_method = get_method(method)
-    options = merge_method.resolve_options(options)
+    options = _typed_options(merge_method, merge_method.resolve_options(options))
     if isinstance(alpha, str):
         alpha = parse_alpha(alpha)
-    out_dtype = _parse_dtype(dtype)
+    out_dtype = parse_dtype(dtype)
+    if out is not None:
+        parse_size(max_shard_size)
     mm = Checkpoint(mm_ckpt, "multimodal")
     lang = Checkpoint(lang_ckpt, "language-only")
     base = Checkpoint(base_ckpt, "base") if base_ckpt is not None else None
+    _check_roles(mm, lang)
     schedule = AlphaSchedule(alpha, num_layers=mm.num_layers)
     if not allow_different_tokenizers:
         _check_tokenizers(mm, lang)
@@ -155,7 +166,8 @@ def merge(
     elif keep_sources:
         raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
     else:
-        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        inputs = [mm.path, lang.path] + ([base.path] if base else [])
+        with atomic_output_dir(out, overwrite=overwrite, protect=inputs, owner_marker=RECIPE_NAME) as tmp:
             writer = StreamingSafetensorsWriter(tmp, [(e.key, e.dtype, e.shape) for e in plan], max_shard_size)
             for entry in bar:
                 writer.add(entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options))
@@ -242,7 +254,15 @@ def _check_shape(key: str, shape, other: Checkpoint, other_key: str) -> None:
 def _check_tokenizers(mm: Checkpoint, lang: Checkpoint) -> None:
     """Same embedding row must mean the same token in both models."""
     vocabs = [_vocab(c) for c in (mm, lang)]
-    if None in vocabs or vocabs[0] == vocabs[1]:
+    if None in vocabs:
+        missing = " and ".join(f"{c.role} checkpoint {str(c.path)!r}" for c, v in zip((mm, lang), vocabs) if v is None)
+        consequence = "the merged checkpoint will have no tokenizer either; " if vocabs[0] is None else ""
+        logger.warning(
+            f"the {missing} has no tokenizer files: cannot check that both models use the same token ids; "
+            f"{consequence}copy the tokenizer it was trained with next to its weights (tokenizer.save_pretrained)"
+        )
+        return
+    if vocabs[0] == vocabs[1]:
         return
     a, b = vocabs
     differ = sorted(t for t in set(a) | set(b) if a.get(t) != b.get(t))
@@ -290,8 +310,10 @@ def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method
     if keep is not None or not method.elementwise:
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
         b = base.read(entry.base_key).float() if entry.base_key else m
-        if keep is not None:
-            keep[entry.key] = [t.clone() for t in (m, l, b)]
+        if keep is not None:  # b is m unless there is a base checkpoint: keep one copy of it
+            m, l, b = (m.clone(), l.clone(), b.clone()) if b is not m else (m.clone(), l.clone(), None)
+            keep[entry.key] = [m, l, m if b is None else b]
+            b = keep[entry.key][2]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
     for span in _row_spans(entry.shape):
@@ -326,7 +348,10 @@ def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):
                 offset += chunk.numel()
             filled.add(entry.key)
     model.tie_weights()
-    tied = {name for name, p in model.state_dict().items() if any(p is q for k, q in state.items() if k in filled)}
+    # Tied parameters (GPT-2's or a tie_word_embeddings Llama's lm_head) share the storage of
+    # a filled one. state_dict() detaches a new tensor object on every call, so compare storages.
+    filled_storages = {state[k].untyped_storage().data_ptr() for k in filled}
+    tied = {name for name, p in model.state_dict().items() if p.untyped_storage().data_ptr() in filled_storages}
     missing = sorted(set(state) - filled - tied - _non_persistent(model))
     if missing:
         raise BabyMergeError(f"the multimodal checkpoint {str(mm.path)!r} lacks parameters of {model_class.__name__}: {missing[:5]}")
@@ -384,11 +409,47 @@ def _write_recipe(path: Path, report: MergeReport, mm, lang, base, options) -> N
     path.write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def _parse_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    name = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16", "float": "float32"}.get(dtype, dtype)
-    value = getattr(torch, str(name), None)
-    if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise BabyMergeError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    return value
+def _typed_options(method: MergeMethod, options: dict[str, Any]) -> dict[str, Any]:
+    """Method options given as text (the CLI, lm-eval model_args) take the type of their
+    default: ``density=abc`` is refused here, in words, not deep inside torch."""
+    typed = {}
+    for name, value in options.items():
+        default = method.options.get(name)
+        kind = type(default)
+        if isinstance(value, str) and kind in (int, float, bool):
+            text = value.strip().lower()
+            try:
+                if kind is bool:
+                    if text not in ("true", "false", "1", "0"):
+                        raise ValueError(text)
+                    value = text in ("true", "1")
+                elif kind is int:
+                    number = float(text)
+                    if not number.is_integer():
+                        raise ValueError(text)
+                    value = int(number)
+                else:
+                    value = float(text)
+            except ValueError:
+                what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+                raise BabyMergeError(
+                    f"option {name} of merge method {method.name!r} must be {what} (default {default}), got {value!r}"
+                ) from None
+        typed[name] = value
+    return typed
+
+
+def _check_roles(mm: Checkpoint, lang: Checkpoint) -> None:
+    """Catch swapped or duplicated inputs: the result keeps only what the multimodal model has."""
+    if os.path.realpath(mm.path) == os.path.realpath(lang.path):
+        logger.warning(
+            f"--mm and --lang are the same checkpoint {str(mm.path)!r}: the merge gives it back unchanged "
+            "for every alpha. Was --lang meant to be the language-only twin?"
+        )
+    if lang.is_llava_layout and not mm.is_llava_layout:
+        only_lang = sorted(k for k in lang.tensors if lang.text_key(k) == k and not k.startswith(("model.", "lm_head.")))
+        raise BabyMergeError(
+            f"--mm {str(mm.path)!r} is a text-only {mm.architecture} but --lang {str(lang.path)!r} is a multimodal "
+            f"{lang.architecture}: the result would lose its multimodal parameters (e.g. {only_lang[:3]}). "
+            "Did you swap --mm and --lang?"
+        )
