@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import os
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,7 @@ from lm_eval.api.model import TemplateLM
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .checkpoint import parse_dtype
 from .errors import BabyMergeError
 from .merge import METHODS, merge, parse_alpha
 from .modeling import BabyLlavaForConditionalGeneration
@@ -96,6 +100,17 @@ class BabyMergeLM(TemplateLM):
 
     MULTIMODAL = True
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """``--model_args`` win over the CLI's ``--batch_size``/``--device`` (which lm-eval passes
+        always, with its own defaults): ``batch_size=8`` as a model_arg is what the user asked for."""
+        return cls.create_from_arg_obj(lm_utils.simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
     def __init__(
         self,
         pretrained: str,
@@ -127,6 +142,18 @@ class BabyMergeLM(TemplateLM):
             alpha = parse_alpha(alpha)
         if lang_ckpt is None and alpha not in (None, 0, 0.0):
             raise BabyMergeError(f"alpha={alpha} needs lang_ckpt=<language-only checkpoint> to merge with")
+        # Every argument is checked before the (possibly long) merge or load.
+        torch_dtype = parse_dtype(dtype)
+        if batch_size != "auto" and not str(batch_size).isdigit():
+            raise BabyMergeError(f"batch_size must be an integer or 'auto', got {batch_size!r}")
+        if image_prefix is not None and image_prefix not in IMAGE_PREFIXES:
+            raise BabyMergeError(f"image_prefix must be one of {IMAGE_PREFIXES}, got {image_prefix!r}")
+        _check_local_checkpoint(pretrained, "pretrained", hub_allowed=lang_ckpt is None)
+        for name, path in (("lang_ckpt", lang_ckpt), ("base_ckpt", base_ckpt)):
+            if path is not None:
+                _check_local_checkpoint(path, name, hub_allowed=False)
+        if image_prefix == "black" and Path(pretrained).is_dir() and not _is_babyllava(pretrained):
+            raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only model")
 
         self._setup_parallel(device)
         start = time.perf_counter()
@@ -140,7 +167,7 @@ class BabyMergeLM(TemplateLM):
             self.model, self.remerge = report.model, report.remerge
         else:
             alpha = 0.0
-            self.model, self.remerge = AutoModelForCausalLM.from_pretrained(pretrained, dtype=_torch_dtype(dtype)), None
+            self.model, self.remerge = _from_pretrained(pretrained, torch_dtype), None
         self.merge_seconds = time.perf_counter() - start
         self.model.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
@@ -148,8 +175,6 @@ class BabyMergeLM(TemplateLM):
 
         self.is_multimodal = isinstance(self.model, BabyLlavaForConditionalGeneration)
         image_prefix = image_prefix or ("black" if self.is_multimodal else "none")
-        if image_prefix not in IMAGE_PREFIXES:
-            raise BabyMergeError(f"image_prefix must be one of {IMAGE_PREFIXES}, got {image_prefix!r}")
         if image_prefix == "black" and not self.is_multimodal:
             raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only {type(self.model).__name__}")
         self.image_prefix = image_prefix
@@ -159,8 +184,6 @@ class BabyMergeLM(TemplateLM):
 
         config = self.model.config.get_text_config()
         self._max_length = int(max_length or getattr(config, "max_position_embeddings", 2048))
-        if batch_size != "auto" and not str(batch_size).isdigit():
-            raise BabyMergeError(f"batch_size must be an integer or 'auto', got {batch_size!r}")
         self.batch_size = batch_size if batch_size == "auto" else int(batch_size)
         self.max_batch_size = max_batch_size
         self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET.get(self.device.type, 2048))
@@ -290,14 +313,17 @@ class BabyMergeLM(TemplateLM):
         prefix is fed once, in rows of ``row_width`` positions beyond their longest sequence; as
         many rows as fit ``token_budget`` (or ``batch_size`` rows) go through one forward pass.
         """
-        items = []
+        items, cache_keys = [], []
         for key, context_enc, continuation_enc in requests:
             images = key[2] if len(key) > 2 else ()
             tokens = (self._with_prefix(list(context_enc)) + list(continuation_enc))[-(self.max_length + 1) :]
             items.append((self._symbols(tokens, images), min(len(continuation_enc), len(tokens) - 1)))
+            # lm-eval's cache key is the request's args; text requests only (rolling windows are
+            # cached per document, image requests hold the images, not our hashes of them)
+            cache_keys.append(key if len(key) == 2 and key[0] is not None else None)
         if self.prefix_sharing and not self._prefix_sharing_checked:
             self._check_prefix_sharing()
-        return self._score(items, disable_tqdm=disable_tqdm)
+        return self._score(items, disable_tqdm=disable_tqdm, cache_keys=cache_keys)
 
     def _symbols(self, tokens: list[int], images: tuple[str, ...]) -> tuple[int, ...]:
         """Token ids, with each image token written as ``-1 - <image number>`` (the black image
@@ -315,8 +341,16 @@ class BabyMergeLM(TemplateLM):
             symbols.append(token)
         return tuple(symbols)
 
-    def _score(self, items: list[tuple[tuple[int, ...], int]], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """``items``: (symbols, number of scored symbols at the end). Identical items are scored once."""
+    def _score(self, items: list[tuple[tuple[int, ...], int]], disable_tqdm: bool = False, cache_keys=None) -> list[tuple[float, bool]]:
+        """``items``: (symbols, number of scored symbols at the end). Identical items are scored once.
+
+        With ``cache_keys`` (the requests' args, aligned with ``items``), each result goes to
+        lm-eval's ``--use_cache`` database as soon as its batch is scored, as ``hf`` does, so an
+        interrupted run keeps what it computed."""
+        keys_of: dict[tuple, list] = {}
+        for item, key in zip(items, cache_keys or []):
+            if key is not None:
+                keys_of.setdefault(item, []).append(key)
         unique = list(dict.fromkeys(items))
         sequences = list(dict.fromkeys(symbols for symbols, _ in unique))
         rows, placements = pack_prefix_tree(sequences, self.row_width, share_prefixes=self.prefix_sharing)
@@ -347,7 +381,10 @@ class BabyMergeLM(TemplateLM):
                     positions += [offset + p for p in path[len(path) - n_scored :]]
                     targets += symbols[len(symbols) - n_scored :]
                     lengths.append(n_scored)
-                results.update(zip(batch_items, self._logprobs(hidden, positions, targets, lengths)))
+                for item, result in zip(batch_items, self._logprobs(hidden, positions, targets, lengths)):
+                    results[item] = result
+                    for key in keys_of.get(item, ()):
+                        self.cache_hook.add_partial("loglikelihood", key, result)
                 bar.update(len(batch_items))
         bar.close()
         return [results[item] for item in items]
@@ -446,6 +483,8 @@ class BabyMergeLM(TemplateLM):
         totals = [0.0] * len(requests)
         for owner, (score, _) in zip(owners, scores):
             totals[owner] += score
+        for req, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", (req.args[0],), total)
         return totals
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -469,12 +508,39 @@ class BabyMergeLM(TemplateLM):
             text = self.tok_decode(generated[0, len(ids) :].tolist())
             for stop in until:
                 text = text.split(stop)[0]
+            self.cache_hook.add_partial("generate_until", req.args, text)
             out.append(text)
         return out
 
 
-def _torch_dtype(name: str) -> torch.dtype:
-    value = getattr(torch, str(name).replace("torch.", ""), None)
-    if not isinstance(value, torch.dtype):
-        raise BabyMergeError(f"unknown dtype {name!r}; use float32, bfloat16 or float16")
-    return value
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def _check_local_checkpoint(path: str, name: str, hub_allowed: bool) -> None:
+    """A model_arg naming a checkpoint must be a directory; only ``pretrained`` without a merge
+    may be a hub id (``org/model``), which transformers then fetches."""
+    if Path(path).is_dir():
+        return
+    if hub_allowed and _HUB_ID.fullmatch(str(path)) and not Path(path).exists():
+        return
+    what = "is not a directory" if Path(path).exists() else "does not exist"
+    raise BabyMergeError(f"{name}={str(path)!r} {what}; give the checkpoint directory (written by save_pretrained)")
+
+
+def _is_babyllava(path: str) -> bool:
+    try:
+        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "babyllava"
+    except (OSError, ValueError):
+        return True  # unreadable: the loader below says what is wrong
+
+
+def _from_pretrained(pretrained: str, dtype: torch.dtype):
+    """``AutoModelForCausalLM.from_pretrained``, its "not found" errors said in one line."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BabyMergeError(
+            f"pretrained={pretrained!r} is neither a checkpoint directory nor a model that could be loaded from "
+            f"the Hugging Face hub ({first})"
+        ) from err
