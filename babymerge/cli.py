@@ -159,11 +159,23 @@ def _run_methods(args) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (it may be replaced meanwhile)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _show_warnings() -> None:
     """Our warnings (e.g. a checkpoint without tokenizer files) as one line each on stderr."""
     log = logging.getLogger("babymerge")
-    if not log.handlers:
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("babymerge: warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         log.addHandler(handler)

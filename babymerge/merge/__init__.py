@@ -416,6 +416,8 @@ def _typed_options(method: MergeMethod, options: dict[str, Any]) -> dict[str, An
     for name, value in options.items():
         default = method.options.get(name)
         kind = type(default)
+        if kind is int and isinstance(value, float):
+            value = str(value)
         if isinstance(value, str) and kind in (int, float, bool):
             text = value.strip().lower()
             try:
@@ -447,7 +449,7 @@ def _check_roles(mm: Checkpoint, lang: Checkpoint) -> None:
             "for every alpha. Was --lang meant to be the language-only twin?"
         )
     if lang.is_llava_layout and not mm.is_llava_layout:
-        only_lang = sorted(k for k in lang.tensors if lang.text_key(k) == k and not k.startswith(("model.", "lm_head.")))
+        only_lang = sorted({lang.text_key(k) for k in lang.tensors} - {mm.text_key(k) for k in mm.tensors})
         raise BabyMergeError(
             f"--mm {str(mm.path)!r} is a text-only {mm.architecture} but --lang {str(lang.path)!r} is a multimodal "
             f"{lang.architecture}: the result would lose its multimodal parameters (e.g. {only_lang[:3]}). "
