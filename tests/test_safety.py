@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig
 import importlib
 from babymerge import BabyMergeError, merge
 from babymerge.cli import main
-from babymerge.output import atomic_output_dir, publish_exclusive, write_file_atomic
+import babymerge.output as output
 from babymerge.toy import build_toy_checkpoints, toy_text_config
 
 RECIPE = "babymerge_recipe.json"
@@ -159,8 +159,6 @@ def test_overwrite_replaces_only_the_directory_it_checked(toy, tmp_path, monkeyp
 
 def test_exclusive_rename_never_replaces_an_empty_directory(tmp_path, monkeypatch):
     """Both paths of publish_exclusive: renameat2(RENAME_NOREPLACE) and the mkdir-claim fallback."""
-    import babymerge.output as output
-
     for fallback in (False, True):
         if fallback:
             monkeypatch.setattr(output, "_renameat2", lambda *a: False)
@@ -169,10 +167,10 @@ def test_exclusive_rename_never_replaces_an_empty_directory(tmp_path, monkeypatc
         (src / "a").write_text("a")
         dst.mkdir()
         with pytest.raises(FileExistsError):
-            publish_exclusive(src, dst)
+            output.publish_exclusive(src, dst)
         assert list(dst.iterdir()) == [] and (src / "a").is_file()
         dst.rmdir()
-        publish_exclusive(src, dst)
+        output.publish_exclusive(src, dst)
         assert (dst / "a").read_text() == "a" and not src.exists()
 
 
@@ -348,8 +346,8 @@ def test_outputs_get_the_users_umask(toy, tmp_path):
     old = os.umask(0o022)
     try:
         out = merge(toy.mm, toy.lang, out=tmp_path / "out", progress=False).out
-        written = write_file_atomic(tmp_path / "sub" / "results.csv", "a,b\n")
-        with atomic_output_dir(tmp_path / "other") as tmp:
+        written = output.write_file_atomic(tmp_path / "sub" / "results.csv", "a,b\n")
+        with output.atomic_output_dir(tmp_path / "other") as tmp:
             (tmp / "x").write_text("x")
     finally:
         os.umask(old)
@@ -421,3 +419,105 @@ def test_one_dtype_parser(toy):
     assert merged.model.dtype == torch.bfloat16
     with pytest.raises(BabyMergeError, match="unknown dtype 'int8'"):
         BabyMergeLM(pretrained=str(toy.lang), dtype="int8", image_prefix="none", device="cpu")
+
+
+# -- lm-eval adapter ---------------------------------------------------------------------------------
+def test_lm_eval_checkpoint_paths_that_do_not_exist(toy, tmp_path):
+    """before: "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" from the hub client."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    missing = tmp_path / "runs" / "mm" / "ckpt-ep10"
+    with pytest.raises(BabyMergeError, match=rf"^pretrained='{missing}' does not exist; give the checkpoint directory"):
+        BabyMergeLM(pretrained=str(missing), device="cpu")
+    with pytest.raises(BabyMergeError, match=r"^lang_ckpt='.*nope' does not exist"):
+        BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(tmp_path / "nope"), device="cpu")
+
+
+def test_lm_eval_cli_ends_with_our_message(tmp_path):
+    """The traceback above is lm-eval's; the last line must be ours and say it all."""
+    missing = tmp_path / "runs" / "mm"
+    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={missing}", "--tasks", "blimp_anaphor_gender_agreement",
+           "--include_path", str(Path(__file__).parents[1] / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"babymerge.errors.BabyMergeError: pretrained='{missing}' does not exist; give the checkpoint directory (written by save_pretrained)"
+    )
+
+
+def test_lm_eval_batch_size_model_arg_wins_over_the_cli_default(toy):
+    """before: TypeError "got multiple values for keyword argument 'batch_size'" whenever
+    batch_size was given in --model_args (the CLI always passes its own)."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    cli_config = {"batch_size": 1, "max_batch_size": None, "device": "cpu"}
+    lm = BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none,batch_size=4", cli_config)
+    assert lm.batch_size == 4 and lm.device.type == "cpu"
+    assert BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none", cli_config).batch_size == 1
+    lm = BabyMergeLM.create_from_arg_obj({"pretrained": str(toy.lang), "image_prefix": "none", "batch_size": "auto"}, cli_config)
+    assert lm.batch_size == "auto"
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"image_prefix": "white"}, "image_prefix must be one of"),  # before: checked after the merge
+        ({"dtype": "int8"}, "unknown dtype 'int8'"),
+        ({"batch_size": "many"}, "batch_size must be an integer or 'auto'"),  # before: after the merge
+    ],
+)
+def test_lm_eval_arguments_are_checked_before_the_merge(toy, monkeypatch, extra, match):
+    import babymerge.lm_eval_model as adapter
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("merged before checking the arguments")
+
+    monkeypatch.setattr(adapter, "merge", no_merge)
+    with pytest.raises(BabyMergeError, match=match):
+        adapter.BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), device="cpu", **extra)
+
+
+def test_lm_eval_image_prefix_black_on_a_text_model_is_refused_before_the_merge(toy, monkeypatch):
+    import babymerge.lm_eval_model as adapter
+
+    monkeypatch.setattr(adapter, "merge", lambda *a, **k: (_ for _ in ()).throw(AssertionError("merged first")))
+    with pytest.raises(BabyMergeError, match="image_prefix=black needs a BabyLLaVA checkpoint"):
+        adapter.BabyMergeLM(pretrained=str(toy.lang), lang_ckpt=str(toy.lang), image_prefix="black", device="cpu")
+
+
+def test_use_cache_keeps_what_an_interrupted_run_scored(toy, tmp_path):
+    """lm-eval's --use_cache (CachingLM) stores results only when a whole loglikelihood call
+    returns; lm-eval's `hf` model also adds each result as it is computed (cache_hook.add_partial),
+    so a crashed or killed run keeps its progress. before: the adapter never called add_partial,
+    and the interrupted run below left the cache empty."""
+    from lm_eval.api.model import CachingLM
+
+    from babymerge.lm_eval_model import BabyMergeLM
+    from conftest import requests
+
+    sentences = [f"The {w} sees a cat." for w in ("dog", "girl", "boy", "teacher", "bird", "tree")]
+    args = dict(pretrained=str(toy.lang), image_prefix="none", device="cpu", batch_size=1, prefix_sharing=False)
+    expected = BabyMergeLM(**args).loglikelihood(requests(sentences))
+
+    lm = BabyMergeLM(**args)
+    forward, calls = lm._hidden_states, []
+
+    def crash_on_third_batch(rows):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return forward(rows)
+
+    lm._hidden_states = crash_on_third_batch
+    db = str(tmp_path / "cache.db")
+    with pytest.raises(RuntimeError, match="killed"):
+        CachingLM(lm, db).loglikelihood(requests(sentences))
+
+    lm2 = BabyMergeLM(**args)
+    scored = []
+    original = lm2._loglikelihood_tokens
+    lm2._loglikelihood_tokens = lambda reqs, **kw: (scored.append(len(reqs)), original(reqs, **kw))[1]
+    assert CachingLM(lm2, db).loglikelihood(requests(sentences)) == expected
+    assert scored == [len(sentences) - 2]  # the two requests scored before the crash came from the cache
+    scored.clear()
+    assert CachingLM(lm2, db).loglikelihood(requests(sentences)) == expected and scored == []  # all cached now
