@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import CONFIG_NAME, Checkpoint
 from ..errors import BabyMergeError
 from ..output import StreamingSafetensorsWriter, atomic_output_dir
-from . import dare, linear, slerp, task_arithmetic, ties  # noqa: F401  (register the methods)
+from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp, task_arithmetic, ties  # noqa: F401
 from .alpha import AlphaSchedule, parse_alpha
 from .registry import METHODS, MergeMethod, get_method, register
 
