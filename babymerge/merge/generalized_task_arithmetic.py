@@ -28,7 +28,7 @@ from contextlib import contextmanager
 import torch
 
 from ..errors import BabyMergeError
-from .registry import check_fraction
+from .registry import check_flag, check_fraction
 
 
 def base_is_multimodal(mm: torch.Tensor, base: torch.Tensor) -> bool:
@@ -86,6 +86,9 @@ def generalized_task_arithmetic(
 ) -> torch.Tensor:
     """The merged tensor (see the module docstring). ``sparsify_options`` are per-model values
     (``gamma``, ``epsilon``) or shared ones (``rescale``)."""
+    normalize = check_flag("normalize", normalize)
+    if "rescale" in sparsify_options:
+        sparsify_options["rescale"] = check_flag("rescale", sparsify_options["rescale"])
     densities = per_model("density", density)
     per = {k: per_model(k, v) for k, v in sparsify_options.items() if k in ("gamma", "epsilon")}
     shared = {k: v for k, v in sparsify_options.items() if k not in per}

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import BabyMergeError
 from .generalized_task_arithmetic import base_is_multimodal
-from .registry import register
+from .registry import check_flag, register
 
 
 @register("model_stock", uses_base=True, mergekit_name="model_stock")
@@ -25,7 +25,7 @@ def model_stock(mm, lang, base, alpha, key, *, filter_wise: bool = False):
             f"base_ckpt / --base; without one the multimodal model is the base and there is nothing to average ({key})"
         )
     shape = base.shape
-    if filter_wise:
+    if check_flag("filter_wise", filter_wise):
         w0, ws = (base, [mm, lang]) if base.dim() > 1 else (base.unsqueeze(0), [mm.unsqueeze(0), lang.unsqueeze(0)])
     else:
         w0, ws = base.reshape(-1), [mm.reshape(-1), lang.reshape(-1)]

@@ -14,7 +14,7 @@ interpolated linearly.
 import torch
 
 from .generalized_task_arithmetic import base_is_multimodal
-from .registry import register
+from .registry import check_flag, register
 
 
 def nuslerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor, dim: int = -1, eps: float = 1e-8, flatten: bool = False):
@@ -40,7 +40,8 @@ def nuslerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor, dim: int = -1,
 @register("nuslerp", mergekit_name="nuslerp")
 def nuslerp(mm, lang, base, alpha, key, *, nuslerp_row_wise: bool = False, nuslerp_flatten: bool = True):
     """merged = [base +] slerp(alpha, mm [- base], lang [- base]), flattened, row- or column-wise"""
-    dim = 0 if nuslerp_row_wise else -1
+    nuslerp_flatten = check_flag("nuslerp_flatten", nuslerp_flatten)
+    dim = 0 if check_flag("nuslerp_row_wise", nuslerp_row_wise) else -1
     if base_is_multimodal(mm, base):
         return nuslerp_vectors(alpha, mm, lang, dim=dim, flatten=nuslerp_flatten)
     return base + nuslerp_vectors(alpha, mm - base, lang - base, dim=dim, flatten=nuslerp_flatten)

@@ -62,8 +62,9 @@ def bernoulli(tensor: torch.Tensor, density: float, rescale: bool = False) -> to
     """Keep each entry with probability ``density`` (one ``torch.bernoulli`` draw, global RNG)."""
     if density >= 1:
         return tensor
-    mask = torch.bernoulli(torch.full_like(tensor, density, dtype=torch.float32))
-    return rescaled_masked_tensor(tensor.float(), mask, rescale).to(tensor.dtype)
+    work = torch.bfloat16 if tensor.dtype == torch.bfloat16 else torch.float32  # mergekit's CPU rule
+    mask = torch.bernoulli(torch.full_like(tensor, density, dtype=work))
+    return rescaled_masked_tensor(tensor.to(work), mask, rescale).to(tensor.dtype)
 
 
 def della_magprune(tensor: torch.Tensor, density: float, epsilon: float = 0.15, rescale: bool = False) -> torch.Tensor:
@@ -79,11 +80,12 @@ def della_magprune(tensor: torch.Tensor, density: float, epsilon: float = 0.15, 
         raise BabyMergeError(f"della: epsilon={epsilon} must leave density +/- epsilon inside (0, 1) (density={density})")
     shape = tensor.shape
     rows = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
-    ranks = torch.argsort(rows.abs(), dim=1, descending=False).argsort(dim=1).float() + 1
+    work = torch.bfloat16 if tensor.dtype == torch.bfloat16 else torch.float32  # mergekit's CPU rule
+    ranks = torch.argsort(rows.abs(), dim=1, descending=False).argsort(dim=1).to(work) + 1
     low, high = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
     rank_norm = ((ranks - low) / (high - low)).clamp(0, 1)
-    mask = torch.bernoulli((density - epsilon) + rank_norm * 2 * epsilon).float()
-    return rescaled_masked_tensor(rows.float(), mask, rescale).to(tensor.dtype).reshape(shape)
+    mask = torch.bernoulli((density - epsilon) + rank_norm * 2 * epsilon).to(work)
+    return rescaled_masked_tensor(rows.to(work), mask, rescale).to(tensor.dtype).reshape(shape)
 
 
 def sign_consensus_mask(deltas: torch.Tensor, mask_dtype: torch.dtype | None = None) -> torch.Tensor:
