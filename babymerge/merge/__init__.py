@@ -291,7 +291,8 @@ def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
         b = base.read(entry.base_key).float() if entry.base_key else m
         if keep is not None:
-            keep[entry.key] = [t.clone() for t in (m, l, b)]
+            m_kept = m.clone()  # no base checkpoint: the base *is* the multimodal tensor (methods check identity)
+            keep[entry.key] = [m_kept, l.clone(), m_kept if b is m else b.clone()]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
     for span in _row_spans(entry.shape):

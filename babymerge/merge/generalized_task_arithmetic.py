@@ -32,8 +32,10 @@ from .registry import check_flag, check_fraction
 
 
 def base_is_multimodal(mm: torch.Tensor, base: torch.Tensor) -> bool:
-    """No base checkpoint (the multimodal tensor stands in as base), or a base equal to it."""
-    return base is mm or torch.equal(base, mm)
+    """No base checkpoint: merge() then passes the multimodal tensor itself as the base (the
+    same object; a base checkpoint's tensor is another object even where its values are equal,
+    e.g. norm weights still at their init, and then counts as a third model, as in mergekit)."""
+    return base is mm
 
 
 def per_model(name: str, value, *, fraction: bool = True) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from ..checkpoint import Checkpoint, layer_index
 from ..errors import BabyMergeError
 from ..output import write_file_atomic
 from .alpha import AlphaSchedule
-from .registry import check_flag, get_method
+from .registry import check_flag, get_method, parse_compute_dtype
 
 UNWEIGHTED = ("model_stock", "sce")
 RANDOM = ("dare_linear", "dare_ties", "della", "della_linear")
@@ -43,6 +43,7 @@ def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt
     if merge_method.mergekit_name is None:
         raise BabyMergeError(f"merge method {method!r} has no mergekit equivalent; export one of mergekit's methods instead")
     options = merge_method.resolve_options(options)
+    compute_dtype = parse_compute_dtype(options.pop("compute_dtype", None))
     mm, lang = Checkpoint(mm_ckpt, "multimodal"), Checkpoint(lang_ckpt, "language-only")
     if set(mm.tensors) != set(lang.tensors):
         raise BabyMergeError(
@@ -93,9 +94,17 @@ def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt
                                f"a per-tensor seed (seed={options['seed']}); same distribution, different draws")  # fmt: skip
         config["models"] = models
         config["parameters"] = params
+    # mergekit computes in `dtype` (babymerge: float32 unless compute_dtype) and writes `out_dtype`
+    config["dtype"] = str(compute_dtype or "float32").removeprefix("torch.")
     if dtype:
-        config["dtype"] = str(dtype).removeprefix("torch.")
+        config["out_dtype"] = str(_parse_dtype(dtype)).removeprefix("torch.")
     return config, caveats
+
+
+def _parse_dtype(dtype):
+    from . import _parse_dtype as parse
+
+    return parse(dtype)
 
 
 def _pair(value) -> list[float]:
