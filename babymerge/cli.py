@@ -32,8 +32,9 @@ def _add_merge_parser(sub) -> None:
     from .merge import METHODS
 
     p = sub.add_parser("merge", help="merge a multimodal checkpoint with its language-only twin")
-    p.add_argument("--mm", required=True, help="multimodal checkpoint directory")
-    p.add_argument("--lang", required=True, help="language-only checkpoint directory (same class or LlamaForCausalLM)")
+    p.add_argument("--mm", help="multimodal checkpoint directory (required unless --config)")
+    p.add_argument("--lang", help="language-only checkpoint directory (same class or LlamaForCausalLM; required unless --config)")
+    p.add_argument("--config", metavar="RECIPE.yml", help="a mergekit YAML recipe (two models + optional base) instead of --mm/--lang/--method/--alpha/--base")
     p.add_argument("--out", help="output checkpoint directory (written atomically)")
     p.add_argument("--method", default="linear", choices=sorted(METHODS))
     p.add_argument(
@@ -86,6 +87,16 @@ def _run_merge(args) -> int:
         raise BabyMergeError("nothing to do: give --out (merged checkpoint) and/or --mergekit-yaml (recipe)")
     alpha = _alpha_from_args(args)
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    if args.config:
+        from .merge.mergekit_config import read_mergekit_config
+
+        if args.mm or args.lang or options or args.module_alpha or args.base:
+            raise BabyMergeError("--config is the whole recipe: give --mm, --lang, --base, --alpha and method options in it, not beside it")
+        recipe = read_mergekit_config(args.config)
+        args.mm, args.lang, args.method, args.base, alpha, options = recipe.mm, recipe.lang, recipe.method, recipe.base, recipe.alpha, recipe.options
+        args.dtype = args.dtype or recipe.dtype
+    elif not (args.mm and args.lang):
+        raise BabyMergeError("give --mm and --lang (the two checkpoints), or --config with a mergekit recipe")
     if args.mergekit_yaml:
         write_mergekit_yaml(args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options)
         print(f"wrote mergekit recipe {args.mergekit_yaml}")

@@ -45,6 +45,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .checkpoint import parse_dtype
 from .errors import BabyMergeError
 from .merge import METHODS, merge, parse_alpha
+from .merge.mergekit_config import read_mergekit_config
 from .modeling import BabyLlavaForConditionalGeneration
 from .prefix_tree import pack_prefix_tree
 
@@ -79,9 +80,10 @@ class BabyMergeLM(TemplateLM):
         lang_ckpt: language-only checkpoint to merge in; none: evaluate ``pretrained`` as is.
         alpha: weight of the language-only model, in [0, 1] (default 0.3 with ``lang_ckpt``,
             0 without); ``0;0.5`` is a layer gradient (``;`` because model_args split on ``,``).
-        merge_method: ``linear`` (default), ``task_arithmetic``, ``ties``, ``dare_linear``,
-            ``dare_ties``, ``slerp``; their options (``density``, ``scale``, ``seed``, ...) and
-            ``base_ckpt`` pass through.
+        merge_method: ``linear`` (default) or any registered method (``babymerge methods``);
+            their options (``density``, ``scale``, ``seed``, ...) and ``base_ckpt`` pass through.
+        mergekit_config: a mergekit YAML recipe instead of pretrained/lang_ckpt/alpha/method
+            (``babymerge.merge.mergekit_config``).
         dtype: ``float32`` (default), ``bfloat16``, ``float16``.
         device: ``cpu``, ``cuda``, ``cuda:1``... (default: cuda if available).
         batch_size: an int (packed rows per forward pass), or ``auto`` (default): as many rows
@@ -113,7 +115,7 @@ class BabyMergeLM(TemplateLM):
 
     def __init__(
         self,
-        pretrained: str,
+        pretrained: str | None = None,
         lang_ckpt: str | None = None,
         alpha: float | str | None = None,
         merge_method: str = "linear",
@@ -130,9 +132,18 @@ class BabyMergeLM(TemplateLM):
         vision_encoder: str | None = None,
         allow_different_tokenizers: bool = False,
         keep_sources: bool = False,
+        mergekit_config: str | None = None,
         **method_options: Any,
     ):
         super().__init__()
+        if mergekit_config is not None:  # a mergekit recipe names the models, method, weights and options
+            if pretrained or lang_ckpt or base_ckpt or alpha is not None or method_options or merge_method != "linear":
+                raise BabyMergeError("mergekit_config is the whole recipe: drop pretrained, lang_ckpt, base_ckpt, alpha, merge_method and method options")
+            recipe = read_mergekit_config(mergekit_config)
+            pretrained, lang_ckpt, base_ckpt, merge_method = str(recipe.mm), str(recipe.lang), recipe.base, recipe.method
+            alpha, method_options = recipe.alpha, recipe.options
+        if pretrained is None:
+            raise BabyMergeError("--model babymerge needs pretrained=<checkpoint> (or mergekit_config=<recipe.yml>)")
         unknown = sorted(set(method_options) - {o for m in METHODS.values() for o in m.options})
         if unknown:
             valid = sorted(set(inspect.signature(BabyMergeLM.__init__).parameters) - {"self", "method_options"})

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from peft.utils import merge_utils
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
@@ -176,31 +175,27 @@ def test_task_arithmetic_with_base(toy, tmp_path):
     torch.testing.assert_close(weights(tmp_path / "m")[KEY], expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["ties", "dare_linear", "dare_ties"])
-def test_ties_and_dare_equal_peft(toy, tmp_path, method):
-    merge(toy.mm, toy.lang, method, 0.3, base_ckpt=toy.base, density=0.4, out=tmp_path / "m", progress=False)
-    mm, lang, base = _tensors(toy, KEY)
-    vectors, w = [mm - base, lang - base], torch.tensor([0.7, 0.3])
-    if method == "ties":
-        expected = base + merge_utils.ties(vectors, w, 0.4)
-    else:  # the same RNG state babymerge uses for this tensor (seed 0 and the tensor's name)
-        import zlib
-
-        torch.manual_seed((0 * 1_000_003 + zlib.crc32(as_llama_name(KEY).encode())) % 2**63)
-        expected = base + getattr(merge_utils, method)(vectors, w, 0.4)
-    assert torch.equal(weights(tmp_path / "m")[KEY], expected)
-
-
 def test_ties_by_hand_on_a_small_example():
-    """Trim to the top half by magnitude, elect the sign of the total, average agreeing entries."""
-    ties = METHODS["ties"].fn
+    """Trim to the top half by magnitude, elect the sign of the total, combine the agreeing entries:
+    mergekit's ties divides their weighted sum by the sum of their weights, peft's by their count."""
     base = torch.zeros(4)
     mm = torch.tensor([1.0, -2.0, 0.1, 4.0])
     lang = torch.tensor([3.0, 0.5, -0.2, -1.0])
-    out = ties(mm, lang, base, 0.5, "k", density=0.5)
     # trimmed: mm -> [0, -2, 0, 4], lang -> [3, 0, 0, -1]; weighted by 0.5: [0,-1,0,2], [1.5,0,0,-0.5]
-    # elected signs (sum of trimmed): [+, -, 0, +]; means over agreeing non-zero entries
+    # elected signs (sum of weighted): [+, -, + (a zero sum counts as +), +]; agreeing: lang, mm, none, mm
+    # mergekit: weighted sum / agreeing weights = [1.5/0.5, -1/0.5, 0 (no agreeing entry), 2/0.5]
+    out = METHODS["ties"].fn(mm, lang, base, 0.5, "k", density=0.5)
+    assert torch.equal(out, torch.tensor([3.0, -2.0, 0.0, 4.0]))
+    # normalize=False: the weighted sum itself
+    out = METHODS["ties"].fn(mm, lang, base, 0.5, "k", density=0.5, normalize=False)
+    assert torch.equal(out, torch.tensor([1.5, -1.0, 0.0, 2.0]))
+    # peft: weighted sum / number of agreeing entries = [1.5/1, -1/1, 0, 2/1]
+    out = METHODS["ties_peft"].fn(mm, lang, base, 0.5, "k", density=0.5)
     assert torch.allclose(out, torch.tensor([1.5, -1.0, 0.0, 2.0]))
+    out = METHODS["ties_peft"].fn(mm, lang, base, 0.25, "k", density=0.5)  # unequal weights: the two differ
+    assert torch.allclose(out, torch.tensor([0.75, -1.5, 0.0, 3.0]))
+    out = METHODS["ties"].fn(mm, lang, base, 0.25, "k", density=0.5)
+    assert torch.allclose(out, torch.tensor([3.0, -2.0, 0.0, 4.0]))
 
 
 def test_dare_is_reproducible_and_seeded(toy, tmp_path):

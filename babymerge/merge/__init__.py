@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import CONFIG_NAME, Checkpoint, parse_dtype
 from ..errors import BabyMergeError
 from ..output import StreamingSafetensorsWriter, atomic_output_dir, parse_size
-from . import dare, linear, slerp, task_arithmetic, ties  # noqa: F401  (register the methods)
+from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp, task_arithmetic, ties  # noqa: F401
 from .alpha import AlphaSchedule, parse_alpha
 from .registry import METHODS, MergeMethod, get_method, register
 
@@ -310,10 +310,9 @@ def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method
     if keep is not None or not method.elementwise:
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
         b = base.read(entry.base_key).float() if entry.base_key else m
-        if keep is not None:  # b is m unless there is a base checkpoint: keep one copy of it
-            m, l, b = (m.clone(), l.clone(), b.clone()) if b is not m else (m.clone(), l.clone(), None)
-            keep[entry.key] = [m, l, m if b is None else b]
-            b = keep[entry.key][2]
+        if keep is not None:
+            m_kept = m.clone()  # no base checkpoint: the base *is* the multimodal tensor (methods check identity)
+            keep[entry.key] = [m_kept, l.clone(), m_kept if b is m else b.clone()]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
     for span in _row_spans(entry.shape):

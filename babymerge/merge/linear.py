@@ -10,7 +10,7 @@ import torch
 from .registry import register
 
 
-@register("linear", elementwise=True, mergekit_name="linear")
+@register("linear", elementwise=True, mergekit_name="linear", float32_inside=True)
 def linear(mm, lang, base, alpha, key):
     """merged = alpha * lang + (1 - alpha) * mm"""
     if alpha == 0:

@@ -2,74 +2,134 @@
 
 mergekit (github.com/arcee-ai/mergekit) merges models whose tensors have the same names, so
 it can reproduce a babymerge merge when the twin is the same class as the multimodal model
-(not a ``LlamaForCausalLM`` with differently named tensors). It has no per-pattern alpha
-with shell-style patterns, so only a single alpha or a layer gradient is written.
+(not a ``LlamaForCausalLM`` with differently named tensors). The methods that carry a
+``mergekit_name`` are mergekit's own formulas, so the written recipe gives the same tensors
+(the random masks of ``dare_*``/``della*`` aside: mergekit draws them from its own RNG state).
 
 Mapping (alpha = weight of the language-only model):
-  linear           -> linear, weights 1 - alpha (mm) and alpha (lang)
-  task_arithmetic  -> task_arithmetic with base_model, lambda = scale
-  ties, dare_*     -> the mergekit method of the same name; note that mergekit's
-                      normalisation and random masks differ from peft's, so results are
-                      close but not identical (a comment in the file says so)
-  slerp            -> slerp with base_model = the multimodal model and t = alpha
+  linear               -> linear, weights 1 - alpha (mm) and alpha (lang), normalize: false
+  slerp                -> slerp with base_model = the multimodal model and t = alpha
+  nuslerp              -> nuslerp, weights 1 - alpha and alpha (+ base_model if given)
+  task-vector methods  -> the same method with base_model (the base, or the multimodal model),
+                          weights, per-model densities, lambda = scale
+  model_stock, sce     -> the same method with the base_model, no weights
+
+Per-tensor alpha (a layer gradient, per-module patterns) becomes mergekit's per-tensor
+parameters: a gradient over the layers where it is one, and ``filter`` conditions naming
+each tensor whose alpha differs (mergekit gives the tensors outside the layers t = 0, where
+babymerge gives those after the layers the gradient's last value).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, layer_index
 from ..errors import BabyMergeError
 from ..output import write_file_atomic
 from .alpha import AlphaSchedule
-from .registry import get_method
+from .registry import check_flag, get_method, parse_compute_dtype
+
+UNWEIGHTED = ("model_stock", "sce")
+RANDOM = ("dare_linear", "dare_ties", "della", "della_linear")
 
 
 def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt=None, dtype=None, **options) -> tuple[dict, list[str]]:
     """The mergekit config (as a dict) and the caveats to write beside it."""
     merge_method = get_method(method)
+    if merge_method.mergekit_name is None:
+        raise BabyMergeError(f"merge method {method!r} has no mergekit equivalent; export one of mergekit's methods instead")
     options = merge_method.resolve_options(options)
+    compute_dtype = parse_compute_dtype(options.pop("compute_dtype", None))
     mm, lang = Checkpoint(mm_ckpt, "multimodal"), Checkpoint(lang_ckpt, "language-only")
-    schedule = AlphaSchedule(alpha, mm.num_layers)
-    if len(schedule.rules) != 1 or schedule.rules[0][0] != "*":
-        raise BabyMergeError("mergekit cannot express per-module alpha patterns; export a single alpha or a layer gradient")
-    value = schedule.rules[0][1]
-    lang_weight = list(value) if isinstance(value, tuple) else value
-    mm_weight = [1 - v for v in value] if isinstance(value, tuple) else 1 - value
     if set(mm.tensors) != set(lang.tensors):
         raise BabyMergeError(
             f"mergekit needs both models to have the same tensor names; {mm.architecture} and "
             f"{lang.architecture} differ (babymerge maps them, mergekit cannot). Export with a twin of the same class."
         )
+    keys = [k for k, info in mm.tensors.items() if info.dtype.is_floating_point and not k.endswith("black_image_features")]
+    schedule = AlphaSchedule(alpha, mm.num_layers)
+    schedule.check_covers([mm.text_key(k) for k in keys])
+    lang_weight = _setting(schedule, mm, keys, lambda a: a)
+    mm_weight = _setting(schedule, mm, keys, lambda a: 1 - a)
+
     caveats = []
     config: dict = {"merge_method": merge_method.mergekit_name}
+    base = str(Path(base_ckpt)) if base_ckpt else None
     if method == "slerp":
         config["base_model"] = str(mm.path)
         config["models"] = [{"model": str(mm.path)}, {"model": str(lang.path)}]
         config["parameters"] = {"t": lang_weight}
+    elif method in UNWEIGHTED:
+        if method == "model_stock" and base is None:
+            raise BabyMergeError("model_stock needs a base checkpoint (base_ckpt / --base) distinct from both models")
+        config["base_model"] = base or str(mm.path)
+        config["models"] = [{"model": str(mm.path)}, {"model": str(lang.path)}]
+        config["parameters"] = dict(options)
     else:
-        config["models"] = [
-            {"model": str(mm.path), "parameters": {"weight": mm_weight}},
-            {"model": str(lang.path), "parameters": {"weight": lang_weight}},
-        ]
+        models = [{"model": str(mm.path), "parameters": {"weight": mm_weight}}, {"model": str(lang.path), "parameters": {"weight": lang_weight}}]
         params = {}
-        if merge_method.uses_base:
-            config["base_model"] = str(Path(base_ckpt) if base_ckpt else mm.path)
-            params["lambda"] = options.get("scale", 1.0)
+        if method == "linear":
             params["normalize"] = False
-            if "density" in options:
-                for model in config["models"]:
-                    model["parameters"]["density"] = options["density"]
-            if method != "task_arithmetic":
-                caveats.append(f"mergekit's {method} is not peft's (normalisation, random masks): close results, not identical")
+        elif method == "nuslerp":
+            if base:
+                config["base_model"] = base
+            params.update(options)
         else:
-            params["normalize"] = False
+            config["base_model"] = base or str(mm.path)
+            for name in ("density", "gamma", "epsilon"):
+                if name in options:
+                    values = _pair(options[name])
+                    for model, value in zip(models, values):
+                        model["parameters"][name] = value
+            params["lambda"] = options.get("scale", 1.0)
+            params["normalize"] = check_flag("normalize", options.get("normalize", False))
+            if "rescale" in options:
+                params["rescale"] = check_flag("rescale", options["rescale"])
+            if method in RANDOM:
+                caveats.append(f"{method} draws random masks: mergekit draws them from its own RNG state, babymerge from "
+                               f"a per-tensor seed (seed={options['seed']}); same distribution, different draws")  # fmt: skip
+        config["models"] = models
         config["parameters"] = params
+    # mergekit computes in `dtype` (babymerge: float32 unless compute_dtype) and writes `out_dtype`
+    config["dtype"] = str(compute_dtype or "float32").removeprefix("torch.")
     if dtype:
-        config["dtype"] = str(dtype).removeprefix("torch.")
+        config["out_dtype"] = str(_parse_dtype(dtype)).removeprefix("torch.")
     return config, caveats
+
+
+def _parse_dtype(dtype):
+    from . import _parse_dtype as parse
+
+    return parse(dtype)
+
+
+def _pair(value) -> list[float]:
+    from .generalized_task_arithmetic import per_model
+
+    return list(per_model("option", value, fraction=False))
+
+
+def _setting(schedule: AlphaSchedule, ckpt: Checkpoint, keys: list[str], f):
+    """The mergekit parameter setting giving each tensor ``f(alpha)`` exactly as babymerge does."""
+    values = {k: float(f(schedule(ckpt.text_key(k)))) for k in keys}
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    conditions, default = [], None
+    rule = schedule.rules[0][1] if len(schedule.rules) == 1 else None
+    if isinstance(rule, tuple):  # one gradient: mergekit's own gradient over the layers, t = 0 elsewhere
+        default = [float(f(v)) for v in rule]
+        exceptions = {k: v for k, v in values.items() if layer_index(ckpt.text_key(k)) is None and v != default[0]}
+    else:
+        default = Counter(values.values()).most_common(1)[0][0]
+        exceptions = {k: v for k, v in values.items() if v != default}
+    # mergekit's filters are substrings, first match wins: longer names first so none shadows another
+    for key in sorted(exceptions, key=len, reverse=True):
+        conditions.append({"filter": key, "value": exceptions[key]})
+    return conditions + [{"value": default}] if conditions else default
 
 
 def write_mergekit_yaml(path, mm_ckpt, lang_ckpt, method="linear", alpha=0.3, **kwargs) -> Path:

@@ -9,6 +9,7 @@ defaults; ``merge(..., density=0.5)`` passes them through and unknown ones are r
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,15 +49,52 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {}
 
 
-def register(name: str, *, uses_base: bool = False, elementwise: bool = False, mergekit_name: str | None = None):
+def register(name: str, *, uses_base: bool = False, elementwise: bool = False, mergekit_name: str | None = None,
+             float32_inside: bool = False):
     """Register ``fn`` as merge method ``name``. ``elementwise`` methods are applied to
-    tensors in chunks (less peak memory); the others see whole tensors (norms, top-k, RNG)."""
+    tensors in chunks (less peak memory); the others see whole tensors (norms, top-k, RNG).
+
+    A method with a ``mergekit_name`` also takes ``compute_dtype``: mergekit computes in its
+    recipe's ``dtype`` (inputs are cast to it), babymerge in float32; with ``compute_dtype``
+    the inputs are rounded to that dtype first and, unless mergekit's method itself works in
+    float32 (``float32_inside``: linear, slerp), the formula runs in it, as in mergekit."""
 
     def decorator(fn):
-        METHODS[name] = MergeMethod(name, fn, uses_base, elementwise, mergekit_name)
+        method = _with_compute_dtype(fn, float32_inside) if mergekit_name else fn
+        METHODS[name] = MergeMethod(name, method, uses_base, elementwise, mergekit_name)
         return fn
 
     return decorator
+
+
+def _with_compute_dtype(fn, float32_inside: bool):
+    @functools.wraps(fn)
+    def method(mm, lang, base, alpha, key, *, compute_dtype=None, **options):
+        dtype = parse_compute_dtype(compute_dtype)
+        if dtype is None:
+            return fn(mm, lang, base, alpha, key, **options)
+        same = base is mm
+        mm, lang = (t.to(dtype) for t in (mm, lang))
+        base = mm if same else base.to(dtype)
+        if float32_inside:
+            mm, lang = mm.float(), lang.float()
+            base = mm if same else base.float()
+        return fn(mm, lang, base, alpha, key, **options).float()
+
+    signature = inspect.signature(fn)
+    extra = inspect.Parameter("compute_dtype", inspect.Parameter.KEYWORD_ONLY, default=None)
+    method.__signature__ = signature.replace(parameters=[*signature.parameters.values(), extra])
+    return method
+
+
+def parse_compute_dtype(value) -> torch.dtype | None:
+    """None (float32, babymerge's own) or a lower precision mergekit would compute in."""
+    if value is None or isinstance(value, torch.dtype):
+        return None if value in (None, torch.float32) else value
+    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}.get(str(value), str(value))
+    if name not in ("float16", "bfloat16", "float32", "float64"):
+        raise BabyMergeError(f"compute_dtype must be float32, bfloat16, float16 or float64, got {value!r}")
+    return None if name == "float32" else getattr(torch, name)
 
 
 def get_method(name: str) -> MergeMethod:
@@ -70,3 +108,15 @@ def check_fraction(name: str, value: float) -> None:
     """Options like density are fractions; say so clearly instead of failing inside torch."""
     if not 0.0 <= float(value) <= 1.0:
         raise BabyMergeError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_flag(name: str, value) -> bool:
+    """Options like normalize are booleans; command lines and model_args give them as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise BabyMergeError(f"{name} must be true or false, got {value!r}")

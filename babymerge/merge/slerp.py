@@ -13,7 +13,7 @@ from .linear import linear
 from .registry import register
 
 
-@register("slerp", mergekit_name="slerp")
+@register("slerp", mergekit_name="slerp", float32_inside=True)
 def slerp(mm, lang, base, alpha, key, *, dot_threshold: float = 0.9995, eps: float = 1e-8):
     """merged = sin((1 - alpha) * theta) / sin(theta) * mm + sin(alpha * theta) / sin(theta) * lang"""
     if alpha in (0, 1):
