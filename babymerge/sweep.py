@@ -57,14 +57,14 @@ def parse_alphas(text: str) -> list[float]:
     try:
         if ":" in text:
             start, stop, step = (float(x) for x in text.split(":"))
-            if not step > 0 or not stop >= start:
-                raise BabyMergeError(f"--alphas {text!r}: a range start:stop:step needs step > 0 and stop >= start, e.g. 0:1:0.1")
-            n = int(round((stop - start) / step))
-            values = [round(start + i * step, 10) for i in range(n + 1)]
         else:
             values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise BabyMergeError(f"--alphas takes numbers like 0,0.3,1 or a range 0:1:0.1, got {text!r}") from None
+    if ":" in text:
+        if not step > 0 or not stop >= start:
+            raise BabyMergeError(f"--alphas {text!r}: a range start:stop:step needs step > 0 and stop >= start, e.g. 0:1:0.1")
+        values = [round(start + i * step, 10) for i in range(int(round((stop - start) / step)) + 1)]
     bad = [a for a in values if not 0 <= a <= 1]
     if not values or bad:
         raise BabyMergeError(f"--alphas must be numbers in [0, 1], got {text!r}")
@@ -235,6 +235,9 @@ def append_cell(out: Path, cell: dict) -> None:
 
 
 def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
+    """results.jsonl / results.csv (checkpoints in the order first evaluated, then by alpha) and the plots."""
+    order = {name: i for i, name in enumerate(dict.fromkeys(c["checkpoint"] for c in cells))}
+    cells = sorted(cells, key=lambda c: (order[c["checkpoint"]], c["alpha"]))
     rows = [row for c in cells for row in tidy_rows(c["checkpoint"], c["alpha"], c["results"], c.get("words_seen"))]
     write_file_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     buf = io.StringIO()
@@ -518,6 +521,7 @@ def sweep_lock(out: Path):
         f.flush()
         yield
     finally:
+        f.truncate(0)
         f.close()
 
 
@@ -546,9 +550,6 @@ def sweep(
         raise BabyMergeError("no tasks to sweep: give --tasks, e.g. blimp,winoground")
     model_args = check_model_args(model_args)
     include_path = resolve_include_path(include_path)
-    task_manager = TaskManager(include_path=include_path)
-    if not allow_hub_tasks:
-        check_tasks_are_local(task_manager, tasks, include_path)
     pairs = checkpoint_pairs(mm_run, lang_run, checkpoints)
     settings = sweep_settings(mm_run, lang_run, tasks, include_path, limit, model_args)
     fingerprints = {
@@ -560,6 +561,11 @@ def sweep(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BabyMergeError(f"--out {str(out)!r} is a file, not a sweep folder; choose another --out")
+    if out.is_dir():
+        check_settings(out, settings, fingerprints)  # a mismatch is refused at once (checked again under the lock)
+    task_manager = TaskManager(include_path=include_path)  # indexes every task: takes a while
+    if not allow_hub_tasks:
+        check_tasks_are_local(task_manager, tasks, include_path)
     out.mkdir(parents=True, exist_ok=True)
     with sweep_lock(out):
         record = check_settings(out, settings, fingerprints)
