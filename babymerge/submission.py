@@ -11,14 +11,18 @@ with the highest log-probability (the first on a tie, as the pipeline's argmax d
 
 Like the pipeline, it validates before writing: every required task and subtask is there
 (``--allow-partial`` lists what is missing instead), each subtask has one prediction per
-line of its data file, no id is duplicated, and ``pred`` has the right type. It also refuses
-results produced by another model than the one named, and a results folder with no samples.
+line of its data file (which must be there), no id is duplicated, and ``pred`` has the
+right type. It also refuses results produced by another model than the one named (or whose
+``results_*.json`` is missing, so that cannot be checked), a results folder with no samples,
+a malformed samples line (named by file and line), and a ``model`` that is a path rather
+than a name (the files are written in ``out`` and nowhere else).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 from pathlib import Path
 
@@ -75,12 +79,19 @@ def find_samples(results: Path, model: str) -> dict[str, Path]:
 
 
 def _check_model(samples: Path, model: str) -> None:
-    """The results_*.json beside a samples file names the checkpoint; it must be ``model``."""
+    """The results_*.json lm-eval writes beside a samples file names the checkpoint; it must be
+    ``model``. Without it we cannot tell whose predictions these are: refused."""
     stamp = _SAMPLES.search(samples.name)["stamp"]
     results = samples.with_name(f"results_{stamp}.json")
     if not results.is_file():
-        return
-    config = json.loads(results.read_text()).get("config", {})
+        raise BabyMergeError(
+            f"{samples} has no {results.name} beside it, so which model produced it cannot be checked; "
+            "pass the whole lm_eval --output_path folder as --results"
+        )
+    try:
+        config = json.loads(results.read_text()).get("config", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise BabyMergeError(f"{results} is not an lm-eval results file ({err}); rerun lm_eval with --output_path") from None
     args = config.get("model_args") or ""
     if isinstance(args, str):
         args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
@@ -97,12 +108,22 @@ def predictions(samples: Path) -> list[tuple[int, str]]:
     for line_no, line in enumerate(samples.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        doc = json.loads(line)
-        scores = [float(resp[0][0]) for resp in doc["resps"]]
-        best = scores.index(max(scores))  # the first maximum, like numpy's argmax
-        args = doc["arguments"]
-        choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
-        out.append((int(doc["doc_id"]), choice))
+        try:
+            doc = json.loads(line)
+            scores = [float(resp[0][0]) for resp in doc["resps"]]
+            best = scores.index(max(scores))  # the first maximum, like numpy's argmax
+            args = doc["arguments"]
+            choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
+            out.append((int(doc["doc_id"]), choice))
+        except json.JSONDecodeError as err:
+            raise BabyMergeError(f"{samples} line {line_no} is not JSON ({err.msg}); rerun lm_eval with --log_samples") from None
+        except KeyError as err:
+            raise BabyMergeError(
+                f"{samples} line {line_no} has no {err} field (lm-eval's loglikelihood samples have doc_id, resps, arguments); "
+                "rerun lm_eval with --log_samples"
+            ) from None
+        except (IndexError, TypeError, ValueError) as err:
+            raise BabyMergeError(f"{samples} line {line_no} is not an lm-eval loglikelihood sample ({err}); rerun lm_eval with --log_samples") from None
     return sorted(out)
 
 
@@ -121,8 +142,13 @@ def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial
                 if len(set(ids)) != len(ids):
                     raise BabyMergeError(f"{path}: duplicated doc_id, so duplicated prediction ids in {name}/{sub}")
                 expected = data_dir / data_file.format(sub=sub)
-                n_lines = sum(1 for line in expected.read_text().splitlines() if line.strip()) if expected.is_file() else None
-                if n_lines is not None and (len(entries) != n_lines or ids != list(range(n_lines))):
+                if not expected.is_file():
+                    raise BabyMergeError(
+                        f"{name}/{sub}: no data file {expected} to check {path.name}'s predictions against; "
+                        "point --data (or BABYMERGE_DATA) at the evaluation data the results were produced from"
+                    )
+                n_lines = sum(1 for line in expected.read_text().splitlines() if line.strip())
+                if len(entries) != n_lines or ids != list(range(n_lines)):
                     raise BabyMergeError(
                         f"{name}/{sub}: {len(entries)} predictions for {n_lines} lines of {expected} "
                         "(was lm_eval run with --limit?); one prediction per example is required"
@@ -133,8 +159,8 @@ def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial
     if missing and not allow_partial:
         raise BabyMergeError(f"the submission lacks {len(missing)} required subtasks, e.g. {missing[:6]}; produce them, or pass --allow-partial")
     validate(preds)
-    scores = {}
-    for path in results.rglob("results_*.json"):
+    scores = {}  # from the results files of the samples used (checked to be this model's)
+    for path in sorted({p.with_name(f"results_{_SAMPLES.search(p.name)['stamp']}.json") for p in samples.values()}):
         for task, metrics in json.loads(path.read_text()).get("results", {}).items():
             scores[task] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     return preds, missing, scores
@@ -155,6 +181,11 @@ def validate(preds: dict) -> None:
 
 def submit(results, model: str, out, *, data_dir=None, vision: bool = False, allow_partial: bool = False) -> dict[str, Path]:
     """Validate, then write the gzip prediction file and the JSON summary (atomically)."""
+    if not model or model in (".", "..") or "/" in model or os.sep in model:
+        raise BabyMergeError(
+            f"--model {model!r} is a path; give the model's name, which names the files written in --out "
+            f"(e.g. --model {Path(model).name or 'merged-a0.3'!r}, the evaluated checkpoint's folder name)"
+        )
     results, out = Path(results), Path(out)
     data_dir = Path(data_dir) if data_dir else evaluation_data_dir()
     preds, missing, scores = build(results, model, data_dir, vision, allow_partial)

@@ -86,3 +86,57 @@ def test_rejections(results, tmp_path):
     with pytest.raises(BabyMergeError, match=r"blimp/wh_island: 4 predictions for 5 lines .*--limit"):
         submit(short, "mm", tmp_path / "d", data_dir=data, allow_partial=True)
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in "abcd")
+
+
+def test_model_must_be_a_name_not_a_path(results, tmp_path):
+    res, data = results
+    for model in (str(tmp_path / "elsewhere" / "mm"), "../mm", "sub/mm", ""):
+        with pytest.raises(BabyMergeError, match=r"--model .* is a path; give the model's name"):
+            submit(res, model, tmp_path / "out", data_dir=data, allow_partial=True)
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "out").exists()
+    cmd = [sys.executable, "-m", "babymerge", "submit", "--results", str(res), "--model", str(tmp_path / "abs" / "mm"),
+           "--out", str(tmp_path / "out"), "--data", str(data), "--allow-partial"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("babymerge: error: --model") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "abs").exists() and not (tmp_path / "out").exists()
+
+
+def test_results_without_results_json_are_refused(results, tmp_path):
+    """Without results_*.json nothing says which model made the samples: a wrong --model must not pass."""
+    res, data = results
+    bare = tmp_path / "bare"
+    shutil.copytree(res, bare)
+    for path in bare.rglob("results_*.json"):
+        path.unlink()
+    for model in ("mm", "other-model"):
+        with pytest.raises(BabyMergeError, match=r"samples_blimp_filtered_.*\.jsonl has no results_.*\.json beside it.*--output_path"):
+            submit(bare, model, tmp_path / "out", data_dir=data, allow_partial=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_subtask_without_its_data_file_is_refused(results, tmp_path):
+    res, data = results
+    partial = tmp_path / "data"
+    shutil.copytree(data, partial)
+    (partial / "blimp_filtered" / "wh_island.jsonl").unlink()
+    with pytest.raises(BabyMergeError, match=r"blimp/wh_island: no data file .*wh_island.jsonl to check samples_blimp_filtered_wh_island_"):
+        submit(res, "mm", tmp_path / "out", data_dir=partial, allow_partial=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_samples_lines_are_named_by_file_and_line(results, tmp_path):
+    res, data = results
+    for n, (damage, message) in enumerate([
+        (lambda doc: '{"doc_id": 1, "resps": [[["-3.5", ', r"line 2 is not JSON"),
+        (lambda doc: json.dumps({k: v for k, v in doc.items() if k != "resps"}), r"line 2 has no 'resps' field"),
+        (lambda doc: json.dumps({**doc, "resps": []}), r"line 2 is not an lm-eval loglikelihood sample"),
+    ]):  # fmt: skip
+        copy = tmp_path / f"res{n}"
+        shutil.copytree(res, copy)
+        samples = next(copy.rglob("samples_blimp_filtered_wh_island_*.jsonl"))
+        lines = samples.read_text().splitlines()
+        lines[1] = damage(json.loads(lines[1]))
+        samples.write_text("\n".join(lines) + "\n")
+        with pytest.raises(BabyMergeError, match=rf"samples_blimp_filtered_wh_island_.*\.jsonl {message}"):
+            submit(copy, "mm", tmp_path / "out", data_dir=data, allow_partial=True)
+    assert not (tmp_path / "out").exists()
