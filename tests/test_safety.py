@@ -301,7 +301,7 @@ def test_read_only_disk_keeps_the_old_output_and_leaves_no_old_dir(toy, tmp_path
         (["--out", "{tmp}/out", "--max-shard-size", "0"], r"--max-shard-size must be a positive size"),
         # before: a TypeError deep inside the TIES code
         (["--out", "{tmp}/out", "--method", "ties", "--density", "abc"], r"option density of merge method 'ties' must be a number .*got 'abc'"),
-        (["--out", "{tmp}/out", "--method", "ties", "--majority-sign-method", "total", "--scale", "x"], r"option scale of merge method 'ties' must be a number"),
+        (["--out", "{tmp}/out", "--method", "ties_peft", "--majority-sign-method", "total", "--scale", "x"], r"option scale of merge method 'ties_peft' must be a number"),
         (["--out", "{tmp}/out", "--method", "dare_linear", "--seed", "1.5"], r"option seed of merge method 'dare_linear' must be an integer"),
     ],
 )
