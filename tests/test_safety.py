@@ -88,6 +88,13 @@ def test_base_is_protected_too(toy, runs, capsys):
     assert rc == 2 and "is the input" in last and checksums(base) == before
 
 
+def test_mergekit_yaml_is_never_written_into_an_input(runs, capsys):
+    """before: `--mergekit-yaml runs/mm/config.json` replaced the checkpoint's config, rc 0."""
+    before = checksums(runs)
+    rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--mergekit-yaml", runs / "mm" / "config.json")
+    assert rc == 2 and "--mergekit-yaml" in last and "lies inside the input" in last and checksums(runs) == before
+
+
 def test_overwrite_replaces_only_an_earlier_merge(runs, tmp_path, capsys):
     """before: --overwrite replaced any directory (here someone's notes)."""
     out = tmp_path / "notes"
