@@ -79,6 +79,17 @@ def _alpha_from_args(args):
     return spec
 
 
+def _refuse_inside_inputs(path: str, inputs: list, what: str) -> None:
+    """A file we write may not replace a file of an input checkpoint (e.g. its config.json)."""
+    import os
+    from pathlib import Path
+
+    target = Path(os.path.realpath(path))
+    for directory in filter(None, inputs):
+        if Path(os.path.realpath(directory)) in target.parents:
+            raise BabyMergeError(f"{what} {path!r} lies inside the input {directory!r}; write it outside the checkpoints")
+
+
 def _run_merge(args) -> int:
     from .merge import merge
     from .merge.mergekit_yaml import write_mergekit_yaml
@@ -98,6 +109,7 @@ def _run_merge(args) -> int:
     elif not (args.mm and args.lang):
         raise BabyMergeError("give --mm and --lang (the two checkpoints), or --config with a mergekit recipe")
     if args.mergekit_yaml:
+        _refuse_inside_inputs(args.mergekit_yaml, [args.mm, args.lang, args.base], "--mergekit-yaml")
         write_mergekit_yaml(args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options)
         print(f"wrote mergekit recipe {args.mergekit_yaml}")
     if args.out:

@@ -88,6 +88,13 @@ def test_base_is_protected_too(toy, runs, capsys):
     assert rc == 2 and "is the input" in last and checksums(base) == before
 
 
+def test_mergekit_yaml_is_never_written_into_an_input(runs, capsys):
+    """before: `--mergekit-yaml runs/mm/config.json` replaced the checkpoint's config, rc 0."""
+    before = checksums(runs)
+    rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--mergekit-yaml", runs / "mm" / "config.json")
+    assert rc == 2 and "--mergekit-yaml" in last and "lies inside the input" in last and checksums(runs) == before
+
+
 def test_overwrite_replaces_only_an_earlier_merge(runs, tmp_path, capsys):
     """before: --overwrite replaced any directory (here someone's notes)."""
     out = tmp_path / "notes"
@@ -221,6 +228,21 @@ def test_killed_merge_leaves_nothing_and_the_next_run_cleans_up(big, tmp_path, s
         assert proc.wait(timeout=120) == 0 and leftovers(tmp_path) == []
         assert (out / RECIPE).is_file()
     assert checksums(big.mm, big.lang) == before
+
+
+def test_two_merge_processes_to_one_out(big, tmp_path):
+    """Two real `babymerge merge` processes started together: one publishes, the other fails in
+    one line (whichever check catches it), the result is complete. before: both rc 0."""
+    before = checksums(big.mm, big.lang)
+    out = tmp_path / "out"
+    procs = [start_merge(big, out) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read().strip().splitlines()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    last = next(err[-1] for rc, err in results if rc == 2)
+    assert "was created by another process while this one was writing" in last or "already exists" in last
+    assert leftovers(tmp_path) == [] and checksums(big.mm, big.lang) == before
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert all((out / f).is_file() for f in set(index["weight_map"].values())) and (out / RECIPE).is_file()
 
 
 def test_a_live_writers_temporary_is_never_removed(toy, tmp_path):

@@ -257,8 +257,9 @@ def _check_tokenizers(mm: Checkpoint, lang: Checkpoint) -> None:
     if None in vocabs:
         missing = " and ".join(f"{c.role} checkpoint {str(c.path)!r}" for c, v in zip((mm, lang), vocabs) if v is None)
         consequence = "the merged checkpoint will have no tokenizer either; " if vocabs[0] is None else ""
+        verb = "have" if vocabs == [None, None] else "has"
         logger.warning(
-            f"the {missing} has no tokenizer files: cannot check that both models use the same token ids; "
+            f"the {missing} {verb} no tokenizer files: cannot check that both models use the same token ids; "
             f"{consequence}copy the tokenizer it was trained with next to its weights (tokenizer.save_pretrained)"
         )
         return
