@@ -301,7 +301,11 @@ def build_checkpoints(directory: Path, shape: dict, dtype: str, logs: Path) -> N
 
 # -- mergekit in its own venv ------------------------------------------------------------------
 def mergekit_command(workdir: Path) -> Path | None:
-    """``mergekit-yaml`` from workdir/mergekit-venv, installing it there once; None if impossible."""
+    """``mergekit-yaml`` of this environment, else from workdir/mergekit-venv, installing it there
+    once; None if impossible."""
+    beside = Path(sys.executable).parent / "mergekit-yaml"  # the test extras install it in this environment
+    if beside.is_file():
+        return beside
     venv = workdir / "mergekit-venv"
     exe, py = venv / "bin" / "mergekit-yaml", venv / "bin" / "python"
     if exe.is_file():
