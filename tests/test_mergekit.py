@@ -301,3 +301,16 @@ def test_lm_eval_model_args_mergekit_config_builds_the_same_model(toy_same_class
     expected = reference.state_dict()
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_cli_config_errors_exit_2_and_write_nothing(triple, tmp_path):
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "slices": [{"sources": [{"model": str(triple["mm"])}]}]}))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 2 and f"babymerge: error: mergekit config '{recipe}': slices: babymerge merges whole models" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--mm", str(triple["mm"]), "--out", str(out)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "--config is the whole recipe" in done.stderr
+    assert not out.exists()
