@@ -124,8 +124,8 @@ def test_a_checkpoint_sharing_no_parameter(toy, tmp_path):
 
 
 def test_unknown_method_and_options(toy, tmp_path):
-    expect_error(tmp_path, "unknown merge method 'average'; available: dare_linear", toy.mm, toy.lang, method="average")
-    expect_error(tmp_path, r"merge method 'linear' has no option\(s\) \['density'\]; its options are: none", toy.mm, toy.lang, density=0.5)
+    expect_error(tmp_path, "unknown merge method 'average'; available: breadcrumbs, breadcrumbs_ties, dare_linear", toy.mm, toy.lang, method="average")
+    expect_error(tmp_path, r"merge method 'linear' has no option\(s\) \['density'\]; its options are: compute_dtype", toy.mm, toy.lang, density=0.5)
     expect_error(tmp_path, r"density must be in \[0, 1\], got 3", toy.mm, toy.lang, method="ties", density=3)
     expect_error(tmp_path, "unknown dtype 'int8'", toy.mm, toy.lang, dtype="int8")
 

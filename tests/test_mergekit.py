@@ -212,6 +212,41 @@ def test_mergekit_example_recipe_through_the_cli_equals_mergekit_yaml(triple, tm
     assert_same_tensors(ours, theirs)
 
 
+# mergekit's examples/vlm-ties.yml: two models, the base being one of them; a density gradient
+# (per-tensor densities) on the other model, a weight gradient on the base (unused by mergekit)
+VLM_TIES = """\
+models:
+  # - model: impactframes/Qwen2-VL-7B-Captioner
+  - model: {first}
+    parameters:
+      density: [1, 0.7, 0.1] # density gradient
+      weight: 1.0
+  # - model: Qwen/Qwen2-VL-7B-Instruct
+  - model: {second}
+    parameters:
+      density: 0.5
+      weight: [0, 0.3, 0.7, 1] # weight gradient
+merge_method: ties
+# base_model: Qwen/Qwen2-VL-7B-Instruct
+base_model: {second}
+parameters:
+  normalize: true
+  int8_mask: true
+dtype: float16
+"""
+
+
+def test_mergekit_example_with_a_density_gradient(triple, tmp_path):
+    recipe = tmp_path / "vlm-ties.yml"
+    recipe.write_text(VLM_TIES.format(first=triple["lang"], second=triple["mm"]))
+    theirs = mergekit(yaml.safe_load(recipe.read_text()), tmp_path / "mergekit")
+    parsed = read_mergekit_config(recipe)
+    assert (parsed.mm, parsed.lang, parsed.base, parsed.alpha) == (triple["mm"], triple["lang"], None, 1.0)
+    assert parsed.options["density"]["model.layers.1.mlp.up_proj.weight"] == 0.7  # the middle layer of 3
+    merge(**parsed.merge_kwargs(), out=tmp_path / "ours", progress=False)
+    assert_same_tensors(tensors(tmp_path / "ours"), theirs)
+
+
 def test_export_runs_in_mergekit_and_reads_back(triple, tmp_path):
     """Our --mergekit-yaml export, run by mergekit, gives our merge; read back by --config, too.
     A gradient with a per-module exception: mergekit's t = 0 outside the layers is written as filters."""
@@ -238,9 +273,11 @@ def test_recipes_babymerge_cannot_express_are_refused_with_the_field(triple, tmp
         "lora": ({"merge_method": "linear", "models": [{"model": t["mm"] + "+lora"}, two[1]]}, r"models\[0\]\.model"),
         "unnormalized linear": ({"merge_method": "linear", "models": [two[0], {"model": t["lang"], "parameters": {"weight": 0.9}}],
                                  "parameters": {"normalize": False}}, "weight"),
-        "density gradient": ({"merge_method": "ties", "base_model": t["base"],
-                              "models": [{"model": t["mm"], "parameters": {"weight": 0.5, "density": [1, 0.1]}}, two[1]]},
-                             r"models\[0\]\.parameters\.density"),
+        "per-model lambda": ({"merge_method": "ties", "base_model": t["base"],
+                              "models": [{"model": t["mm"], "parameters": {"weight": 0.5, "lambda": 2}}, two[1]]},
+                             r"models\[0\]\.parameters\.lambda"),
+        "condition": ({"merge_method": "linear", "models": [{"model": t["mm"], "parameters": {"weight": [{"pattern": "mlp", "value": 1}]}},
+                                                            two[1]]}, r"models\[0\]\.parameters\.weight"),
         "method": ({"merge_method": "karcher", "models": two}, "karcher"),
         "tokenizer": ({"merge_method": "linear", "models": two, "tokenizer_source": "union"}, "tokenizer_source"),
     }  # fmt: skip
@@ -264,3 +301,16 @@ def test_lm_eval_model_args_mergekit_config_builds_the_same_model(toy_same_class
     expected = reference.state_dict()
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_cli_config_errors_exit_2_and_write_nothing(triple, tmp_path):
+    recipe = tmp_path / "r.yml"
+    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "slices": [{"sources": [{"model": str(triple["mm"])}]}]}))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 2 and f"babymerge: error: mergekit config '{recipe}': slices: babymerge merges whole models" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--mm", str(triple["mm"]), "--out", str(out)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2 and "--config is the whole recipe" in done.stderr
+    assert not out.exists()

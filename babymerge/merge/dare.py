@@ -22,7 +22,7 @@ def _dare(mm, lang, base, alpha, key, consensus, density, normalize, rescale, sc
     with seeded(seed, key):
         return generalized_task_arithmetic(
             mm, lang, base, alpha, sparsify=sparsify.bernoulli, consensus=consensus, normalize=normalize,
-            scale=scale, density=density, rescale=rescale,
+            scale=scale, density=density, rescale=rescale, key=key,
         )  # fmt: skip
 
 

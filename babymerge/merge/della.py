@@ -17,7 +17,7 @@ def _della(mm, lang, base, alpha, key, consensus, density, epsilon, normalize, r
     with seeded(seed, key):
         return generalized_task_arithmetic(
             mm, lang, base, alpha, sparsify=sparsify.della_magprune, consensus=consensus, normalize=normalize,
-            scale=scale, density=density, epsilon=epsilon, rescale=rescale,
+            scale=scale, density=density, epsilon=epsilon, rescale=rescale, key=key,
         )  # fmt: skip
 
 

@@ -16,13 +16,14 @@ model's weight is then unused, exactly as mergekit ignores the base model's weig
 
 Per-model options (``density``, ``gamma``, ``epsilon``) take one number for both models or a
 pair ``(multimodal, language-only)`` (``"0.3,0.5"`` on command lines, ``"0.3;0.5"`` in
-lm-eval model_args), as mergekit recipes give them per model.
+lm-eval model_args), as mergekit recipes give them per model; from Python (and mergekit
+recipes whose values vary with filters or gradients) also a ``{tensor name: value}`` mapping.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -55,6 +56,17 @@ def per_model(name: str, value, *, fraction: bool = True) -> tuple[float, float]
     return values[0], values[1]
 
 
+def for_tensor(name: str, value, key: str):
+    """An option's value for tensor ``key``: the value itself, or its entry in a per-tensor
+    ``{tensor name: value}`` mapping (what a mergekit recipe with filters/gradients becomes)."""
+    if not isinstance(value, Mapping):
+        return value
+    try:
+        return value[key]
+    except KeyError:
+        raise BabyMergeError(f"{name} is given per tensor but not for {key!r}") from None
+
+
 def tensor_seed(seed: int, key: str) -> int:
     """The torch seed of one tensor's random masks: from ``seed`` and the tensor's name, so a
     merge is reproducible whatever order tensors are processed in."""
@@ -84,10 +96,14 @@ def generalized_task_arithmetic(
     normalize: bool,
     scale: float,
     density=1.0,
+    key: str = "",
     **sparsify_options,
 ) -> torch.Tensor:
     """The merged tensor (see the module docstring). ``sparsify_options`` are per-model values
-    (``gamma``, ``epsilon``) or shared ones (``rescale``)."""
+    (``gamma``, ``epsilon``) or shared ones (``rescale``). ``density``, ``gamma``, ``epsilon``
+    and ``scale`` may also be ``{tensor name: value}`` mappings, looked up with ``key``."""
+    density, scale = for_tensor("density", density, key), float(for_tensor("scale", scale, key))
+    sparsify_options = {k: for_tensor(k, v, key) for k, v in sparsify_options.items()}
     normalize = check_flag("normalize", normalize)
     if "rescale" in sparsify_options:
         sparsify_options["rescale"] = check_flag("rescale", sparsify_options["rescale"])

@@ -23,8 +23,9 @@ Mapping onto babymerge (``alpha`` = weight of the language-only model, per tenso
 The multimodal model is the one whose config has a ``vision_config`` when only one does;
 otherwise the ``base_model`` for ``slerp``, else the first model listed. Per-tensor alpha is
 written as an exact ``{tensor name: alpha}`` mapping. Anything without a babymerge equivalent
-(slices, modules, a third model, per-tensor densities, tokenizer merging, LoRA references...)
-is refused with the field named.
+(slices, modules, a third model, tokenizer merging, LoRA references...) is refused with the
+field named. Per-model values that vary across tensors (a density gradient) become per-tensor
+options (``{tensor name: value}``), as does ``scale`` when the weights' sum varies.
 """
 
 from __future__ import annotations
@@ -280,8 +281,9 @@ class _Reader:
             alphas[self.mm_ckpt.text_key(key)], factors[key] = alpha, factor
         options = {**self._shared_options(), **self._per_model_options(mm, lang, base_is_mm)}
         if method != "linear" and method != "nuslerp":
-            factor = self._constant("models[*].parameters.weight (their sum, with normalize: false)", {k: round(f, 12) for k, f in factors.items()})
-            scale = float(options.get("scale", 1.0)) * factor
+            scale = float(options.get("scale", 1.0))
+            scales = {self.mm_ckpt.text_key(k): scale * f for k, f in factors.items()}
+            scale = _compact(scales, check=False)
             if scale != 1.0:
                 options["scale"] = scale
         elif any(abs(f - 1) > 1e-6 for f in factors.values()):
@@ -303,29 +305,32 @@ class _Reader:
         return w_lang / total, (1.0 if normalize else total)
 
     def _per_model_options(self, mm: Path, lang: Path, base_is_mm: bool) -> dict[str, Any]:
+        """density/gamma/epsilon: one value, a (multimodal, language-only) pair, or per tensor."""
         options = {}
         for name in ("density", "gamma", "epsilon"):
             if name not in self.method.options:
                 continue
-            pair = []
-            for ref, index in ((mm, 0), (lang, 1)):
-                values = {k: self._value(name, ref, (k if index == 0 else lk), t) for k, lk, t in self._tensors()}
-                pair.append(self._constant(f"{self.names[ref]}.parameters.{name}", values))
-            if base_is_mm:
-                pair[0] = pair[1]  # the base's own density is never used
-            if pair[1] is None:
-                continue
-            pair = [float(v) if v is not None else float(self.method.options[name]) for v in pair]
-            options[name] = pair[0] if pair[0] == pair[1] else pair
+            default, per_tensor = float(self.method.options[name]), {}
+            for key, lang_key, t in self._tensors():
+                v_lang = self._value(name, lang, lang_key, t)
+                v_mm = v_lang if base_is_mm else self._value(name, mm, key, t)  # the base's own value is never used
+                for ref, v in ((mm, v_mm), (lang, v_lang)):
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                        self.fail(f"{self.names[ref]}.parameters.{name}", f"must be a number, got {v!r}")
+                pair = tuple(default if v is None else float(v) for v in (v_mm, v_lang))
+                per_tensor[self.mm_ckpt.text_key(key)] = pair[0] if pair[0] == pair[1] else pair
+            if set(per_tensor.values()) != {default}:
+                options[name] = _compact(per_tensor, check=False)
         return options
 
 
-def _compact(alphas: dict[str, float]):
-    """One number when every tensor gets the same alpha, else the exact per-tensor mapping."""
-    values = set(alphas.values())
-    if len(values) == 1:
-        return float(next(iter(values)))
-    for v in values:
-        if not 0.0 <= v <= 1.0 or math.isnan(v):
+def _compact(values: dict[str, Any], check: bool = True):
+    """One value when every tensor gets the same, else the exact per-tensor mapping."""
+    distinct = set(values.values())
+    if len(distinct) == 1:
+        value = next(iter(distinct))
+        return float(value) if isinstance(value, (int, float)) else value
+    for v in distinct:
+        if check and (not 0.0 <= v <= 1.0 or math.isnan(v)):
             raise BabyMergeError(f"a mergekit weight maps to alpha={v} outside [0, 1]")
-    return dict(alphas)
+    return dict(values)

@@ -23,7 +23,7 @@ def ties(mm, lang, base, alpha, key, *, density=1.0, normalize: bool = True, res
     """merged = base + scale * sum_i w_i d_i m_i / sum_i w_i m_i, d_i the top-density entries, m_i sign agreement"""
     return generalized_task_arithmetic(
         mm, lang, base, alpha, sparsify=sparsify.magnitude, consensus=True, normalize=normalize, scale=scale,
-        density=density, rescale=rescale,
+        density=density, rescale=rescale, key=key,
     )  # fmt: skip
 
 
