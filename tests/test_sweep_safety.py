@@ -230,6 +230,7 @@ def test_tasks_that_would_come_from_lm_eval_or_the_hub_are_refused(tmp_path):
     (tasks / "hub_pairs.yaml").write_text("task: hub_pairs\ndataset_path: nyu-mll/blimp\ndataset_name: wh_island\n"
                                           "output_type: multiple_choice\ntest_split: train\n")  # fmt: skip
     (tasks / "mixed.yaml").write_text("group: mixed\ntask:\n  - mini_pairs\n  - blimp_wh_island\n")
+    (tasks / "inline.yaml").write_text("group: inline\ntask:\n  - task: hellaswag\n    num_fewshot: 0\n")
     include = [str(tasks)]
     manager = TaskManager(include_path=include)
     check_tasks_are_local(manager, ["mini_pairs"], include)
@@ -237,6 +238,7 @@ def test_tasks_that_would_come_from_lm_eval_or_the_hub_are_refused(tmp_path):
         # our folder does not define blimp_wh_island: lm-eval's own (hub nyu-mll/blimp) would be used silently
         (["blimp_wh_island"], r"'blimp_wh_island' is defined by lm-eval itself .*--allow-hub-tasks"),
         (["mixed"], r"'blimp_wh_island' \(in mixed\) is defined by lm-eval itself"),
+        (["inline"], r"'hellaswag' \(in inline\) reads dataset_path 'Rowan/hellaswag', not local files"),
         (["hub_pairs"], r"'hub_pairs' reads dataset_path 'nyu-mll/blimp', not local files"),
         (["mini_pair"], r"'mini_pair' is not a task, group or tag of"),
     ]
