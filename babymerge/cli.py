@@ -15,6 +15,8 @@ import argparse
 import json
 import logging
 import sys
+import warnings
+from pathlib import Path
 
 from .errors import BabyMergeError
 
@@ -151,11 +153,21 @@ def _run_sweep(args) -> int:
     if args.limit is not None and not args.limit > 0:
         raise BabyMergeError(f"--limit must be a positive number of examples (or a fraction below 1), got {args.limit:g}")
     limit = int(args.limit) if args.limit and args.limit >= 1 else args.limit
-    cells = sweep(
-        args.mm, args.lang, parse_alphas(args.alphas), [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
-        checkpoints=args.checkpoints, include_path=args.include_path, limit=limit, allow_hub_tasks=args.allow_hub_tasks,
-        model_args=simple_parse_args_string(args.model_args), progress=not args.no_progress,
-    )  # fmt: skip
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, *rest, **kwargs):  # our own warnings as one line, without source code
+        if Path(filename).parent.name == "babymerge":
+            print(f"babymerge: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, *rest, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        cells = sweep(
+            args.mm, args.lang, parse_alphas(args.alphas), [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
+            checkpoints=args.checkpoints, include_path=args.include_path, limit=limit, allow_hub_tasks=args.allow_hub_tasks,
+            model_args=simple_parse_args_string(args.model_args), progress=not args.no_progress,
+        )  # fmt: skip
     print(f"{len(cells)} cells in {args.out}: results.csv, results.jsonl, score_vs_alpha.png (tradeoff.png, score_vs_words.png)")
     return 0
 

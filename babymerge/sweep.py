@@ -415,12 +415,19 @@ def check_tasks_are_local(task_manager, tasks: list[str], include_path: list[str
             for child in cfg.get("task", []):
                 if isinstance(child, str):
                     visit(child, name, seen)
-                elif isinstance(child, dict) and isinstance(child.get("task"), str) and child["task"] in index:
+                elif isinstance(child, dict) and child.get("task") in index and set(child) <= {"task", "task_alias"}:
                     visit(child["task"], name, seen)
+                elif isinstance(child, dict):  # a task defined inline in the group (or overriding one)
+                    base = index[child["task"]].cfg or {} if child.get("task") in index else {}
+                    check_source(str(child.get("task")), name, {**base, **child}, path)
             return
+        check_source(name, via, cfg, path)
+
+    def check_source(name: str, via: str, cfg: dict, path) -> None:
         source = cfg.get("dataset_path")
         if "custom_dataset" in cfg or source is None or source in _LOCAL_BUILDERS or Path(str(source)).expanduser().exists():
             return
+        where = f" (in {via})" if via else ""
         problems.append(f"{name!r}{where} reads dataset_path {source!r}, not local files ({path})")
 
     for task in tasks:

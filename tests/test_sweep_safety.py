@@ -190,9 +190,9 @@ def test_damaged_cells_are_skipped_with_a_warning_and_recomputed(runs, tmp_path)
     assert len(lines) == 4
     # line 2 replaced by a JSON array, line 4 cut mid-way by a crash (no newline at the end)
     (out / CELLS).write_text(lines[0] + "\n" + "[1, 2]\n" + lines[2] + "\n" + lines[3][: len(lines[3]) // 2])
-    with pytest.warns(UserWarning, match=r"cells.jsonl line 2 is not a finished cell") as record:
+    with pytest.warns(UserWarning, match=r"cells.jsonl line \d is not a finished cell") as record:
         cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
-    assert any("line 4" in str(w.message) for w in record)
+    assert sorted(str(w.message).split(" line ")[1][0] for w in record if "finished cell" in str(w.message)) == ["2", "4"]
     assert sorted((c["checkpoint"], c["alpha"]) for c in cells) == [("chck_1M", 0.0), ("chck_1M", 1.0), ("chck_2M", 0.0), ("chck_2M", 1.0)]
     new_lines = (out / CELLS).read_text().split("\n")
     assert new_lines[3] == lines[3][: len(lines[3]) // 2] and new_lines[-1] == ""  # the cut line stays on its own line
@@ -230,6 +230,7 @@ def test_tasks_that_would_come_from_lm_eval_or_the_hub_are_refused(tmp_path):
     (tasks / "hub_pairs.yaml").write_text("task: hub_pairs\ndataset_path: nyu-mll/blimp\ndataset_name: wh_island\n"
                                           "output_type: multiple_choice\ntest_split: train\n")  # fmt: skip
     (tasks / "mixed.yaml").write_text("group: mixed\ntask:\n  - mini_pairs\n  - blimp_wh_island\n")
+    (tasks / "inline.yaml").write_text("group: inline\ntask:\n  - task: hellaswag\n    num_fewshot: 0\n")
     include = [str(tasks)]
     manager = TaskManager(include_path=include)
     check_tasks_are_local(manager, ["mini_pairs"], include)
@@ -237,6 +238,7 @@ def test_tasks_that_would_come_from_lm_eval_or_the_hub_are_refused(tmp_path):
         # our folder does not define blimp_wh_island: lm-eval's own (hub nyu-mll/blimp) would be used silently
         (["blimp_wh_island"], r"'blimp_wh_island' is defined by lm-eval itself .*--allow-hub-tasks"),
         (["mixed"], r"'blimp_wh_island' \(in mixed\) is defined by lm-eval itself"),
+        (["inline"], r"'hellaswag' \(in inline\) reads dataset_path 'Rowan/hellaswag', not local files"),
         (["hub_pairs"], r"'hub_pairs' reads dataset_path 'nyu-mll/blimp', not local files"),
         (["mini_pair"], r"'mini_pair' is not a task, group or tag of"),
     ]
