@@ -51,11 +51,13 @@ class TensorInfo:
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
-    """No NaN or inf in ``tensor``. A float32 sum is one fast pass and is finite exactly when
-    every entry is, unless finite entries overflow it; only then is every entry checked."""
-    if math.isfinite(float(tensor.sum(dtype=torch.float32))):
+    """No NaN or inf in ``tensor``: its min and max are finite exactly when every entry is (both
+    propagate NaN; an inf is the min or the max). One pass that cannot overflow, and several
+    times faster than a float32 sum on CPU, for bfloat16 above all (no conversion)."""
+    if tensor.numel() == 0:
         return True
-    return bool(torch.isfinite(tensor).all())
+    low, high = torch.aminmax(tensor)
+    return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
 def layer_index(key: str) -> int | None:

@@ -222,3 +222,12 @@ def test_every_method_runs_end_to_end_and_loads(toy, tmp_path):
         model = AutoModelForCausalLM.from_pretrained(out)
         with torch.no_grad():
             assert torch.isfinite(model(input_ids=torch.tensor([[4, 5, 6]])).logits).all()
+
+
+def test_remerge_for_another_alpha_equals_a_fresh_merge_for_random_mask_methods(toy):
+    """Sweeps redo the merge in place: without a base checkpoint the kept multimodal tensor must
+    still *be* the base (mergekit then has one task vector, and one random draw per tensor)."""
+    report = merge(toy.mm, toy.lang, "dare_ties", 0.3, density=0.5, keep_sources=True, progress=False)
+    report.remerge.set_alpha(0.6)
+    fresh = merge(toy.mm, toy.lang, "dare_ties", 0.6, density=0.5, progress=False).model.state_dict()
+    assert all(torch.equal(v, fresh[k]) for k, v in report.model.state_dict().items())
