@@ -35,7 +35,9 @@ SCORING_KEY = "babylm2025_scoring"
 # words; the other tracks, the multimodal one included, go to 1000M.
 STRICT_SMALL_FAST_REVISIONS = [f"chck_{i}M" for i in range(1, 10)] + [f"chck_{i * 10}M" for i in range(1, 11)]
 FAST_REVISIONS = (
-    [f"chck_{i}M" for i in range(1, 10)] + [f"chck_{i * 10}M" for i in range(1, 10)] + [f"chck_{i * 100}M" for i in range(1, 11)]
+    [f"chck_{i}M" for i in range(1, 10)]
+    + [f"chck_{i * 10}M" for i in range(1, 10)]
+    + [f"chck_{i * 100}M" for i in range(1, 11)]
 )
 
 BLIMP_UIDS = (
@@ -61,10 +63,18 @@ BLIMP_UIDS = (
 ).split()
 SUPPLEMENT = ("hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking")
 EWOK_DOMAINS = (
-    "agent-properties", "material-dynamics", "material-properties", "physical-dynamics", "physical-interactions",
-    "physical-relations", "quantitative-properties", "social-interactions", "social-properties", "social-relations",
+    "agent-properties",
+    "material-dynamics",
+    "material-properties",
+    "physical-dynamics",
+    "physical-interactions",
+    "physical-relations",
+    "quantitative-properties",
+    "social-interactions",
+    "social-properties",
+    "social-relations",
     "spatial-relations",
-)  # fmt: skip
+)
 ENTITY_TRACKING_SPLITS = ("regular", "ambiref", "move_contents")  # one file each; subtasks <split>_<numops>_ops
 ENTITY_TRACKING_OPS = range(6)
 # COMPS subtask -> file stem (read_files.decode_comps; calculate_results_from_pred.py names the last file)
@@ -122,7 +132,9 @@ def _text_entries() -> list[Entry]:
         rows += [("blimp_supplement", name, kind, "blimp", name) for name in SUPPLEMENT]
         rows += [("ewok", domain, kind, "ewok", domain) for domain in EWOK_DOMAINS]
         splits = ENTITY_TRACKING_SPLITS if kind == "full" else ("regular",)
-        rows += [("entity_tracking", f"{s}_{n}_ops", kind, "entity_tracking", s) for s in splits for n in ENTITY_TRACKING_OPS]
+        rows += [
+            ("entity_tracking", f"{s}_{n}_ops", kind, "entity_tracking", s) for s in splits for n in ENTITY_TRACKING_OPS
+        ]
         rows += [("wug_adj", "wug_adj", kind, "wug_adj", "wug_adj_nominalization")]
         rows += [("wug_past", "wug_past", kind, "wug_past", "wug_past_tense")]
     rows += [("comps", subtask, "full", "comps", stem) for subtask, stem in COMPS_FILES.items()]
@@ -144,7 +156,9 @@ def lookup(task: str, subtask: str, kind: str) -> Entry:
     """The entry of (pipeline task, subtask, full|fast)."""
     name = task_name(task, subtask, kind)
     if name not in TASKS:
-        raise BabyMergeError(f"no BabyLM 2025 {kind} task {task}/{subtask} (lm-eval task {name}); see babymerge.babylm2025.TASKS")
+        raise BabyMergeError(
+            f"no BabyLM 2025 {kind} task {task}/{subtask} (lm-eval task {name}); see babymerge.babylm2025.TASKS"
+        )
     return TASKS[name]
 
 
@@ -174,7 +188,9 @@ def pipeline_tokens(tokenizer, context: str, continuation: str) -> tuple[list[in
     if not scored:
         return ids, 0
     if scored != list(range(scored[0], scored[-1] + 1)):
-        raise BabyMergeError(f"the scored tokens of {text!r} are not contiguous (offsets {offsets}); unsupported tokenizer")
+        raise BabyMergeError(
+            f"the scored tokens of {text!r} are not contiguous (offsets {offsets}); unsupported tokenizer"
+        )
     return ids[: scored[-1] + 1], len(scored)
 
 

@@ -54,7 +54,9 @@ for spec in runs:
     run.main()
     opt = dict(zip(spec["argv"][::2], spec["argv"][1::2]))
     path = Path(opt["--output_dir"]) / Path(opt["--model_path_or_name"]).stem / "main" / "zero_shot" / "causal"
-    record["predictions"] = json.loads((path / opt["--task"] / Path(opt["--data_path"]).stem / "predictions.json").read_text())
+    record["predictions"] = json.loads(
+        (path / opt["--task"] / Path(opt["--data_path"]).stem / "predictions.json").read_text()
+    )
     if spec.get("collate"):
         name, *arguments = spec["collate"]
         arguments = [Path(a) if "/" in a else a for a in arguments]

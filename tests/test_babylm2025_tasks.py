@@ -29,10 +29,17 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from babymerge import BabyMergeError, babylm2025
 from babymerge.babylm2025 import (
-    COMPS_FILES, ENTITY_TRACKING_SPLITS, EWOK_DOMAINS, SUPPLEMENT, TASKS, pipeline_prediction, pipeline_tokens,
-)  # fmt: skip
+    COMPS_FILES,
+    ENTITY_TRACKING_SPLITS,
+    EWOK_DOMAINS,
+    SUPPLEMENT,
+    TASKS,
+    pipeline_prediction,
+    pipeline_tokens,
+)
 from babymerge.tokenization import train_bpe_tokenizer
 from babymerge.toy import synthetic_sentences, toy_text_config
+from conftest import BLIMP as BLIMP_DATA
 from conftest import load_task_module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,17 +51,35 @@ utils = load_task_module("babylm2025")
 OURS = [e for e in TASKS.values() if e.reader]  # the text tasks (VQA and reading live elsewhere)
 # BLiMP: a few paradigms (the pipeline reads whichever files the folder has), scored one by one; the
 # other tasks whole, through their groups (the BLiMP groups average the same way as the supplement's).
-BLIMP = {"full": ["adjunct_island", "principle_A_c_command", "wh_island"], "fast": ["adjunct_island", "complex_NP_island"]}
-GROUPS = ["babylm2025_blimp_supplement", "babylm2025_ewok", "babylm2025_entity_tracking", "babylm2025_comps",
-          "babylm2025_fast_blimp_supplement", "babylm2025_fast_ewok", "babylm2025_fast_entity_tracking"]  # fmt: skip
-SINGLE = ["babylm2025_wug_adj_wug_adj", "babylm2025_wug_past_wug_past", "babylm2025_fast_wug_adj_wug_adj",
-          "babylm2025_fast_wug_past_wug_past"] + [babylm2025.task_name("blimp", uid, kind) for kind in BLIMP
-                                                  for uid in BLIMP[kind]]  # fmt: skip
+BLIMP = {
+    "full": ["adjunct_island", "principle_A_c_command", "wh_island"],
+    "fast": ["adjunct_island", "complex_NP_island"],
+}
+GROUPS = [
+    "babylm2025_blimp_supplement",
+    "babylm2025_ewok",
+    "babylm2025_entity_tracking",
+    "babylm2025_comps",
+    "babylm2025_fast_blimp_supplement",
+    "babylm2025_fast_ewok",
+    "babylm2025_fast_entity_tracking",
+]
+SINGLE = [
+    "babylm2025_wug_adj_wug_adj",
+    "babylm2025_wug_past_wug_past",
+    "babylm2025_fast_wug_adj_wug_adj",
+    "babylm2025_fast_wug_past_wug_past",
+] + [babylm2025.task_name("blimp", uid, kind) for kind in BLIMP for uid in BLIMP[kind]]
 # The pipeline's runs: (task, kind) -> its --task; the data folder is babylm2025.FOLDERS[task, kind].
 RUNS = {(e.task, e.kind): e.reader for e in OURS}
-COLLATE = {"blimp": ["target", "blimp"], "blimp_supplement": ["target", "blimp_supplement"], "ewok": ["target", "ewok"],
-           "entity_tracking": ["target_et"], "wug_adj": ["wugs", "wug_adj_nominalization"],
-           "wug_past": ["wugs", "wug_past_tense"]}  # fmt: skip
+COLLATE = {
+    "blimp": ["target", "blimp"],
+    "blimp_supplement": ["target", "blimp_supplement"],
+    "ewok": ["target", "ewok"],
+    "entity_tracking": ["target_et"],
+    "wug_adj": ["wugs", "wug_adj_nominalization"],
+    "wug_past": ["wugs", "wug_past_tense"],
+}
 
 
 # -- fixtures: data in the pipeline's layout, two tiny models -------------------------------------
@@ -64,7 +89,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def build_data(root: Path) -> Path:
-    """The pipeline's evaluation_data/ layout with every subtask but most BLiMP paradigms, 2-3 items each, made-up sentences."""
+    """The pipeline's evaluation_data/ layout: every subtask but most BLiMP paradigms, 2-3 made-up items each."""
     rng = random.Random(0)
     pool = synthetic_sentences(4000, seed=1)
     sentence = lambda: rng.choice(pool)  # noqa: E731
@@ -77,8 +102,15 @@ def build_data(root: Path) -> Path:
 
     for kind, folder, n in (("full", "full_eval/blimp_filtered", 2), ("fast", "fast_eval/blimp_fast", 3)):
         for uid in BLIMP[kind]:
-            rows = [pair(field="syntax", linguistics_term="island_effects", UID=uid, simple_LM_method=True, pairID=str(i))
-                    for i in range(n)]  # fmt: skip
+            if BLIMP_DATA.is_dir():  # real pairs, as the pipeline's blimp_filtered/ holds them
+                rows = [json.loads(line) for line in (BLIMP_DATA / f"{uid}.jsonl").read_text().splitlines()[3 : 3 + n]]
+            else:
+                rows = [
+                    pair(
+                        field="syntax", linguistics_term="island_effects", UID=uid, simple_LM_method=True, pairID=str(i)
+                    )
+                    for i in range(n)
+                ]
             if uid == "adjunct_island":  # a tie: the same sentence twice
                 rows.append({**rows[0], "sentence_bad": rows[0]["sentence_good"], "pairID": "tie"})
             write_jsonl(root / folder / f"{uid}.jsonl", rows)
@@ -90,9 +122,19 @@ def build_data(root: Path) -> Path:
             rows = []
             for i in range(2):
                 a, b = noun(), noun()
-                rows.append({"Domain": domain, "ContextType": "direct", "ContextDiff": "x", "TargetDiff": "y",
-                             "Context1": f"The {a} is near the house.", "Context2": f"The {b} is far from the house.",
-                             "Target1": f"The {a} is near.", "Target2": f"The {a} is far.", "MetaTemplateID": i})  # fmt: skip
+                rows.append(
+                    {
+                        "Domain": domain,
+                        "ContextType": "direct",
+                        "ContextDiff": "x",
+                        "TargetDiff": "y",
+                        "Context1": f"The {a} is near the house.",
+                        "Context2": f"The {b} is far from the house.",
+                        "Target1": f"The {a} is near.",
+                        "Target2": f"The {a} is far.",
+                        "MetaTemplateID": i,
+                    }
+                )
             if domain == "agent-properties":  # a tie: the same target twice
                 rows.append({**rows[0], "Target2": rows[0]["Target1"]})
             write_jsonl(root / folder / f"{domain}.jsonl", rows)
@@ -103,23 +145,46 @@ def build_data(root: Path) -> Path:
             for _ in range(2):
                 a, b, c = noun(), noun(), noun()
                 prefix = f"Box 0 contains the {a}, Box 1 contains the {b}. Move the {a} into Box 1. Box 1 contains "
-                rows.append({"input_prefix": prefix, "options": [f"the {b} and the {a}.", f"the {c}.", "nothing."],
-                             "numops": numops, "sample_id": len(rows)})  # fmt: skip
+                rows.append(
+                    {
+                        "input_prefix": prefix,
+                        "options": [f"the {b} and the {a}.", f"the {c}.", "nothing."],
+                        "numops": numops,
+                        "sample_id": len(rows),
+                    }
+                )
         return rows
 
     for split in ENTITY_TRACKING_SPLITS:
         write_jsonl(root / "full_eval/entity_tracking" / f"{split}.jsonl", entity_rows(range(6)))
     write_jsonl(root / "fast_eval/entity_tracking_fast/regular.jsonl", entity_rows(range(6)))
     for kind in ("full_eval", "fast_eval"):
-        adj = [{"sentences": f"The {noun()} saw its blick{'ity' if i % 2 else 'ness'}.\tThe dog saw its blickness.",
-                "ratio": round(rng.random(), 3)} for i in range(8)]  # fmt: skip
-        past = [{"sentences": f"Yesterday the {noun()} spling{s}.\tYesterday the girl splung.\tYesterday the girl splang.",
-                 "ratio": round(rng.random(), 3)} for s in ("ed", "s", "ded", "ing", "ered", "t")]  # fmt: skip
+        adj = [
+            {
+                "sentences": f"The {noun()} saw its blick{'ity' if i % 2 else 'ness'}.\tThe dog saw its blickness.",
+                "ratio": round(rng.random(), 3),
+            }
+            for i in range(8)
+        ]
+        past = [
+            {
+                "sentences": f"Yesterday the {noun()} spling{s}.\tThe girl splung.\tThe girl splang.",
+                "ratio": round(rng.random(), 3),
+            }
+            for s in ("ed", "s", "ded", "ing", "ered", "t")
+        ]
         write_jsonl(root / kind / "wug_adj_nominalization/wug_adj_nominalization.jsonl", adj)
         write_jsonl(root / kind / "wug_past_tense/wug_past_tense.jsonl", past)
     for stem in COMPS_FILES.values():
-        rows = [{"prefix_acceptable": f"A {noun()}", "prefix_unacceptable": f"A {noun()}", "property_phrase": "can fly.",
-                 "negative_sample": noun()} for _ in range(3)]  # fmt: skip
+        rows = [
+            {
+                "prefix_acceptable": f"A {noun()}",
+                "prefix_unacceptable": f"A {noun()}",
+                "property_phrase": "can fly.",
+                "negative_sample": noun(),
+            }
+            for _ in range(3)
+        ]
         write_jsonl(root / "full_eval/comps" / f"{stem}.jsonl", rows)
     return root
 
@@ -127,10 +192,12 @@ def build_data(root: Path) -> Path:
 def build_model(path: Path, tokenizer, bos: bool) -> Path:
     """A tiny random LlamaForCausalLM, peaked enough (init std 0.5) that candidates rarely come close."""
     if bos:  # what Llama-style tokenizers do: BOS in front of every text
-        tokenizer.backend_tokenizer.post_processor = processors.Sequence([
-            processors.ByteLevel(trim_offsets=False),
-            processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)]),
-        ])  # fmt: skip
+        tokenizer.backend_tokenizer.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)]),
+            ]
+        )
     torch.manual_seed(0)
     config = LlamaConfig(**toy_text_config(len(tokenizer), hidden_size=32, num_layers=2), initializer_range=0.5)
     LlamaForCausalLM(config).save_pretrained(path)
@@ -143,14 +210,23 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("babylm2025")
     data = build_data(root / "evaluation_data")
     models = {
-        "bos": build_model(root / "bos_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=True),
-        "plain": build_model(root / "plain_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=False),
+        "bos": build_model(
+            root / "bos_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=True
+        ),
+        "plain": build_model(
+            root / "plain_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=False
+        ),
     }
     return root, data, models
 
 
-PLAIN_TASKS = ["babylm2025_blimp_supplement", "babylm2025_ewok", "babylm2025_fast_entity_tracking", "babylm2025_comps",
-               "babylm2025_wug_past_wug_past"]  # fmt: skip
+PLAIN_TASKS = [
+    "babylm2025_blimp_supplement",
+    "babylm2025_ewok",
+    "babylm2025_fast_entity_tracking",
+    "babylm2025_comps",
+    "babylm2025_wug_past_wug_past",
+]
 
 
 @pytest.fixture(scope="module")
@@ -158,21 +234,38 @@ def pipeline(setup):
     """The official pipeline on every (task, folder) for the BOS model, on some for the plain one. Batch size 1:
     in a padded batch its two candidates of an exact tie (our fixtures have two) can differ by float noise."""
     root, data, models = setup
-    plain_runs = {("blimp_supplement", "full"), ("ewok", "full"), ("entity_tracking", "fast"), ("comps", "full"), ("wug_past", "full")}
+    plain_runs = {
+        ("blimp_supplement", "full"),
+        ("ewok", "full"),
+        ("entity_tracking", "fast"),
+        ("comps", "full"),
+        ("wug_past", "full"),
+    }
     runs = []
     for (task, kind), reader in RUNS.items():
         for name, model in models.items():
             if name == "plain" and (task, kind) not in plain_runs:
                 continue
             folder = data / babylm2025.FOLDERS[task, kind]
-            argv = ["--task", reader, "--data_path", str(folder), "--model_path_or_name", str(model), "--backend", "causal",
-                    "--output_dir", str(root / "pipeline_results"), "--save_predictions", "--batch_size", "1"]  # fmt: skip
+            argv = ["--task", reader, "--data_path", str(folder), "--model_path_or_name", str(model)]
+            argv += ["--backend", "causal", "--output_dir", str(root / "pipeline_results"), "--batch_size", "1"]
+            argv += ["--save_predictions"]  # last: the driver reads the options before it as pairs
             collate = COLLATE.get(task) if kind == "fast" else None
             runs.append({"key": f"{name}/{task}/{kind}", "argv": argv, "collate": collate and [*collate, str(folder)]})
     (root / "runs.json").write_text(json.dumps(runs))
     env = {**os.environ, "PYTHONPATH": str(PIPELINE), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([sys.executable, str(Path(__file__).parent / "pipeline2025_driver.py"), str(root / "runs.json"),
-                             str(root / "pipeline.json")], capture_output=True, text=True, env=env, cwd=root)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "pipeline2025_driver.py"),
+            str(root / "runs.json"),
+            str(root / "pipeline.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((root / "pipeline.json").read_text())
 
@@ -188,27 +281,48 @@ def ours(setup):
 
     root, data, models = setup
     env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={models['bos']}", "--tasks", ",".join(GROUPS + SINGLE),
-           "--include_path", str(REPO / "lm_eval_tasks"), "--output_path", str(root / "lm_eval"), "--log_samples",
-           "--batch_size", "auto"]  # fmt: skip
+    cmd = [
+        "lm_eval",
+        "--model",
+        "babymerge",
+        "--model_args",
+        f"pretrained={models['bos']}",
+        "--tasks",
+        ",".join(GROUPS + SINGLE),
+        "--include_path",
+        str(REPO / "lm_eval_tasks"),
+        "--output_path",
+        str(root / "lm_eval"),
+        "--log_samples",
+        "--batch_size",
+        "auto",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     (results,) = (root / "lm_eval").rglob("results_*.json")
     samples = {}
     for path in (root / "lm_eval").rglob("samples_*.jsonl"):
-        samples[path.name.split("samples_")[1].rsplit("_", 1)[0]] = [json.loads(line) for line in path.read_text().splitlines()]
+        samples[path.name.split("samples_")[1].rsplit("_", 1)[0]] = [
+            json.loads(line) for line in path.read_text().splitlines()
+        ]
     out = {"bos": (json.loads(results.read_text())["results"], samples)}
     old = os.environ.get("BABYMERGE_DATA")
     os.environ["BABYMERGE_DATA"] = str(data)
     try:
         manager = TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False)
-        plain = lm_eval.simple_evaluate(model=BabyMergeLM(pretrained=str(models["plain"]), device="cpu"), tasks=PLAIN_TASKS,
-                                        task_manager=manager, log_samples=True)  # fmt: skip
+        plain = lm_eval.simple_evaluate(
+            model=BabyMergeLM(pretrained=str(models["plain"]), device="cpu"),
+            tasks=PLAIN_TASKS,
+            task_manager=manager,
+            log_samples=True,
+        )
     finally:
         os.environ.pop("BABYMERGE_DATA") if old is None else os.environ.update(BABYMERGE_DATA=old)
     out["plain"] = plain["results"], plain["samples"]
-    return {name: (results, {task: sorted(rows, key=lambda r: r["doc_id"]) for task, rows in samples.items()})
-            for name, (results, samples) in out.items()}  # fmt: skip
+    return {
+        name: (results, {task: sorted(rows, key=lambda r: r["doc_id"]) for task, rows in samples.items()})
+        for name, (results, samples) in out.items()
+    }
 
 
 # -- agreement with the pipeline ------------------------------------------------------------------
@@ -247,15 +361,22 @@ def test_subtask_and_group_scores_equal_the_pipeline(pipeline, ours):
                 continue
             assert mine["acc_pipeline,none"] * 100 == pytest.approx(run["accuracies"]["UID"][entry.subtask], abs=1e-9)
             assert mine["acc,none"] == pytest.approx(mine["acc_pipeline,none"] - mine["ties,none"], abs=1e-12)
-        for (task, kind), reader in RUNS.items():  # group means are the pipeline's averages (ET: per split, then over them)
+        for (
+            task,
+            kind,
+        ), reader in RUNS.items():  # group means are the pipeline's averages (ET: per split, then over them)
             group = f"babylm2025_{'fast_' if kind == 'fast' else ''}{task}"
             if group in results and group in GROUPS:
-                assert results[group]["acc_pipeline,none"] * 100 == pytest.approx(pipeline[f"{model}/{task}/{kind}"]["average"])
+                assert results[group]["acc_pipeline,none"] * 100 == pytest.approx(
+                    pipeline[f"{model}/{task}/{kind}"]["average"]
+                )
                 checked.add(group)
     assert checked == set(GROUPS)
     bos = ours["bos"][0]
     tie = bos["babylm2025_blimp_adjunct_island"]  # the tie: right there, wrong here
-    assert tie["ties,none"] == pytest.approx(1 / 3) and tie["acc_pipeline,none"] - tie["acc,none"] == pytest.approx(1 / 3)
+    assert tie["ties,none"] == pytest.approx(1 / 3) and tie["acc_pipeline,none"] - tie["acc,none"] == pytest.approx(
+        1 / 3
+    )
     assert bos["babylm2025_fast_ewok_agent-properties"]["ties,none"] == pytest.approx(1 / 3)
 
 
@@ -279,7 +400,10 @@ def test_table_uses_the_pipelines_names_and_checkpoint_order(pipeline):
     for task, subtasks in constants["FULL_SIZES"].items():  # collate_preds checks lower-cased subtask names
         ours_full = sorted(e.subtask.lower() for e in TASKS.values() if e.task == task and e.kind == "full")
         assert ours_full == sorted(subtasks), task
-    assert sorted(e.subtask for e in OURS if e.task == "entity_tracking" and e.kind == "fast") == constants["FAST_ENTITY_TRACKING"]
+    assert (
+        sorted(e.subtask for e in OURS if e.task == "entity_tracking" and e.kind == "fast")
+        == constants["FAST_ENTITY_TRACKING"]
+    )
 
 
 # -- the tasks themselves -------------------------------------------------------------------------
@@ -287,13 +411,27 @@ def test_yamls_match_the_table():
     for entry in OURS:
         config = yaml.safe_load((TASK_DIR / entry.task / f"{entry.name}.yaml").read_text())
         assert config["task"] == entry.name
-        assert config["dataset_kwargs"] == {"folder": entry.folder, "file": entry.file, "subtask": entry.subtask, "reader": entry.reader}
-    groups = {p.stem: yaml.safe_load(p.read_text())["task"] for p in TASK_DIR.glob("*/babylm2025*.yaml") if "group:" in p.read_text()}
+        assert config["dataset_kwargs"] == {
+            "folder": entry.folder,
+            "file": entry.file,
+            "subtask": entry.subtask,
+            "reader": entry.reader,
+        }
+    groups = {
+        p.stem: yaml.safe_load(p.read_text())["task"]
+        for p in TASK_DIR.glob("*/babylm2025*.yaml")
+        if "group:" in p.read_text()
+    }
     assert len(groups["babylm2025_blimp"]) == len(groups["babylm2025_fast_blimp"]) == 67
     assert groups["babylm2025_entity_tracking"] == [f"babylm2025_entity_tracking_{s}" for s in ENTITY_TRACKING_SPLITS]
     assert len(groups["babylm2025_fast_entity_tracking"]) == 6 and len(groups["babylm2025_comps"]) == 4
     fast = yaml.safe_load((TASK_DIR / "babylm2025_fast.yaml").read_text())["task"]
     full = yaml.safe_load((TASK_DIR / "babylm2025_full_zero_shot.yaml").read_text())["task"]
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False).all_tasks)
+    assert {e.name for e in OURS} | set(groups) | {"babylm2025_fast", "babylm2025_full_zero_shot"} <= known
+    assert set(fast) | set(full) <= known  # the top groups name only tasks that exist (H6's included)
     covered = lambda members: {t for m in members for t in groups.get(m, [m]) for t in groups.get(t, [t])}  # noqa: E731
     assert {e.name for e in OURS if e.kind == "fast"} <= covered(fast)
     assert {e.name for e in OURS if e.kind == "full"} <= covered(full)
@@ -316,9 +454,17 @@ def test_pipeline_tokens_follow_character_offsets(setup):
 
 
 def test_ties_and_spearman_are_counted_as_documented():
-    assert utils.process_results({}, [(-3.0, False), (-3.0, False), (-5.0, False)]) == {"acc": 0.0, "acc_pipeline": 1.0, "ties": 1.0}
+    assert utils.process_results({}, [(-3.0, False), (-3.0, False), (-5.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 1.0,
+        "ties": 1.0,
+    }
     assert utils.process_results({}, [(-2.0, False), (-3.0, False)]) == {"acc": 1.0, "acc_pipeline": 1.0, "ties": 0.0}
-    assert utils.process_results({}, [(-4.0, False), (-3.0, False), (-4.0, False)]) == {"acc": 0.0, "acc_pipeline": 0.0, "ties": 0.0}
+    assert utils.process_results({}, [(-4.0, False), (-3.0, False), (-4.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 0.0,
+        "ties": 0.0,
+    }
     assert babylm2025.choose([-3.0, -3.0]) == 0 and babylm2025.choose([-4.0, -3.0, -3.0]) == 1
     assert babylm2025.first_probability([0.0, 0.0]) == pytest.approx(0.5)
     assert babylm2025.first_probability([-1000.0, 0.0]) == pytest.approx(0.0)
@@ -350,5 +496,7 @@ def test_pipeline_requests_mix_with_ordinary_ones(setup):
     encoding = tokenizer("The dog sees a cat.", return_offsets_mapping=True)
     ids, scored = encoding["input_ids"], torch.tensor([end > len("The dog") for _, end in encoding["offset_mapping"]])
     with torch.no_grad():
-        logp = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        logp = (
+            model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        )
     assert mixed[1][0] == pytest.approx(float(logp[scored[1:]].sum()), abs=1e-4)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from babymerge.babylm2025 import ENTITY_TRACKING_SPLITS, TASKS, task_name  # noqa: E402
+from babymerge.babylm2025 import ENTITY_TRACKING_SPLITS, TASKS  # noqa: E402
 
 GROUPED = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "comps")  # one group per task and kind
 CHOICE_METRICS = ("acc", "acc_pipeline", "ties")
@@ -76,18 +76,33 @@ def main() -> None:
             if task == "entity_tracking" and kind == "full":
                 splits = [f"{group}_{s}" for s in ENTITY_TRACKING_SPLITS]
                 for split, name in zip(ENTITY_TRACKING_SPLITS, splits):
-                    write(task, name, group_yaml(name, [m for m in members if TASKS[m].subtask.startswith(split + "_")],
-                                                 f"BabyLM 2025 entity tracking, {split} split, mean over numbers of operations"))  # fmt: skip
+                    write(
+                        task,
+                        name,
+                        group_yaml(
+                            name,
+                            [m for m in members if TASKS[m].subtask.startswith(split + "_")],
+                            f"BabyLM 2025 entity tracking, {split} split, mean over numbers of operations",
+                        ),
+                    )
                 members = splits
-            write(task, group, group_yaml(group, members, f"BabyLM 2025 {task} ({kind} evaluation), mean over subtasks"))
+            write(
+                task, group, group_yaml(group, members, f"BabyLM 2025 {task} ({kind} evaluation), mean over subtasks")
+            )
             top[kind].append(group)
         top[kind] += [e.name for e in ours if e.task not in GROUPED and e.kind == kind]
     elsewhere = defined_elsewhere()
-    for kind, group, about in (("fast", "babylm2025_fast", "every BabyLM 2025 fast-evaluation task"),
-                               ("full", "babylm2025_full_zero_shot", "every BabyLM 2025 full zero-shot task")):  # fmt: skip
-        members = top[kind] + [e.name for e in TASKS.values() if not e.reader and e.kind == kind and e.name in elsewhere]
+    for kind, group, about in (
+        ("fast", "babylm2025_fast", "every BabyLM 2025 fast-evaluation task"),
+        ("full", "babylm2025_full_zero_shot", "every BabyLM 2025 full zero-shot task"),
+    ):
+        members = top[kind] + [
+            e.name for e in TASKS.values() if not e.reader and e.kind == kind and e.name in elsewhere
+        ]
         members += [n for n in ("winoground_filtered",) if kind == "full"]
-        (HERE / f"{group}.yaml").write_text(group_yaml(group, members, about + " (no overall average: metrics differ)", ()))
+        (HERE / f"{group}.yaml").write_text(
+            group_yaml(group, members, about + " (no overall average: metrics differ)", ())
+        )
     print(f"wrote {len(ours)} task YAMLs and their groups under {HERE}")
 
 

@@ -80,7 +80,9 @@ def read_items(path: Path, reader: str, subtask: str) -> list[dict]:
             row = json.loads(line)
             uid, candidates = decode(reader, row, path.stem)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise BabyMergeError(f"{path}, line {line_no}: not a {reader} line of the BabyLM 2025 data ({err!r})") from None
+            raise BabyMergeError(
+                f"{path}, line {line_no}: not a {reader} line of the BabyLM 2025 data ({err!r})"
+            ) from None
         if uid == subtask:
             items.append({**row, **candidates})
     if not items:
@@ -95,9 +97,9 @@ def load(folder: str, file: str, subtask: str, reader: str, **kwargs) -> dataset
     if not path.is_file():
         what = f"{directory} does not exist" if not directory.is_dir() else f"{path} is missing"
         raise BabyMergeError(
-            f"BabyLM 2025 data not found: {what}. Put the BabyLM 2025 evaluation data (the evaluation_data/ folder of "
-            f"the BabyLM evaluation pipeline 2025: full_eval/, fast_eval/) in {evaluation_data_dir()}, or set {DATA_ENV} "
-            "to the folder that holds full_eval/ and fast_eval/."
+            f"BabyLM 2025 data not found: {what}. Put the BabyLM 2025 evaluation data (the evaluation_data/ "
+            f"folder of the BabyLM evaluation pipeline 2025: full_eval/, fast_eval/) in {evaluation_data_dir()}, "
+            f"or set {DATA_ENV} to the folder that holds full_eval/ and fast_eval/."
         )
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_items(path, reader, subtask))})
 
@@ -114,8 +116,13 @@ class PipelineScoredTask(ConfigurableTask):
         kwargs.pop("apply_chat_template", None)
         kwargs.pop("chat_template", None)
         return [
-            Instance(request_type="loglikelihood", doc=doc, idx=i, arguments=(context, continuation, {SCORING_KEY: "causal"}),
-                     **kwargs)  # fmt: skip
+            Instance(
+                request_type="loglikelihood",
+                doc=doc,
+                idx=i,
+                arguments=(context, continuation, {SCORING_KEY: "causal"}),
+                **kwargs,
+            )
             for i, (context, continuation) in enumerate(zip(doc["contexts"], doc["continuations"]))
         ]
 
@@ -128,7 +135,11 @@ def process_results(doc, results) -> dict[str, float]:
     """Ours (a tie is wrong), the pipeline's (a tie is right: its argmax picks the first, right,
     candidate) and whether the right candidate tied with the best other one."""
     right, best_other = results[0][0], max(result[0] for result in results[1:])
-    return {"acc": float(right > best_other), "acc_pipeline": float(right >= best_other), "ties": float(right == best_other)}
+    return {
+        "acc": float(right > best_other),
+        "acc_pipeline": float(right >= best_other),
+        "ties": float(right == best_other),
+    }
 
 
 def process_wug(doc, results) -> dict[str, tuple[float, float]]:
