@@ -220,22 +220,22 @@ def _expected(sizes: dict, task: str, subtask: str):
     return size.get(subtask.lower()) if isinstance(size, dict) else size
 
 
-def _required(sizes: dict, task: str) -> list[str]:
-    """Subtasks a task must have; for tasks with one subtask, its name as the pipeline keys it."""
-    size = sizes[task]
-    if isinstance(size, dict):
-        from .babylm2025 import TASKS
+def _required(sizes: dict, task: str, kind: str) -> list[str]:
+    """Subtasks a task must have, spelled as the pipeline keys them: those its sizes list, else every
+    subtask of the task in ``babylm2025.TASKS`` (fast BLiMP, supplement and EWoK have one count for all)."""
+    from .babylm2025 import TASKS
 
-        spelled = {e.subtask.lower(): e.subtask for e in TASKS.values() if e.task == task}
-        return [spelled.get(s, s) for s in size]
-    return [task]
+    spelled = {e.subtask.lower(): e.subtask for e in TASKS.values() if e.task == task and e.kind == kind}
+    if isinstance(sizes[task], dict):
+        return [spelled.get(s, s) for s in sizes[task]]
+    return list(spelled.values()) or [task]
 
 
-def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict) -> None:
+def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict, kind: str = "full") -> None:
     for subtask, items in subtasks.items():
         expected = _expected(sizes, task, subtask)
         if expected is None:
-            raise BabyMergeError(f"{where}: {task} has no subtask {subtask!r} in the pipeline (expected one of {_required(sizes, task)})")
+            raise BabyMergeError(f"{where}: {task} has no subtask {subtask!r} in the pipeline (expected one of {_required(sizes, task, kind)})")
         if len(items) != expected:
             raise BabyMergeError(
                 f"{where}: {task}/{subtask} has {len(items)} predictions, the pipeline requires {expected} "
@@ -306,7 +306,7 @@ def build(results, model: str, fast_results=None, *, pipeline_results=None, back
     for task in wanted:
         subtasks = full.get(task, {})
         _check_counts(f"{results} (full)", task, subtasks, full_sizes)
-        missing += [f"{task}/{s}" for s in _required(full_sizes, task) if s not in subtasks]
+        missing += [f"{task}/{s}" for s in _required(full_sizes, task, "full") if s not in subtasks]
         if subtasks:
             out[task] = {s: full_entry(task, s, samples) for s, samples in subtasks.items()}
     if pipeline_results is not None:
@@ -323,9 +323,9 @@ def build(results, model: str, fast_results=None, *, pipeline_results=None, back
                 missing.append(f"fast/{checkpoint}")
             for task in FAST_TASKS:
                 subtasks = found.get(task, {})
-                _check_counts(f"{folder} (fast)", task, subtasks, fast_sizes)
+                _check_counts(f"{folder} (fast)", task, subtasks, fast_sizes, "fast")
                 if folder.is_dir():
-                    missing += [f"fast/{checkpoint}/{task}/{s}" for s in _required(fast_sizes, task) if s not in subtasks]
+                    missing += [f"fast/{checkpoint}/{task}/{s}" for s in _required(fast_sizes, task, "fast") if s not in subtasks]
                 if task == "reading":
                     fast_eval[task].append(fast_score(task, subtasks["reading"]) if "reading" in subtasks else {})
                 else:
