@@ -28,7 +28,7 @@ from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
-from babymerge.submission2025 import reading_scores
+from babymerge.submission2025 import FULL_SIZES, build, reading_scores
 from babymerge.toy import synthetic_sentences
 from conftest import load_task_module
 
@@ -113,6 +113,15 @@ def test_vqa_equals_hand_built_pipeline_scoring(toy, vqa_data, tmp_path):
         assert (sample["acc"], sample["acc_pipeline"], sample["ties"]) == (acc[-1], acc_pipeline[-1], ties[-1])
         assert sample["doc"]["preds"] == [" " + a for a in answers]  # what the pipeline writes as `pred`
     assert samples[2]["ties"] == 1.0 and samples[2]["acc"] == 0.0 and samples[2]["acc_pipeline"] == 1.0
+    # the submission file's VQA entries: the pipeline's rule (first argmax) on the hand-built scores
+    submission, missing = build(tmp_path / "out", "mm", sizes={"full": {**FULL_SIZES, "vqa": len(rows)}}, allow_partial=True)
+    expected_preds = []
+    for row in rows:
+        answers = [row["target_ans"], *row["distractors"]]
+        scores = hand_vqa_scores(toy.mm, images[row["idx_in_hf_dataset"]]["image"], row["question"], answers)
+        expected_preds.append(" " + answers[scores.index(max(scores))])
+    assert submission["vqa"] == {"vqa": {"predictions": [{"id": f"vqa_{n}", "pred": p} for n, p in enumerate(expected_preds)]}}
+    assert "winoground/winoground" in missing and "vqa/vqa" not in missing
     metrics = results["babylm2025_vqa_vqa"]
     assert metrics["acc,none"] == pytest.approx(np.mean(acc)) and metrics["acc_pipeline,none"] == pytest.approx(np.mean(acc_pipeline))
     assert metrics["ties,none"] == pytest.approx(np.mean(ties))

@@ -227,3 +227,29 @@ def test_vqa_predictions_are_the_pipelines(tmp_path):
     samples = [{"doc_id": i, "doc": d, "resps": [[[x, False]] for x in ll]} for i, (d, ll) in enumerate(zip(docs, lls))]
     assert full_entry("vqa", "vqa", samples) == {"predictions": [{"id": "vqa_0", "pred": " blue"}, {"id": "vqa_1", "pred": " yes"},
                                                                  {"id": "vqa_2", "pred": " cat"}]}  # fmt: skip
+
+
+def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
+    """DevBench matrices are copied as collate_preds copies them (``array.tolist()`` under
+    ``devbench/<name>/predictions``), after its shape and dtype checks; GLUE files are merged."""
+    import numpy as np
+
+    from babymerge.submission2025 import pipeline_parts
+
+    folder = tmp_path / "main"
+    (folder / "zero_shot" / "devbench").mkdir(parents=True)
+    shapes = {"lex-viz_vocab": (3, 4, 1), "trog": (2, 4, 1), "things": (5, 5)}
+    arrays = {name: np.random.default_rng(0).random(shape) for name, shape in shapes.items()}
+    for name, file in (("lex-viz_vocab", "lex-viz_vocab.npy"), ("trog", "gram-trog.npy"), ("things", "sem-things_pairwise_sims.npy")):
+        np.save(folder / "zero_shot" / "devbench" / file, arrays[name])
+    (folder / "finetune" / "rte").mkdir(parents=True)
+    (folder / "finetune" / "rte" / "predictions.json").write_text(json.dumps({"rte": {"predictions": [{"id": "rte_0", "pred": 1}]}}))
+    missing = []
+    parts = pipeline_parts(folder, "causal", "multimodal", {"rte": 1, "devbench": shapes}, missing)
+    assert parts["devbench"] == {"lex-viz_visual": {"predictions": arrays["lex-viz_vocab"].tolist()},
+                                 "trog": {"predictions": arrays["trog"].tolist()}, "things": {"predictions": arrays["things"].tolist()}}
+    assert parts["glue"] == {"rte": {"predictions": [{"id": "rte_0", "pred": 1}]}}
+    assert missing == ["glue/boolq", "glue/mnli", "glue/mrpc", "glue/multirc", "glue/qqp", "glue/wsc", "aoa"]
+    np.save(folder / "zero_shot" / "devbench" / "gram-trog.npy", arrays["trog"].astype(int))
+    with pytest.raises(BabyMergeError, match="DevBench trog must be a float array"):
+        pipeline_parts(folder, "causal", "multimodal", {"rte": 1, "devbench": shapes}, [])
