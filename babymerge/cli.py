@@ -180,9 +180,18 @@ def _add_submit_parser(sub) -> None:
     p.add_argument("--data", help="evaluation data folder to check counts against (default $BABYMERGE_DATA or ./evaluation_data)")
     p.add_argument("--vision", action="store_true", help="include the vision tasks (withvision file)")
     p.add_argument("--allow-partial", action="store_true", help="write even if required tasks are missing (listed)")
+    p.add_argument("--format", choices=["2024", "2025"], default="2024",
+                   help="2024: NAME_*_predictions.json.gz; 2025: all_full_preds_and_fast_scores_<backend>.json (babymerge.submission2025)")
+    from .submission2025 import add_arguments
+
+    add_arguments(p)
 
 
 def _run_submit(args) -> int:
+    if args.format == "2025":
+        from .submission2025 import run
+
+        return run(args)
     from .submission import submit
 
     paths = submit(args.results, args.model, args.out, data_dir=args.data, vision=args.vision, allow_partial=args.allow_partial)

@@ -42,6 +42,7 @@ from lm_eval.api.model import TemplateLM
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .babylm2025 import SCORING_KEY, pipeline_tokens
 from .checkpoint import parse_dtype
 from .errors import BabyMergeError
 from .merge import METHODS, merge, parse_alpha
@@ -283,7 +284,14 @@ class BabyMergeLM(TemplateLM):
     # -- scoring -----------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         """Text requests go through TemplateLM's tokenisation; requests carrying images get
-        one image token per image in front of the context."""
+        one image token per image in front of the context; requests marked with
+        ``babylm2025.SCORING_KEY`` are scored as the BabyLM 2025 pipeline scores them."""
+        exact = [len(req.args) > 2 and bool(req.args[2].get(SCORING_KEY)) for req in requests]
+        if any(exact):  # score both kinds, then put the results back in request order
+            rest = [req for req, e in zip(requests, exact) if not e]
+            others = iter(self.loglikelihood(rest, disable_tqdm) if rest else [])
+            pipeline = iter(self._loglikelihood_babylm2025([req for req, e in zip(requests, exact) if e], disable_tqdm))
+            return [next(pipeline) if e else next(others) for e in exact]
         images = [req.args[2].get("visual") if len(req.args) > 2 else None for req in requests]
         if not any(images):
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
@@ -303,6 +311,26 @@ class BabyMergeLM(TemplateLM):
                 context_enc = [self.prefix_token_id]
             new_reqs.append(((context, continuation, keys), context_enc, continuation_enc))
         return self._loglikelihood_tokens(new_reqs, disable_tqdm=disable_tqdm)
+
+    def _loglikelihood_babylm2025(self, requests, disable_tqdm: bool = False):
+        """The BabyLM 2025 pipeline's scoring: ``context + continuation`` is the candidate
+        sentence, tokenised whole by the checkpoint's tokenizer with its own special tokens, and
+        the tokens overlapping ``continuation`` are scored (``babylm2025.pipeline_tokens``). No
+        black image is added here: what precedes the text is the tokenizer's business, as in the
+        pipeline. Images (``visual``) fill the sentence's image tokens in order; the items share
+        prefixes like any others. Sequences are not truncated (the pipeline does not)."""
+        items = []
+        for req in requests:
+            context, continuation, options = req.args[:3]
+            visual = options.get("visual")
+            visual = visual if isinstance(visual, list) else [visual] if visual is not None else []
+            if visual and not self.is_multimodal:
+                raise BabyMergeError(f"this task gives images, but {self.pretrained!r} is a text-only model")
+            tokens, n_scored = pipeline_tokens(self.tokenizer, context, continuation)
+            items.append((self._symbols(tokens, tuple(self._encode_image(img) for img in visual)), n_scored))
+        if self.prefix_sharing and not self._prefix_sharing_checked:
+            self._check_prefix_sharing()
+        return self._score(items, disable_tqdm=disable_tqdm)
 
     def _encode_image(self, image) -> str:
         key = _image_key(image)

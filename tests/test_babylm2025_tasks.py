@@ -1,0 +1,522 @@
+"""BabyLM 2025 text zero-shot tasks against the official 2025 pipeline, run unmodified on the same items.
+
+Small fixtures in the exact field layout of the pipeline's data files (every BLiMP paradigm,
+EWoK domain, entity-tracking subset and COMPS file, a few items each), a tiny random
+``LlamaForCausalLM`` with a tokenizer that loads without custom code (once with a BOS token
+added by the tokenizer, once without, as our own tokenizers). The pipeline runs once per
+(task, data folder) inside one subprocess (``pipeline2025_driver.py``, which also records the
+per-item log-probability sums it computes); ``lm_eval --model babymerge`` runs once per model on
+all our tasks. Per item: summed log-probabilities within 1e-4 and the same prediction; per
+subtask and group: the pipeline's accuracy (ties right) is our ``acc_pipeline``, and ``acc`` is
+it minus ``ties``; fast scores equal what ``collate_preds`` computes for the submission file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lm_eval.api.instance import Instance
+from tokenizers import processors
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from babymerge import BabyMergeError, babylm2025
+from babymerge.babylm2025 import (
+    COMPS_FILES,
+    ENTITY_TRACKING_SPLITS,
+    EWOK_DOMAINS,
+    SUPPLEMENT,
+    TASKS,
+    pipeline_prediction,
+    pipeline_tokens,
+)
+from babymerge.tokenization import train_bpe_tokenizer
+from babymerge.toy import synthetic_sentences, toy_text_config
+from conftest import BLIMP as BLIMP_DATA
+from conftest import load_task_module
+
+REPO = Path(__file__).resolve().parents[1]
+TASK_DIR = REPO / "lm_eval_tasks" / "babylm2025"
+PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
+needs_pipeline = pytest.mark.skipif(not PIPELINE.is_dir(), reason=f"the official 2025 pipeline is not at {PIPELINE}")
+utils = load_task_module("babylm2025")
+
+OURS = [e for e in TASKS.values() if e.reader]  # the text tasks (VQA and reading live elsewhere)
+# BLiMP: a few paradigms (the pipeline reads whichever files the folder has), scored one by one; the
+# other tasks whole, through their groups (the BLiMP groups average the same way as the supplement's).
+BLIMP = {
+    "full": ["adjunct_island", "principle_A_c_command", "wh_island"],
+    "fast": ["adjunct_island", "complex_NP_island"],
+}
+GROUPS = [
+    "babylm2025_blimp_supplement",
+    "babylm2025_ewok",
+    "babylm2025_entity_tracking",
+    "babylm2025_comps",
+    "babylm2025_fast_blimp_supplement",
+    "babylm2025_fast_ewok",
+    "babylm2025_fast_entity_tracking",
+]
+SINGLE = [
+    "babylm2025_wug_adj_wug_adj",
+    "babylm2025_wug_past_wug_past",
+    "babylm2025_fast_wug_adj_wug_adj",
+    "babylm2025_fast_wug_past_wug_past",
+] + [babylm2025.task_name("blimp", uid, kind) for kind in BLIMP for uid in BLIMP[kind]]
+# The pipeline's runs: (task, kind) -> its --task; the data folder is babylm2025.FOLDERS[task, kind].
+RUNS = {(e.task, e.kind): e.reader for e in OURS}
+COLLATE = {
+    "blimp": ["target", "blimp"],
+    "blimp_supplement": ["target", "blimp_supplement"],
+    "ewok": ["target", "ewok"],
+    "entity_tracking": ["target_et"],
+    "wug_adj": ["wugs", "wug_adj_nominalization"],
+    "wug_past": ["wugs", "wug_past_tense"],
+}
+
+
+# -- fixtures: data in the pipeline's layout, two tiny models -------------------------------------
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def build_data(root: Path) -> Path:
+    """The pipeline's evaluation_data/ layout: every subtask but most BLiMP paradigms, 2-3 made-up items each."""
+    rng = random.Random(0)
+    pool = synthetic_sentences(4000, seed=1)
+    sentence = lambda: rng.choice(pool)  # noqa: E731
+    noun = lambda: rng.choice(["dog", "cat", "girl", "ball", "bird", "tree"])  # noqa: E731
+
+    def pair(**fields):
+        good = sentence()
+        bad = " ".join(good.split()[::-1])  # a word-order scramble: same words, different sentence
+        return {"sentence_good": good, "sentence_bad": bad, **fields}
+
+    for kind, folder, n in (("full", "full_eval/blimp_filtered", 2), ("fast", "fast_eval/blimp_fast", 3)):
+        for uid in BLIMP[kind]:
+            if BLIMP_DATA.is_dir():  # real pairs, as the pipeline's blimp_filtered/ holds them
+                rows = [json.loads(line) for line in (BLIMP_DATA / f"{uid}.jsonl").read_text().splitlines()[3 : 3 + n]]
+            else:
+                rows = [
+                    pair(
+                        field="syntax", linguistics_term="island_effects", UID=uid, simple_LM_method=True, pairID=str(i)
+                    )
+                    for i in range(n)
+                ]
+            if uid == "adjunct_island":  # a tie: the same sentence twice
+                rows.append({**rows[0], "sentence_bad": rows[0]["sentence_good"], "pairID": "tie"})
+            write_jsonl(root / folder / f"{uid}.jsonl", rows)
+    for folder in ("full_eval/supplement_filtered", "fast_eval/supplement_fast"):
+        for name in SUPPLEMENT:  # no field/UID: the file name is the subtask
+            write_jsonl(root / folder / f"{name}.jsonl", [pair() for _ in range(2)])
+    for folder in ("full_eval/ewok_filtered", "fast_eval/ewok_fast"):
+        for domain in EWOK_DOMAINS:
+            rows = []
+            for i in range(2):
+                a, b = noun(), noun()
+                rows.append(
+                    {
+                        "Domain": domain,
+                        "ContextType": "direct",
+                        "ContextDiff": "x",
+                        "TargetDiff": "y",
+                        "Context1": f"The {a} is near the house.",
+                        "Context2": f"The {b} is far from the house.",
+                        "Target1": f"The {a} is near.",
+                        "Target2": f"The {a} is far.",
+                        "MetaTemplateID": i,
+                    }
+                )
+            if domain == "agent-properties":  # a tie: the same target twice
+                rows.append({**rows[0], "Target2": rows[0]["Target1"]})
+            write_jsonl(root / folder / f"{domain}.jsonl", rows)
+
+    def entity_rows(numops_list):
+        rows = []
+        for numops in numops_list:
+            for _ in range(2):
+                a, b, c = noun(), noun(), noun()
+                prefix = f"Box 0 contains the {a}, Box 1 contains the {b}. Move the {a} into Box 1. Box 1 contains "
+                rows.append(
+                    {
+                        "input_prefix": prefix,
+                        "options": [f"the {b} and the {a}.", f"the {c}.", "nothing."],
+                        "numops": numops,
+                        "sample_id": len(rows),
+                    }
+                )
+        return rows
+
+    for split in ENTITY_TRACKING_SPLITS:
+        write_jsonl(root / "full_eval/entity_tracking" / f"{split}.jsonl", entity_rows(range(6)))
+    write_jsonl(root / "fast_eval/entity_tracking_fast/regular.jsonl", entity_rows(range(6)))
+    for kind in ("full_eval", "fast_eval"):
+        adj = [
+            {
+                "sentences": f"The {noun()} saw its blick{'ity' if i % 2 else 'ness'}.\tThe dog saw its blickness.",
+                "ratio": round(rng.random(), 3),
+            }
+            for i in range(8)
+        ]
+        past = [
+            {
+                "sentences": f"Yesterday the {noun()} spling{s}.\tThe girl splung.\tThe girl splang.",
+                "ratio": round(rng.random(), 3),
+            }
+            for s in ("ed", "s", "ded", "ing", "ered", "t")
+        ]
+        write_jsonl(root / kind / "wug_adj_nominalization/wug_adj_nominalization.jsonl", adj)
+        write_jsonl(root / kind / "wug_past_tense/wug_past_tense.jsonl", past)
+    for stem in COMPS_FILES.values():
+        rows = [
+            {
+                "prefix_acceptable": f"A {noun()}",
+                "prefix_unacceptable": f"A {noun()}",
+                "property_phrase": "can fly.",
+                "negative_sample": noun(),
+            }
+            for _ in range(3)
+        ]
+        write_jsonl(root / "full_eval/comps" / f"{stem}.jsonl", rows)
+    return root
+
+
+def build_model(path: Path, tokenizer, bos: bool) -> Path:
+    """A tiny random LlamaForCausalLM, peaked enough (init std 0.5) that candidates rarely come close."""
+    if bos:  # what Llama-style tokenizers do: BOS in front of every text
+        tokenizer.backend_tokenizer.post_processor = processors.Sequence(
+            [
+                processors.ByteLevel(trim_offsets=False),
+                processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)]),
+            ]
+        )
+    torch.manual_seed(0)
+    config = LlamaConfig(**toy_text_config(len(tokenizer), hidden_size=32, num_layers=2), initializer_range=0.5)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("babylm2025")
+    data = build_data(root / "evaluation_data")
+    models = {
+        "bos": build_model(
+            root / "bos_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=True
+        ),
+        "plain": build_model(
+            root / "plain_model", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=False
+        ),
+    }
+    return root, data, models
+
+
+PLAIN_TASKS = [
+    "babylm2025_blimp_supplement",
+    "babylm2025_ewok",
+    "babylm2025_fast_entity_tracking",
+    "babylm2025_comps",
+    "babylm2025_wug_past_wug_past",
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline(setup):
+    """The official pipeline on every (task, folder) for the BOS model, on some for the plain one. Batch size 1:
+    in a padded batch its two candidates of an exact tie (our fixtures have two) can differ by float noise."""
+    root, data, models = setup
+    plain_runs = {
+        ("blimp_supplement", "full"),
+        ("ewok", "full"),
+        ("entity_tracking", "fast"),
+        ("comps", "full"),
+        ("wug_past", "full"),
+    }
+    runs = []
+    for (task, kind), reader in RUNS.items():
+        for name, model in models.items():
+            if name == "plain" and (task, kind) not in plain_runs:
+                continue
+            folder = data / babylm2025.FOLDERS[task, kind]
+            argv = ["--task", reader, "--data_path", str(folder), "--model_path_or_name", str(model)]
+            argv += ["--backend", "causal", "--output_dir", str(root / "pipeline_results"), "--batch_size", "1"]
+            argv += ["--save_predictions"]  # last: the driver reads the options before it as pairs
+            collate = COLLATE.get(task) if kind == "fast" else None
+            runs.append({"key": f"{name}/{task}/{kind}", "argv": argv, "collate": collate and [*collate, str(folder)]})
+    (root / "runs.json").write_text(json.dumps(runs))
+    env = {**os.environ, "PYTHONPATH": str(PIPELINE), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "pipeline2025_driver.py"),
+            str(root / "runs.json"),
+            str(root / "pipeline.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((root / "pipeline.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ours(setup):
+    """Our tasks: the `lm_eval --model babymerge` command on every text task (BOS model); lm-eval's
+    Python API, without its own task index to save time, on a few groups (plain model)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    root, data, models = setup
+    env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        "lm_eval",
+        "--model",
+        "babymerge",
+        "--model_args",
+        f"pretrained={models['bos']}",
+        "--tasks",
+        ",".join(GROUPS + SINGLE),
+        "--include_path",
+        str(REPO / "lm_eval_tasks"),
+        "--output_path",
+        str(root / "lm_eval"),
+        "--log_samples",
+        "--batch_size",
+        "auto",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (results,) = (root / "lm_eval").rglob("results_*.json")
+    samples = {}
+    for path in (root / "lm_eval").rglob("samples_*.jsonl"):
+        samples[path.name.split("samples_")[1].rsplit("_", 1)[0]] = [
+            json.loads(line) for line in path.read_text().splitlines()
+        ]
+    out = {"bos": (json.loads(results.read_text())["results"], samples)}
+    old = os.environ.get("BABYMERGE_DATA")
+    os.environ["BABYMERGE_DATA"] = str(data)
+    try:
+        manager = TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False)
+        plain = lm_eval.simple_evaluate(
+            model=BabyMergeLM(pretrained=str(models["plain"]), device="cpu"),
+            tasks=PLAIN_TASKS,
+            task_manager=manager,
+            log_samples=True,
+        )
+    finally:
+        os.environ.pop("BABYMERGE_DATA") if old is None else os.environ.update(BABYMERGE_DATA=old)
+    out["plain"] = plain["results"], plain["samples"]
+    return {
+        name: (results, {task: sorted(rows, key=lambda r: r["doc_id"]) for task, rows in samples.items()})
+        for name, (results, samples) in out.items()
+    }
+
+
+# -- agreement with the pipeline ------------------------------------------------------------------
+@needs_pipeline
+def test_every_item_scores_and_predicts_as_the_pipeline(pipeline, ours):
+    checked = {"bos": 0, "plain": 0}
+    for model, (_, samples) in ours.items():
+        for name, rows in samples.items():
+            entry = TASKS[name]
+            run = pipeline[f"{model}/{entry.task}/{entry.kind}"]
+            theirs = [lls for uid, lls in run["items"] if uid == entry.subtask]
+            predictions = run["predictions"][entry.subtask]["predictions"]
+            assert len(rows) == len(theirs) == len(predictions) > 0, name
+            for n, (row, lls, prediction) in enumerate(zip(rows, theirs, predictions)):
+                mine = [float(resp[0]) for resp in row["filtered_resps"]]  # the CLI writes them as strings
+                assert mine == pytest.approx(lls, abs=1e-4), (name, n)
+                assert prediction["id"] == f"{entry.subtask}_{row['doc_id']}"
+                expected = pipeline_prediction(row["doc"], mine)
+                assert prediction["pred"] == expected["pred"], (name, n)
+                if "prob" in prediction:
+                    assert prediction["prob"] == pytest.approx(expected["prob"], abs=1e-5)
+                checked[model] += 1
+    assert checked["bos"] > 150 and checked["plain"] > 50
+
+
+@needs_pipeline
+def test_subtask_and_group_scores_equal_the_pipeline(pipeline, ours):
+    checked = set()
+    for model, (results, _) in ours.items():
+        for entry in OURS:
+            if entry.name not in results:
+                continue
+            run, mine = pipeline[f"{model}/{entry.task}/{entry.kind}"], results[entry.name]
+            if entry.reader.startswith("wug"):  # Spearman over the task's items
+                assert mine["spearman,none"] == pytest.approx(run["average"], abs=1e-6)
+                continue
+            assert mine["acc_pipeline,none"] * 100 == pytest.approx(run["accuracies"]["UID"][entry.subtask], abs=1e-9)
+            assert mine["acc,none"] == pytest.approx(mine["acc_pipeline,none"] - mine["ties,none"], abs=1e-12)
+        for (
+            task,
+            kind,
+        ), reader in RUNS.items():  # group means are the pipeline's averages (ET: per split, then over them)
+            group = f"babylm2025_{'fast_' if kind == 'fast' else ''}{task}"
+            if group in results and group in GROUPS:
+                assert results[group]["acc_pipeline,none"] * 100 == pytest.approx(
+                    pipeline[f"{model}/{task}/{kind}"]["average"]
+                )
+                checked.add(group)
+    assert checked == set(GROUPS)
+    bos = ours["bos"][0]
+    tie = bos["babylm2025_blimp_adjunct_island"]  # the tie: right there, wrong here
+    assert tie["ties,none"] == pytest.approx(1 / 3) and tie["acc_pipeline,none"] - tie["acc,none"] == pytest.approx(
+        1 / 3
+    )
+    assert bos["babylm2025_fast_ewok_agent-properties"]["ties,none"] == pytest.approx(1 / 3)
+
+
+@needs_pipeline
+def test_fast_scores_equal_collate_preds(pipeline, ours):
+    """The per-subtask fast scores the submission file carries (collate_preds on the pipeline's predictions)."""
+    results = ours["bos"][0]
+    for entry in OURS:
+        if entry.kind != "fast" or entry.name not in results:
+            continue
+        collated = pipeline[f"bos/{entry.task}/fast"]["collate"][entry.subtask]
+        metric = "spearman,none" if entry.reader.startswith("wug") else "acc_pipeline,none"
+        assert results[entry.name][metric] == pytest.approx(collated, abs=1e-6), entry.name
+
+
+@needs_pipeline
+def test_table_uses_the_pipelines_names_and_checkpoint_order(pipeline):
+    constants = pipeline["constants"]
+    assert babylm2025.FAST_REVISIONS == constants["FAST_REVISIONS"]
+    assert babylm2025.STRICT_SMALL_FAST_REVISIONS == constants["STRICT_SMALL_FAST_REVISIONS"]
+    for task, subtasks in constants["FULL_SIZES"].items():  # collate_preds checks lower-cased subtask names
+        ours_full = sorted(e.subtask.lower() for e in TASKS.values() if e.task == task and e.kind == "full")
+        assert ours_full == sorted(subtasks), task
+    assert (
+        sorted(e.subtask for e in OURS if e.task == "entity_tracking" and e.kind == "fast")
+        == constants["FAST_ENTITY_TRACKING"]
+    )
+
+
+# -- the tasks themselves -------------------------------------------------------------------------
+def test_yamls_match_the_table():
+    for entry in OURS:
+        config = yaml.safe_load((TASK_DIR / entry.task / f"{entry.name}.yaml").read_text())
+        assert config["task"] == entry.name
+        assert config["dataset_kwargs"] == {
+            "folder": entry.folder,
+            "file": entry.file,
+            "subtask": entry.subtask,
+            "reader": entry.reader,
+        }
+    groups = {
+        p.stem: yaml.safe_load(p.read_text())["task"]
+        for p in TASK_DIR.glob("*/babylm2025*.yaml")
+        if "group:" in p.read_text()
+    }
+    assert len(groups["babylm2025_blimp"]) == len(groups["babylm2025_fast_blimp"]) == 67
+    assert groups["babylm2025_entity_tracking"] == [f"babylm2025_entity_tracking_{s}" for s in ENTITY_TRACKING_SPLITS]
+    assert len(groups["babylm2025_fast_entity_tracking"]) == 6 and len(groups["babylm2025_comps"]) == 4
+    fast = yaml.safe_load((TASK_DIR / "babylm2025_fast.yaml").read_text())["task"]
+    full = yaml.safe_load((TASK_DIR / "babylm2025_full_zero_shot.yaml").read_text())["task"]
+    from lm_eval.tasks import TaskManager
+
+    known = set(TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False).all_tasks)
+    assert {e.name for e in OURS} | set(groups) | {"babylm2025_fast", "babylm2025_full_zero_shot"} <= known
+    assert set(fast) | set(full) <= known  # the top groups name only tasks that exist (H6's included)
+    covered = lambda members: {t for m in members for t in groups.get(m, [m]) for t in groups.get(t, [t])}  # noqa: E731
+    assert {e.name for e in OURS if e.kind == "fast"} <= covered(fast)
+    assert {e.name for e in OURS if e.kind == "full"} <= covered(full)
+
+
+def test_pipeline_tokens_follow_character_offsets(setup):
+    from transformers import AutoTokenizer
+
+    _, _, models = setup
+    bos, plain = (AutoTokenizer.from_pretrained(models[name]) for name in ("bos", "plain"))
+    text = bos("The dog sees a cat.")["input_ids"]
+    assert pipeline_tokens(bos, "", "The dog sees a cat.") == (text, len(text) - 1)  # every word after BOS
+    text = plain("The dog sees a cat.")["input_ids"]
+    assert pipeline_tokens(plain, "", "The dog sees a cat.") == (text, len(text) - 1)  # the first token never
+    context = "The dog sees"
+    tokens, n = pipeline_tokens(bos, context, " a cat.")
+    encoding = bos(context + " a cat.", return_offsets_mapping=True)
+    assert tokens == encoding["input_ids"] and n == sum(end > len(context) for _, end in encoding["offset_mapping"])
+    assert n == len(bos(" a cat.", add_special_tokens=False)["input_ids"])
+
+
+def test_ties_and_spearman_are_counted_as_documented():
+    assert utils.process_results({}, [(-3.0, False), (-3.0, False), (-5.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 1.0,
+        "ties": 1.0,
+    }
+    assert utils.process_results({}, [(-2.0, False), (-3.0, False)]) == {"acc": 1.0, "acc_pipeline": 1.0, "ties": 0.0}
+    assert utils.process_results({}, [(-4.0, False), (-3.0, False), (-4.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 0.0,
+        "ties": 0.0,
+    }
+    assert babylm2025.choose([-3.0, -3.0]) == 0 and babylm2025.choose([-4.0, -3.0, -3.0]) == 1
+    assert babylm2025.first_probability([0.0, 0.0]) == pytest.approx(0.5)
+    assert babylm2025.first_probability([-1000.0, 0.0]) == pytest.approx(0.0)
+    assert utils.spearman([(0.1, 1.0), (0.2, 3.0), (0.3, 2.0)]) == pytest.approx(0.5)
+
+
+def test_missing_data_and_malformed_lines_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("BABYMERGE_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(BabyMergeError, match=r"nowhere/full_eval/ewok_filtered does not exist.*BABYMERGE_DATA"):
+        utils.load("full_eval/ewok_filtered", "agent-properties", "agent-properties", "ewok")
+    write_jsonl(tmp_path / "full_eval/ewok_filtered/agent-properties.jsonl", [{"Domain": "agent-properties"}])
+    monkeypatch.setenv("BABYMERGE_DATA", str(tmp_path))
+    with pytest.raises(BabyMergeError, match=r"agent-properties.jsonl, line 1: not a ewok line"):
+        utils.load("full_eval/ewok_filtered", "agent-properties", "agent-properties", "ewok")
+
+
+def test_pipeline_requests_mix_with_ordinary_ones(setup):
+    """One loglikelihood call with both kinds (as lm-eval sends every task's requests at once)."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    _, _, models = setup
+    lm = BabyMergeLM(pretrained=str(models["bos"]), device="cpu")
+    marked = {babylm2025.SCORING_KEY: "causal"}
+    ordinary = [Instance("loglikelihood", {}, ("The dog", " sees a cat."), 0)]
+    exact = [Instance("loglikelihood", {}, ("The dog", " sees a cat.", marked), 0)]
+    mixed = lm.loglikelihood([ordinary[0], exact[0], ordinary[0]])
+    assert mixed == [lm.loglikelihood(ordinary)[0], lm.loglikelihood(exact)[0], lm.loglikelihood(ordinary)[0]]
+    model, tokenizer = lm.model, lm.tokenizer  # the marked one by hand: full text, scored tokens after the first
+    encoding = tokenizer("The dog sees a cat.", return_offsets_mapping=True)
+    ids, scored = encoding["input_ids"], torch.tensor([end > len("The dog") for _, end in encoding["offset_mapping"]])
+    with torch.no_grad():
+        logp = (
+            model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        )
+    assert mixed[1][0] == pytest.approx(float(logp[scored[1:]].sum()), abs=1e-4)
+
+
+def test_babyllava_is_scored_as_its_tokenizer_encodes_the_text(toy):
+    """Our multimodal checkpoint: no black image of our own in front; whatever the checkpoint's tokenizer
+    makes of the sentence (an ``<image>`` token included, which the model fills with the black image) is
+    what the model reads, as when the pipeline calls ``model(input_ids=...)``. Checked against that forward."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
+    marked = {babylm2025.SCORING_KEY: "causal"}
+    texts = [("", "The dog sees a cat."), ("The dog sees", " a big cat."), ("<image> The dog", " sees a cat.")]
+    got = lm.loglikelihood([Instance("loglikelihood", {}, (c, x, marked), i) for i, (c, x) in enumerate(texts)])
+    for (context, continuation), (score, _) in zip(texts, got):
+        encoding = lm.tokenizer(context + continuation, return_offsets_mapping=True)
+        ids = encoding["input_ids"]
+        scored = torch.tensor([end > len(context) for _, end in encoding["offset_mapping"]])[1:]
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([ids])).logits[0, :-1]
+        logp = logits.log_softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+        assert score == pytest.approx(float(logp[scored].sum()), abs=1e-4)
