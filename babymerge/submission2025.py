@@ -42,56 +42,158 @@ from .errors import BabyMergeError
 
 # -- what collate_preds.py checks (evaluation_pipeline/collate_preds.py, commit bf55c11) ------------------------------
 BLIMP_SIZES = dict(
-    superlative_quantifiers_2=986, superlative_quantifiers_1=979, anaphor_gender_agreement=971, principle_a_reconstruction=967,
-    irregular_past_participle_adjectives=961, sentential_subject_island=961, wh_island=960,
-    left_branch_island_simple_question=951, coordinate_structure_constraint_object_extraction=949, tough_vs_raising_1=948,
-    left_branch_island_echo_question=947, principle_a_c_command=946, regular_plural_subject_verb_agreement_2=945,
-    irregular_past_participle_verbs=942, determiner_noun_agreement_with_adj_2=941, principle_a_domain_3=941,
-    determiner_noun_agreement_with_adjective_1=933, anaphor_number_agreement=931, determiner_noun_agreement_2=931,
-    existential_there_quantifiers_1=930, determiner_noun_agreement_1=929, matrix_question_npi_licensor_present=929,
-    adjunct_island=928, existential_there_subject_raising=924, animate_subject_trans=923, drop_argument=920,
-    tough_vs_raising_2=920, wh_vs_that_with_gap=919, sentential_negation_npi_licensor_present=919, principle_a_case_2=915,
-    principle_a_domain_2=915, principle_a_domain_1=914, npi_present_2=914, principle_a_case_1=912,
-    existential_there_quantifiers_2=911, wh_vs_that_with_gap_long_distance=910, npi_present_1=909,
-    coordinate_structure_constraint_complex_left_branch=906, passive_2=903, wh_questions_subject_gap=898,
-    animate_subject_passive=895, irregular_plural_subject_verb_agreement_2=892, regular_plural_subject_verb_agreement_1=890,
-    only_npi_licensor_present=882, wh_vs_that_no_gap_long_distance=875, distractor_agreement_relative_clause=871,
-    sentential_negation_npi_scope=871, intransitive=868, transitive=868, wh_vs_that_no_gap=861, wh_questions_object_gap=859,
-    wh_questions_subject_gap_long_distance=857, inchoative=855, complex_np_island=846, passive_1=840,
-    determiner_noun_agreement_with_adj_irregular_2=840, only_npi_scope=837, ellipsis_n_bar_2=828,
-    determiner_noun_agreement_irregular_2=820, causative=818, existential_there_object_raising=812,
-    irregular_plural_subject_verb_agreement_1=804, ellipsis_n_bar_1=802, distractor_agreement_relational_noun=788,
-    expletive_it_object_raising=759, determiner_noun_agreement_with_adj_irregular_1=718, determiner_noun_agreement_irregular_1=681,
-)  # fmt: skip
-ENTITY_TRACKING_FAST = {"regular_0_ops": 606, "regular_1_ops": 607, "regular_2_ops": 606, "regular_3_ops": 606,
-                        "regular_4_ops": 568, "regular_5_ops": 159}  # fmt: skip
+    superlative_quantifiers_2=986,
+    superlative_quantifiers_1=979,
+    anaphor_gender_agreement=971,
+    principle_a_reconstruction=967,
+    irregular_past_participle_adjectives=961,
+    sentential_subject_island=961,
+    wh_island=960,
+    left_branch_island_simple_question=951,
+    coordinate_structure_constraint_object_extraction=949,
+    tough_vs_raising_1=948,
+    left_branch_island_echo_question=947,
+    principle_a_c_command=946,
+    regular_plural_subject_verb_agreement_2=945,
+    irregular_past_participle_verbs=942,
+    determiner_noun_agreement_with_adj_2=941,
+    principle_a_domain_3=941,
+    determiner_noun_agreement_with_adjective_1=933,
+    anaphor_number_agreement=931,
+    determiner_noun_agreement_2=931,
+    existential_there_quantifiers_1=930,
+    determiner_noun_agreement_1=929,
+    matrix_question_npi_licensor_present=929,
+    adjunct_island=928,
+    existential_there_subject_raising=924,
+    animate_subject_trans=923,
+    drop_argument=920,
+    tough_vs_raising_2=920,
+    wh_vs_that_with_gap=919,
+    sentential_negation_npi_licensor_present=919,
+    principle_a_case_2=915,
+    principle_a_domain_2=915,
+    principle_a_domain_1=914,
+    npi_present_2=914,
+    principle_a_case_1=912,
+    existential_there_quantifiers_2=911,
+    wh_vs_that_with_gap_long_distance=910,
+    npi_present_1=909,
+    coordinate_structure_constraint_complex_left_branch=906,
+    passive_2=903,
+    wh_questions_subject_gap=898,
+    animate_subject_passive=895,
+    irregular_plural_subject_verb_agreement_2=892,
+    regular_plural_subject_verb_agreement_1=890,
+    only_npi_licensor_present=882,
+    wh_vs_that_no_gap_long_distance=875,
+    distractor_agreement_relative_clause=871,
+    sentential_negation_npi_scope=871,
+    intransitive=868,
+    transitive=868,
+    wh_vs_that_no_gap=861,
+    wh_questions_object_gap=859,
+    wh_questions_subject_gap_long_distance=857,
+    inchoative=855,
+    complex_np_island=846,
+    passive_1=840,
+    determiner_noun_agreement_with_adj_irregular_2=840,
+    only_npi_scope=837,
+    ellipsis_n_bar_2=828,
+    determiner_noun_agreement_irregular_2=820,
+    causative=818,
+    existential_there_object_raising=812,
+    irregular_plural_subject_verb_agreement_1=804,
+    ellipsis_n_bar_1=802,
+    distractor_agreement_relational_noun=788,
+    expletive_it_object_raising=759,
+    determiner_noun_agreement_with_adj_irregular_1=718,
+    determiner_noun_agreement_irregular_1=681,
+)
+ENTITY_TRACKING_FAST = {
+    "regular_0_ops": 606,
+    "regular_1_ops": 607,
+    "regular_2_ops": 606,
+    "regular_3_ops": 606,
+    "regular_4_ops": 568,
+    "regular_5_ops": 159,
+}
 # Sizes per task: a number (every subtask) or {subtask (lower case, as collate_preds compares): number}.
 FULL_SIZES = {
     "blimp": BLIMP_SIZES,
-    "blimp_supplement": {"hypernym": 842, "qa_congruence_easy": 64, "qa_congruence_tricky": 165, "subject_aux_inversion": 3867,
-                         "turn_taking": 280},
-    "ewok": {"agent-properties": 2210, "social-relations": 1548, "physical-relations": 818, "material-dynamics": 770,
-             "physical-interactions": 556, "spatial-relations": 490, "social-properties": 328, "quantitative-properties": 314,
-             "social-interactions": 294, "material-properties": 170, "physical-dynamics": 120},
-    "entity_tracking": {**ENTITY_TRACKING_FAST, "ambiref_0_ops": 607, "ambiref_1_ops": 607, "ambiref_2_ops": 604,
-                        "ambiref_3_ops": 604, "ambiref_4_ops": 615, "ambiref_5_ops": 187, "move_contents_0_ops": 605,
-                        "move_contents_1_ops": 606, "move_contents_2_ops": 605, "move_contents_3_ops": 606,
-                        "move_contents_4_ops": 529, "move_contents_5_ops": 156},
-    "wug_adj": 200, "wug_past": 50,
+    "blimp_supplement": {
+        "hypernym": 842,
+        "qa_congruence_easy": 64,
+        "qa_congruence_tricky": 165,
+        "subject_aux_inversion": 3867,
+        "turn_taking": 280,
+    },
+    "ewok": {
+        "agent-properties": 2210,
+        "social-relations": 1548,
+        "physical-relations": 818,
+        "material-dynamics": 770,
+        "physical-interactions": 556,
+        "spatial-relations": 490,
+        "social-properties": 328,
+        "quantitative-properties": 314,
+        "social-interactions": 294,
+        "material-properties": 170,
+        "physical-dynamics": 120,
+    },
+    "entity_tracking": {
+        **ENTITY_TRACKING_FAST,
+        "ambiref_0_ops": 607,
+        "ambiref_1_ops": 607,
+        "ambiref_2_ops": 604,
+        "ambiref_3_ops": 604,
+        "ambiref_4_ops": 615,
+        "ambiref_5_ops": 187,
+        "move_contents_0_ops": 605,
+        "move_contents_1_ops": 606,
+        "move_contents_2_ops": 605,
+        "move_contents_3_ops": 606,
+        "move_contents_4_ops": 529,
+        "move_contents_5_ops": 156,
+    },
+    "wug_adj": 200,
+    "wug_past": 50,
     "comps": {"base": 49340, "wugs_dist_before": 13896, "wugs_dist_in_between": 13896, "wugs": 13896},
     "reading": 1726,
-    "boolq": 1635, "mnli": 4908, "mrpc": 204, "multirc": 2424, "qqp": 20215, "rte": 139, "wsc": 52,
-    "winoground": 746, "vqa": 25230,
-}  # fmt: skip
-FAST_SIZES = {"blimp": 200, "blimp_supplement": 50, "ewok": 100, "entity_tracking": ENTITY_TRACKING_FAST, "reading": 1726,
-              "wug_adj": 200, "wug_past": 50}  # fmt: skip
+    "boolq": 1635,
+    "mnli": 4908,
+    "mrpc": 204,
+    "multirc": 2424,
+    "qqp": 20215,
+    "rte": 139,
+    "wsc": 52,
+    "winoground": 746,
+    "vqa": 25230,
+}
+FAST_SIZES = {
+    "blimp": 200,
+    "blimp_supplement": 50,
+    "ewok": 100,
+    "entity_tracking": ENTITY_TRACKING_FAST,
+    "reading": 1726,
+    "wug_adj": 200,
+    "wug_past": 50,
+}
 AOA_SIZE = 8005  # surprisal rows per checkpoint
 DEVBENCH_SHAPES = {"lex-viz_vocab": (119, 4, 1), "trog": (76, 4, 1), "things": (1854, 1854)}
 # The subtasks the pipeline's data have (the required ones): the full sizes' keys, in the data's spelling.
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 FULL_TEXT_TASKS = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading")
 VISION_TASKS = ("vqa", "winoground")
-FAST_TASKS = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "reading")  # collate's order
+FAST_TASKS = (
+    "blimp",
+    "blimp_supplement",
+    "ewok",
+    "entity_tracking",
+    "wug_adj",
+    "wug_past",
+    "reading",
+)  # collate's order
 TRACKS = ("multimodal", "strict", "strict-small", "interaction")
 
 # -- reading: the ΔR² collate_preds reports (evaluation_pipeline/collate_preds.py: _calculate_reading_results) -------
@@ -142,7 +244,10 @@ def _read_samples(path: Path) -> list[dict]:
     samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     ids = [int(s["doc_id"]) for s in samples]
     if sorted(ids) != list(range(len(ids))):
-        raise BabyMergeError(f"{path}: doc_ids are not 0..{len(ids) - 1} (duplicated, or a --limit/--samples run?): one sample per item is needed")
+        raise BabyMergeError(
+            f"{path}: doc_ids are not 0..{len(ids) - 1} (duplicated, or a --limit/--samples run?): "
+            "one sample per item is needed"
+        )
     return sorted(samples, key=lambda s: int(s["doc_id"]))
 
 
@@ -176,7 +281,9 @@ def predictions(task: str, samples: list[dict]) -> list[dict]:
         out = []
         for s in samples:
             lls = _loglikelihoods(s)
-            out.append({"id": int(s["doc"]["index"]), "pred": -lls[0], "prev_pred": -lls[1] if len(lls) > 1 else math.nan})
+            out.append(
+                {"id": int(s["doc"]["index"]), "pred": -lls[0], "prev_pred": -lls[1] if len(lls) > 1 else math.nan}
+            )
         return out
     if task == "winoground":  # the existing winoground_filtered task: the pipeline reports the caption itself
         return [{"pred": [s["doc"]["caption_0"], s["doc"]["caption_1"]][_choose(_loglikelihoods(s))]} for s in samples]
@@ -202,13 +309,19 @@ def fast_score(task: str, samples: list[dict]) -> float | dict[str, float]:
     if task == "reading":
         import pandas as pd
 
-        frame = pd.DataFrame([{**{c: s["doc"][c] for c in READING_COLUMNS}, "pred": e["pred"], "prev_pred": e["prev_pred"]}
-                              for s, e in zip(samples, entries)]).apply(pd.to_numeric)  # fmt: skip
+        frame = pd.DataFrame(
+            [
+                {**{c: s["doc"][c] for c in READING_COLUMNS}, "pred": e["pred"], "prev_pred": e["prev_pred"]}
+                for s, e in zip(samples, entries)
+            ]
+        ).apply(pd.to_numeric)
         return reading_scores(frame)
     correct = 0
     for sample, entry in zip(samples, entries):
         doc = sample["doc"]
-        target = {"ewok": doc.get("Target1"), "entity_tracking": (doc.get("options") or [None])[0]}.get(task, doc.get("sentence_good"))
+        target = {"ewok": doc.get("Target1"), "entity_tracking": (doc.get("options") or [None])[0]}.get(
+            task, doc.get("sentence_good")
+        )
         pred = entry["pred"].strip() if isinstance(entry["pred"], str) else entry["pred"]
         correct += pred == (target.strip() if isinstance(target, str) else target)
     return correct / len(samples)
@@ -235,7 +348,10 @@ def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict,
     for subtask, items in subtasks.items():
         expected = _expected(sizes, task, subtask)
         if expected is None:
-            raise BabyMergeError(f"{where}: {task} has no subtask {subtask!r} in the pipeline (expected one of {_required(sizes, task, kind)})")
+            raise BabyMergeError(
+                f"{where}: {task} has no subtask {subtask!r} in the pipeline "
+                f"(expected one of {_required(sizes, task, kind)})"
+            )
         if len(items) != expected:
             raise BabyMergeError(
                 f"{where}: {task}/{subtask} has {len(items)} predictions, the pipeline requires {expected} "
@@ -245,7 +361,8 @@ def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict,
 
 # -- the parts the pipeline produces ----------------------------------------------------------------------------------
 def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str]) -> dict:
-    """GLUE, AoA and DevBench from the pipeline's ``results/<model>/main`` folder, checked as collate_preds checks them."""
+    """GLUE, AoA and DevBench from the pipeline's ``results/<model>/main`` folder, checked as collate_preds
+    checks them; what is not there is added to ``missing``."""
     import numpy as np
 
     folder, parts = Path(folder), {}
@@ -266,13 +383,19 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
         steps = [r["step"] for r in loaded["results"]]
         wanted = checkpoints(track)
         if set(steps) != set(wanted) or any(steps.count(c) != sizes.get("aoa", AOA_SIZE) for c in wanted):
-            raise BabyMergeError(f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of {len(wanted)} checkpoints {wanted[0]}..{wanted[-1]}")
+            raise BabyMergeError(
+                f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of the {len(wanted)} "
+                f"checkpoints {wanted[0]}..{wanted[-1]}"
+            )
         parts["aoa"] = loaded
     else:
         missing.append("aoa")
     if track == "multimodal":
-        files = {"lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"), "trog": ("trog", "gram-trog.npy"),
-                 "things": ("things", "sem-things_pairwise_sims.npy")}  # fmt: skip
+        files = {
+            "lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"),
+            "trog": ("trog", "gram-trog.npy"),
+            "things": ("things", "sem-things_pairwise_sims.npy"),
+        }
         devbench = {}
         for key, (shape_key, name) in files.items():
             path = folder / "zero_shot" / "devbench" / name
@@ -282,7 +405,9 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
             array = np.load(path)
             shape = tuple(sizes.get("devbench", DEVBENCH_SHAPES)[shape_key])
             if array.shape != shape or not str(array.dtype).startswith("float"):
-                raise BabyMergeError(f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}")
+                raise BabyMergeError(
+                    f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}"
+                )
             devbench[key] = {"predictions": array.tolist()}
         if devbench:
             parts["devbench"] = devbench
@@ -290,8 +415,17 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
 
 
 # -- the file ---------------------------------------------------------------------------------------------------------
-def build(results, model: str, fast_results=None, *, pipeline_results=None, backend: str = "causal", track: str = "multimodal",
-          sizes: dict | None = None, allow_partial: bool = False) -> tuple[dict, list[str]]:  # fmt: skip
+def build(
+    results,
+    model: str,
+    fast_results=None,
+    *,
+    pipeline_results=None,
+    backend: str = "causal",
+    track: str = "multimodal",
+    sizes: dict | None = None,
+    allow_partial: bool = False,
+) -> tuple[dict, list[str]]:
     """The submission dict (collate_preds' layout) and the list of what is missing."""
     if track not in TRACKS:
         raise BabyMergeError(f"unknown track {track!r}; one of {TRACKS}")
@@ -325,7 +459,11 @@ def build(results, model: str, fast_results=None, *, pipeline_results=None, back
                 subtasks = found.get(task, {})
                 _check_counts(f"{folder} (fast)", task, subtasks, fast_sizes, "fast")
                 if folder.is_dir():
-                    missing += [f"fast/{checkpoint}/{task}/{s}" for s in _required(fast_sizes, task, "fast") if s not in subtasks]
+                    missing += [
+                        f"fast/{checkpoint}/{task}/{s}"
+                        for s in _required(fast_sizes, task, "fast")
+                        if s not in subtasks
+                    ]
                 if task == "reading":
                     fast_eval[task].append(fast_score(task, subtasks["reading"]) if "reading" in subtasks else {})
                 else:
@@ -334,7 +472,9 @@ def build(results, model: str, fast_results=None, *, pipeline_results=None, back
     else:
         missing.append("fast_eval_results")
     if missing and not allow_partial:
-        raise BabyMergeError(f"the 2025 submission lacks {len(missing)} parts, e.g. {missing[:6]}; produce them, or pass --allow-partial")
+        raise BabyMergeError(
+            f"the 2025 submission lacks {len(missing)} parts, e.g. {missing[:6]}; produce them, or pass --allow-partial"
+        )
     return out, missing
 
 
@@ -352,21 +492,43 @@ def submit(results, model: str, out, fast_results=None, **kwargs) -> tuple[Path,
 def add_arguments(parser) -> None:
     """The 2025 options of ``babymerge submit``; --results, --model, --out and --allow-partial are shared with 2024."""
     group = parser.add_argument_group("--format 2025")
-    group.add_argument("--fast-results", metavar="DIR",
-                       help="folder with one lm-eval output folder per checkpoint, named chck_1M ... chck_1000M (fast tasks)")
-    group.add_argument("--pipeline-results", metavar="DIR",
-                       help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it")
+    group.add_argument(
+        "--fast-results",
+        metavar="DIR",
+        help="folder with one lm-eval output folder per checkpoint, named chck_1M ... chck_1000M (fast tasks)",
+    )
+    group.add_argument(
+        "--pipeline-results",
+        metavar="DIR",
+        help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
+    )
     group.add_argument("--backend", default="causal", help="backend name in the file name (default causal)")
-    group.add_argument("--track", default="multimodal", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
-    group.add_argument("--sizes", metavar="JSON", help='replace the official counts, for small fixtures: {"full": {...}, "fast": {...}}')
+    group.add_argument(
+        "--track",
+        default="multimodal",
+        choices=TRACKS,
+        help="sets the checkpoints and vision tasks (default multimodal)",
+    )
+    group.add_argument(
+        "--sizes",
+        metavar="JSON",
+        help='replace the official counts, for small fixtures: {"full": {...}, "fast": {...}}',
+    )
 
 
 def run(args) -> int:
     sizes = json.loads(Path(args.sizes).read_text()) if args.sizes else None
     path, missing = submit(
-        args.results, args.model, args.out, args.fast_results, pipeline_results=args.pipeline_results, backend=args.backend,
-        track=args.track, sizes=sizes, allow_partial=args.allow_partial,
-    )  # fmt: skip
+        args.results,
+        args.model,
+        args.out,
+        args.fast_results,
+        pipeline_results=args.pipeline_results,
+        backend=args.backend,
+        track=args.track,
+        sizes=sizes,
+        allow_partial=args.allow_partial,
+    )
     if missing:
         print(f"partial submission: {len(missing)} parts missing: {', '.join(missing)}")
     print(f"wrote {path}")

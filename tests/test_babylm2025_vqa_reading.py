@@ -24,25 +24,47 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_task_module
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
 from babymerge.toy import synthetic_sentences
-from conftest import load_task_module
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
-needs_pipeline = pytest.mark.skipif(not (PIPELINE / "evaluation_pipeline").is_dir(), reason=f"the 2025 pipeline is not at {PIPELINE}")
+needs_pipeline = pytest.mark.skipif(
+    not (PIPELINE / "evaluation_pipeline").is_dir(), reason=f"the 2025 pipeline is not at {PIPELINE}"
+)
 vqa = load_task_module("babylm2025/vqa")
 reading = load_task_module("babylm2025/reading")
 
 
 def lm_eval(model_args, tasks, include, data, out):
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", model_args, "--tasks", tasks,
-           "--include_path", str(include), "--batch_size", "auto", "--device", "cpu", "--output_path", str(out), "--log_samples"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)}, cwd=out.parent)
+    cmd = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "babymerge",
+        "--model_args",
+        model_args,
+        "--tasks",
+        tasks,
+        "--include_path",
+        str(include),
+        "--batch_size",
+        "auto",
+        "--device",
+        "cpu",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)}, cwd=out.parent
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     samples = {}
     for path in out.rglob("samples_*.jsonl"):
@@ -62,15 +84,22 @@ def vqa_data(tmp_path_factory):
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)) for i in range(6)]
     pictures[3] = pictures[3].convert("L")  # VQAv2 has greyscale pictures: the pipeline converts them to RGB
-    datasets.Dataset.from_dict({"image": pictures, "question_id": list(range(6))}).cast_column("image", datasets.Image()).save_to_disk(
-        root / "vqav2_validation"
-    )
+    datasets.Dataset.from_dict({"image": pictures, "question_id": list(range(6))}).cast_column(
+        "image", datasets.Image()
+    ).save_to_disk(root / "vqav2_validation")
     rand = random.Random(1)
     rows = []
     for i, idx in enumerate([4, 0, 3, 5]):
         answers = rand.sample(WORDS, 8)
-        rows.append({"question": f"What is near the {WORDS[i]}?", "target_ans": answers[0], "distractors": answers[1:],
-                     "idx_in_hf_dataset": idx, "question_id": 100 + i})  # fmt: skip
+        rows.append(
+            {
+                "question": f"What is near the {WORDS[i]}?",
+                "target_ans": answers[0],
+                "distractors": answers[1:],
+                "idx_in_hf_dataset": idx,
+                "question_id": 100 + i,
+            }
+        )
     rows[2]["distractors"][4] = rows[2]["target_ans"]  # the same string twice: an exact tie
     (root / "full_eval" / "vqa_filtered").mkdir(parents=True)
     (root / "full_eval" / "vqa_filtered" / "vqa_filtered.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -96,7 +125,13 @@ def hand_vqa_scores(checkpoint, image, question, answers):
 
 def test_vqa_equals_hand_built_pipeline_scoring(toy, vqa_data, tmp_path):
     root, rows = vqa_data
-    samples, results = lm_eval(f"pretrained={toy.mm}", "babylm2025_vqa_vqa", REPO / "lm_eval_tasks" / "babylm2025" / "vqa", root, tmp_path / "out")
+    samples, results = lm_eval(
+        f"pretrained={toy.mm}",
+        "babylm2025_vqa_vqa",
+        REPO / "lm_eval_tasks" / "babylm2025" / "vqa",
+        root,
+        tmp_path / "out",
+    )
     samples = samples["babylm2025_vqa_vqa"]
     assert len(samples) == len(rows)
     images = datasets.load_from_disk(str(root / "vqav2_validation"))
@@ -114,24 +149,42 @@ def test_vqa_equals_hand_built_pipeline_scoring(toy, vqa_data, tmp_path):
         assert sample["doc"]["preds"] == [" " + a for a in answers]  # what the pipeline writes as `pred`
     assert samples[2]["ties"] == 1.0 and samples[2]["acc"] == 0.0 and samples[2]["acc_pipeline"] == 1.0
     # the submission file's VQA entries: the pipeline's rule (first argmax) on the hand-built scores
-    submission, missing = build(tmp_path / "out", "mm", sizes={"full": {**FULL_SIZES, "vqa": len(rows)}}, allow_partial=True)
+    submission, missing = build(
+        tmp_path / "out", "mm", sizes={"full": {**FULL_SIZES, "vqa": len(rows)}}, allow_partial=True
+    )
     expected_preds = []
     for row in rows:
         answers = [row["target_ans"], *row["distractors"]]
         scores = hand_vqa_scores(toy.mm, images[row["idx_in_hf_dataset"]]["image"], row["question"], answers)
         expected_preds.append(" " + answers[scores.index(max(scores))])
-    assert submission["vqa"] == {"vqa": {"predictions": [{"id": f"vqa_{n}", "pred": p} for n, p in enumerate(expected_preds)]}}
+    assert submission["vqa"] == {
+        "vqa": {"predictions": [{"id": f"vqa_{n}", "pred": p} for n, p in enumerate(expected_preds)]}
+    }
     assert "winoground/winoground" in missing and "vqa/vqa" not in missing
     metrics = results["babylm2025_vqa_vqa"]
-    assert metrics["acc,none"] == pytest.approx(np.mean(acc)) and metrics["acc_pipeline,none"] == pytest.approx(np.mean(acc_pipeline))
+    assert metrics["acc,none"] == pytest.approx(np.mean(acc)) and metrics["acc_pipeline,none"] == pytest.approx(
+        np.mean(acc_pipeline)
+    )
     assert metrics["ties,none"] == pytest.approx(np.mean(ties))
 
 
 def test_vqa_ties_by_hand():
     # the pipeline's torch.max picks the first maximum: the right answer (candidate 0) wins a tie
-    assert vqa.process_results({}, [(-1.0, False), (-1.0, False), (-3.0, False)]) == {"acc": 0.0, "acc_pipeline": 1.0, "ties": 1.0}
-    assert vqa.process_results({}, [(-0.5, False), (-1.0, False), (-3.0, False)]) == {"acc": 1.0, "acc_pipeline": 1.0, "ties": 0.0}
-    assert vqa.process_results({}, [(-2.0, False), (-1.0, False), (-3.0, False)]) == {"acc": 0.0, "acc_pipeline": 0.0, "ties": 0.0}
+    assert vqa.process_results({}, [(-1.0, False), (-1.0, False), (-3.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 1.0,
+        "ties": 1.0,
+    }
+    assert vqa.process_results({}, [(-0.5, False), (-1.0, False), (-3.0, False)]) == {
+        "acc": 1.0,
+        "acc_pipeline": 1.0,
+        "ties": 0.0,
+    }
+    assert vqa.process_results({}, [(-2.0, False), (-1.0, False), (-3.0, False)]) == {
+        "acc": 0.0,
+        "acc_pipeline": 0.0,
+        "ties": 0.0,
+    }
 
 
 def test_vqa_bad_input(vqa_data, tmp_path, monkeypatch):
@@ -153,12 +206,25 @@ def test_vqa_bad_input(vqa_data, tmp_path, monkeypatch):
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
-VARIABLES = ["RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound", "self_paced_reading_time", "ELAN", "LAN", "N400", "P600", "EPNP", "PNP"]
+VARIABLES = [
+    "RTfirstfix",
+    "RTfirstpass",
+    "RTgopast",
+    "RTrightbound",
+    "self_paced_reading_time",
+    "ELAN",
+    "LAN",
+    "N400",
+    "P600",
+    "EPNP",
+    "PNP",
+]
 
 
 def write_reading_csv(path: Path, n_sentences: int = 8, seed: int = 0) -> pd.DataFrame:
     """A reading_data.csv in the pipeline's columns: a row per word, its left context in ``item``
-    (empty for a first word: the pipeline reads it as "None"), the word with a leading space, the previous row's pair, reading
+    (empty for a first word: the pipeline reads it as "None"), the word with a leading space, the
+    previous row's pair, reading
     measures (some missing) and covariates. Words the toy tokenizer splits into several tokens."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -167,10 +233,16 @@ def write_reading_csv(path: Path, n_sentences: int = 8, seed: int = 0) -> pd.Dat
         for k, word in enumerate(words):
             item = " ".join(words[:k]) or np.nan
             prev = rows[-1] if k else None
-            row = {"item": item, "word": " " + word,
-                   "prev_item": prev["item"] if prev else np.nan, "prev_word": prev["word"] if prev else np.nan,
-                   "Subtlex_log10": rng.normal(3, 1), "length": len(word), "context_length": k,
-                   "prev_length": len(words[k - 1]) if k else np.nan}  # fmt: skip
+            row = {
+                "item": item,
+                "word": " " + word,
+                "prev_item": prev["item"] if prev else np.nan,
+                "prev_word": prev["word"] if prev else np.nan,
+                "Subtlex_log10": rng.normal(3, 1),
+                "length": len(word),
+                "context_length": k,
+                "prev_length": len(words[k - 1]) if k else np.nan,
+            }
             for v in VARIABLES:
                 row[v] = rng.normal(300, 50) + 10 * len(word) if rng.random() > 0.1 else np.nan
             rows.append(row)
@@ -181,15 +253,23 @@ def write_reading_csv(path: Path, n_sentences: int = 8, seed: int = 0) -> pd.Dat
 
 
 def run_pipeline(args, cwd):
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, "PYTHONPATH": str(PIPELINE)})
+    result = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(PIPELINE)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
 
 def pipeline_reading_scores(predictions: Path, csv: Path, cwd: Path) -> dict:
     """collate_preds' own ΔR² function on the pipeline's predictions (imported in a subprocess)."""
-    code = ("import json, pathlib, sys; from evaluation_pipeline.collate_preds import _calculate_reading_results as f; "
-            "print(json.dumps(f(json.load(open(sys.argv[1])), pathlib.Path(sys.argv[2]))))")  # fmt: skip
+    code = (
+        "import json, pathlib, sys; from evaluation_pipeline.collate_preds import _calculate_reading_results as f; "
+        "print(json.dumps(f(json.load(open(sys.argv[1])), pathlib.Path(sys.argv[2]))))"
+    )
     return json.loads(run_pipeline(["-c", code, str(predictions), str(csv)], cwd).strip().splitlines()[-1])
 
 
@@ -198,28 +278,52 @@ def test_reading_equals_the_pipeline(toy, tmp_path):
     data = tmp_path / "evaluation_data"
     csv = data / "full_eval" / "reading" / "reading_data.csv"
     frame = write_reading_csv(csv)
-    run_pipeline(["-m", "evaluation_pipeline.reading.run", "--model_path_or_name", str(toy.lang), "--backend", "causal",
-                  "--data_path", str(csv), "--output_dir", str(tmp_path / "pipeline")], tmp_path)  # fmt: skip
-    theirs_path = tmp_path / "pipeline" / Path(toy.lang).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
+    run_pipeline(
+        [
+            "-m",
+            "evaluation_pipeline.reading.run",
+            "--model_path_or_name",
+            str(toy.lang),
+            "--backend",
+            "causal",
+            "--data_path",
+            str(csv),
+            "--output_dir",
+            str(tmp_path / "pipeline"),
+        ],
+        tmp_path,
+    )
+    theirs_path = (
+        tmp_path / "pipeline" / Path(toy.lang).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
+    )
     theirs = json.loads(theirs_path.read_text())["reading"]["predictions"]
     assert len(theirs) == len(frame)
 
-    samples, results = lm_eval(f"pretrained={toy.lang}", "babylm2025_reading_reading", REPO / "lm_eval_tasks" / "babylm2025" / "reading",
-                               data, tmp_path / "ours")  # fmt: skip
+    samples, results = lm_eval(
+        f"pretrained={toy.lang}",
+        "babylm2025_reading_reading",
+        REPO / "lm_eval_tasks" / "babylm2025" / "reading",
+        data,
+        tmp_path / "ours",
+    )
     ours = samples["babylm2025_reading_reading"]
     assert [s["doc"]["index"] for s in ours] == [t["id"] for t in theirs]
     np.testing.assert_allclose([s["rt"]["pred"] for s in ours], [t["pred"] for t in theirs], rtol=1e-5)
     prev_ours = np.array([np.nan if s["rt"]["prev_pred"] is None else s["rt"]["prev_pred"] for s in ours])
-    np.testing.assert_allclose(prev_ours, [t["prev_pred"] for t in theirs], rtol=1e-5)  # NaN where there is no previous word
+    np.testing.assert_allclose(
+        prev_ours, [t["prev_pred"] for t in theirs], rtol=1e-5
+    )  # NaN where there is no previous word
     assert np.isnan(prev_ours).sum() == 2 * 8  # the first two words of each sentence
 
     expected = pipeline_reading_scores(theirs_path, csv, tmp_path)
     # the ΔR² computation alone, on the pipeline's own surprisals: the same numbers
-    assert reading_scores(frame.assign(pred=[t["pred"] for t in theirs], prev_pred=[t["prev_pred"] for t in theirs])) == pytest.approx(
-        expected, abs=1e-10
-    )
+    assert reading_scores(
+        frame.assign(pred=[t["pred"] for t in theirs], prev_pred=[t["prev_pred"] for t in theirs])
+    ) == pytest.approx(expected, abs=1e-10)
     metrics = results["babylm2025_reading_reading"]
-    assert metrics["rt,none"] == pytest.approx(expected["rt"], abs=1e-5) and metrics["spr,none"] == pytest.approx(expected["spr"], abs=1e-5)
+    assert metrics["rt,none"] == pytest.approx(expected["rt"], abs=1e-5) and metrics["spr,none"] == pytest.approx(
+        expected["spr"], abs=1e-5
+    )
 
 
 def test_reading_bad_input(tmp_path, monkeypatch):

@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_babylm2025_tasks import build_data, build_model
+from test_babylm2025_vqa_reading import PIPELINE, needs_pipeline, write_reading_csv
 
 from babymerge import BabyMergeError
 from babymerge.babylm2025 import TASKS, task_name
@@ -43,20 +45,27 @@ from babymerge.cli import main as cli
 from babymerge.submission2025 import build, checkpoints
 from babymerge.tokenization import train_bpe_tokenizer
 from babymerge.toy import synthetic_sentences
-from test_babylm2025_tasks import build_data, build_model
-from test_babylm2025_vqa_reading import PIPELINE, needs_pipeline, write_reading_csv
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 # (module, --task, full data folder, fast data folder) of the pipeline's runs (eval_zero_shot[_fast].sh)
-PIPELINE_RUNS = [("blimp", "blimp_filtered", "blimp_fast"), ("blimp", "supplement_filtered", "supplement_fast"),
-                 ("ewok", "ewok_filtered", "ewok_fast"), ("entity_tracking", "entity_tracking", "entity_tracking_fast"),
-                 ("wug_adj", "wug_adj_nominalization", "wug_adj_nominalization"),
-                 ("wug_past", "wug_past_tense", "wug_past_tense"), ("comps", "comps", None)]  # fmt: skip
-RUNNER = "import json, runpy, sys\nfor argv in json.load(open(sys.argv[1])):\n    sys.argv = argv\n    runpy.run_module(argv[0], run_name='__main__')\n"
+PIPELINE_RUNS = [
+    ("blimp", "blimp_filtered", "blimp_fast"),
+    ("blimp", "supplement_filtered", "supplement_fast"),
+    ("ewok", "ewok_filtered", "ewok_fast"),
+    ("entity_tracking", "entity_tracking", "entity_tracking_fast"),
+    ("wug_adj", "wug_adj_nominalization", "wug_adj_nominalization"),
+    ("wug_past", "wug_past_tense", "wug_past_tense"),
+    ("comps", "comps", None),
+]
+RUNNER = (
+    "import json, runpy, sys\nfor argv in json.load(open(sys.argv[1])):\n"
+    "    sys.argv = argv\n    runpy.run_module(argv[0], run_name='__main__')\n"
+)
 COLLATE = (
     "import json, sys\nimport evaluation_pipeline.collate_preds as c\nsizes = json.load(open(sys.argv[1]))\n"
-    "c.FULL_SIZES.clear(); c.FULL_SIZES.update(sizes['full']); c.FAST_SIZES.clear(); c.FAST_SIZES.update(sizes['fast'])\n"
+    "c.FULL_SIZES.clear(); c.FULL_SIZES.update(sizes['full'])\n"
+    "c.FAST_SIZES.clear(); c.FAST_SIZES.update(sizes['fast'])\n"
     "c.AOA_SIZE = sizes['aoa']\nsys.argv = ['collate_preds', *sys.argv[2:]]\nc.main()\n"
 )
 
@@ -69,14 +78,40 @@ def python(args, cwd, **env):
 
 def lm_eval(pretrained, tasks, data, out):
     out.parent.mkdir(parents=True, exist_ok=True)
-    python(["-m", "lm_eval", "--model", "babymerge", "--model_args", f"pretrained={pretrained}", "--tasks", ",".join(tasks),
-            "--include_path", str(REPO / "lm_eval_tasks"), "--batch_size", "auto", "--device", "cpu", "--output_path", str(out),
-            "--log_samples"], out.parent, BABYMERGE_DATA=str(data), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
+    python(
+        [
+            "-m",
+            "lm_eval",
+            "--model",
+            "babymerge",
+            "--model_args",
+            f"pretrained={pretrained}",
+            "--tasks",
+            ",".join(tasks),
+            "--include_path",
+            str(REPO / "lm_eval_tasks"),
+            "--batch_size",
+            "auto",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(out),
+            "--log_samples",
+        ],
+        out.parent,
+        BABYMERGE_DATA=str(data),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
 
 
 def lm_eval_tasks(data: Path, kind: str) -> list[str]:
     """Our text tasks whose data file the fixture has (it may leave out BLiMP paradigms), and reading."""
-    have = [e.name for e in TASKS.values() if e.kind == kind and e.folder and (data / e.folder / f"{e.file}.jsonl").is_file()]
+    have = [
+        e.name
+        for e in TASKS.values()
+        if e.kind == kind and e.folder and (data / e.folder / f"{e.file}.jsonl").is_file()
+    ]
     return have + [task_name("reading", "reading", kind)]
 
 
@@ -107,15 +142,50 @@ def both(tmp_path_factory):
     for task, full, fast in PIPELINE_RUNS:
         for folder, revision in ((f"full_eval/{full}", "main"), (fast and f"fast_eval/{fast}", "chck_1M")):
             if folder:
-                jobs.append(["evaluation_pipeline.sentence_zero_shot.run", "--task", task, "--data_path", str(data / folder),
-                             "--model_path_or_name", str(model), "--backend", "causal", "--output_dir", str(theirs),
-                             "--save_predictions", "--batch_size", "4", "--revision_name", revision])  # fmt: skip
+                jobs.append(
+                    [
+                        "evaluation_pipeline.sentence_zero_shot.run",
+                        "--task",
+                        task,
+                        "--data_path",
+                        str(data / folder),
+                        "--model_path_or_name",
+                        str(model),
+                        "--backend",
+                        "causal",
+                        "--output_dir",
+                        str(theirs),
+                        "--save_predictions",
+                        "--batch_size",
+                        "4",
+                        "--revision_name",
+                        revision,
+                    ]
+                )
     for kind, revision in (("full_eval", "main"), ("fast_eval", "chck_1M")):
-        jobs.append(["evaluation_pipeline.reading.run", "--model_path_or_name", str(model), "--backend", "causal",
-                     "--data_path", str(data / kind / "reading" / "reading_data.csv"), "--output_dir", str(theirs),
-                     "--revision_name", revision])  # fmt: skip
+        jobs.append(
+            [
+                "evaluation_pipeline.reading.run",
+                "--model_path_or_name",
+                str(model),
+                "--backend",
+                "causal",
+                "--data_path",
+                str(data / kind / "reading" / "reading_data.csv"),
+                "--output_dir",
+                str(theirs),
+                "--revision_name",
+                revision,
+            ]
+        )
     (root / "jobs.json").write_text(json.dumps(jobs))
-    python(["-c", RUNNER, str(root / "jobs.json")], root, PYTHONPATH=str(PIPELINE), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    python(
+        ["-c", RUNNER, str(root / "jobs.json")],
+        root,
+        PYTHONPATH=str(PIPELINE),
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     for name in checkpoints()[1:]:
         shutil.copytree(theirs / "model" / "chck_1M", theirs / "model" / name)
     # GLUE and AoA come from outside (fine-tuning, all checkpoints' surprisals): made-up files in the pipeline's layout
@@ -124,7 +194,13 @@ def both(tmp_path_factory):
         preds = {task: {"predictions": [{"id": f"{task}_{n}", "pred": (n + i) % 2} for n in range(2 + i % 2)]}}
         (main / "finetune" / task).mkdir(parents=True)
         (main / "finetune" / task / "predictions.json").write_text(json.dumps(preds))
-    aoa = {"results": [{"step": c, "target_word": w, "surprisal": 1.5 + k} for k, c in enumerate(checkpoints()) for w in ("dog", "cat")]}
+    aoa = {
+        "results": [
+            {"step": c, "target_word": w, "surprisal": 1.5 + k}
+            for k, c in enumerate(checkpoints())
+            for w in ("dog", "cat")
+        ]
+    }
     (main / "zero_shot" / "causal" / "AoA_word").mkdir(parents=True)
     (main / "zero_shot" / "causal" / "AoA_word" / "surprisal.json").write_text(json.dumps(aoa))
 
@@ -133,22 +209,54 @@ def both(tmp_path_factory):
         predictions = json.loads((main / "zero_shot" / "causal" / task / folder / "predictions.json").read_text())
         return {subtask.lower(): len(v["predictions"]) for subtask, v in predictions.items()}
 
-    full = {"blimp": per_subtask("blimp", "blimp_filtered"), "blimp_supplement": per_subtask("blimp", "supplement_filtered"),
-            "ewok": per_subtask("ewok", "ewok_filtered"), "entity_tracking": per_subtask("entity_tracking", "entity_tracking"),
-            "comps": per_subtask("comps", "comps"), "reading": reading_rows,
-            "wug_adj": count(data / "full_eval/wug_adj_nominalization/wug_adj_nominalization.jsonl"),
-            "wug_past": count(data / "full_eval/wug_past_tense/wug_past_tense.jsonl"),
-            **{task: 2 + i % 2 for i, task in enumerate(GLUE)}, "winoground": 0, "vqa": 0}  # fmt: skip
-    fast_et = json.loads((theirs / "model/chck_1M/zero_shot/causal/entity_tracking/entity_tracking_fast/predictions.json").read_text())
-    fast = {"blimp": 1, "blimp_supplement": count(data / "fast_eval/supplement_fast/hypernym.jsonl"), "ewok": 2,
-            "entity_tracking": {k.lower(): len(v["predictions"]) for k, v in fast_et.items()}, "reading": reading_rows,
-            "wug_adj": count(data / "fast_eval/wug_adj_nominalization/wug_adj_nominalization.jsonl"),
-            "wug_past": count(data / "fast_eval/wug_past_tense/wug_past_tense.jsonl")}  # fmt: skip
+    full = {
+        "blimp": per_subtask("blimp", "blimp_filtered"),
+        "blimp_supplement": per_subtask("blimp", "supplement_filtered"),
+        "ewok": per_subtask("ewok", "ewok_filtered"),
+        "entity_tracking": per_subtask("entity_tracking", "entity_tracking"),
+        "comps": per_subtask("comps", "comps"),
+        "reading": reading_rows,
+        "wug_adj": count(data / "full_eval/wug_adj_nominalization/wug_adj_nominalization.jsonl"),
+        "wug_past": count(data / "full_eval/wug_past_tense/wug_past_tense.jsonl"),
+        **{task: 2 + i % 2 for i, task in enumerate(GLUE)},
+        "winoground": 0,
+        "vqa": 0,
+    }
+    fast_et = json.loads(
+        (theirs / "model/chck_1M/zero_shot/causal/entity_tracking/entity_tracking_fast/predictions.json").read_text()
+    )
+    fast = {
+        "blimp": 1,
+        "blimp_supplement": count(data / "fast_eval/supplement_fast/hypernym.jsonl"),
+        "ewok": 2,
+        "entity_tracking": {k.lower(): len(v["predictions"]) for k, v in fast_et.items()},
+        "reading": reading_rows,
+        "wug_adj": count(data / "fast_eval/wug_adj_nominalization/wug_adj_nominalization.jsonl"),
+        "wug_past": count(data / "fast_eval/wug_past_tense/wug_past_tense.jsonl"),
+    }
     (root / "sizes.json").write_text(json.dumps({"full": full, "fast": fast, "aoa": 2}))
-    python(["-c", COLLATE, str(root / "sizes.json"), "--model_path_or_name", "model", "--backend", "causal", "--results_dir", str(theirs),
-            "--fast", "--track", "strict", "--fast_eval_dir", str(data / "fast_eval")], root, PYTHONPATH=str(PIPELINE))  # fmt: skip
+    python(
+        [
+            "-c",
+            COLLATE,
+            str(root / "sizes.json"),
+            "--model_path_or_name",
+            "model",
+            "--backend",
+            "causal",
+            "--results_dir",
+            str(theirs),
+            "--fast",
+            "--track",
+            "strict",
+            "--fast_eval_dir",
+            str(data / "fast_eval"),
+        ],
+        root,
+        PYTHONPATH=str(PIPELINE),
+    )
 
-    # ours: lm-eval on the full tasks (the model) and on the fast tasks (a checkpoint named chck_1M), copied to the others
+    # ours: lm-eval on the full tasks (the model), on the fast tasks (a checkpoint named chck_1M) copied to the others
     lm_eval(model, lm_eval_tasks(data, "full"), data, root / "results" / "main")
     (root / "ckpts").mkdir()
     (root / "ckpts" / "chck_1M").symlink_to(model)
@@ -157,7 +265,7 @@ def both(tmp_path_factory):
         copy = shutil.copytree(root / "results" / "fast" / "chck_1M", root / "results" / "fast" / name)
         for path in copy.rglob("results_*.json"):  # the copy stands for that checkpoint's own run
             path.write_text(path.read_text().replace("chck_1M", name))
-    # ours takes per-subtask counts for fast BLiMP, supplement and EWoK too: they also say which subtasks the fixture has
+    # ours takes per-subtask counts for fast BLiMP, supplement and EWoK too: they say which subtasks the fixture has
     for task, folder in (("blimp", "blimp_fast"), ("blimp_supplement", "supplement_fast"), ("ewok", "ewok_fast")):
         fast[task] = {path.stem.lower(): count(path) for path in (data / "fast_eval" / folder).glob("*.jsonl")}
     sizes = root / "ours_sizes.json"
@@ -168,15 +276,21 @@ def both(tmp_path_factory):
 def assert_same(ours, theirs, where="submission"):
     """Key for key; strings and ints exactly, floats to float precision, NaN equal to NaN."""
     if isinstance(theirs, dict):
-        assert isinstance(ours, dict) and sorted(ours) == sorted(theirs), f"{where}: keys {sorted(ours)} != {sorted(theirs)}"
+        assert isinstance(ours, dict) and sorted(ours) == sorted(theirs), (
+            f"{where}: keys {sorted(ours)} != {sorted(theirs)}"
+        )
         for key in theirs:
             assert_same(ours[key], theirs[key], f"{where}/{key}")
     elif isinstance(theirs, list):
-        assert isinstance(ours, list) and len(ours) == len(theirs), f"{where}: {len(ours)} entries, expected {len(theirs)}"
+        assert isinstance(ours, list) and len(ours) == len(theirs), (
+            f"{where}: {len(ours)} entries, expected {len(theirs)}"
+        )
         for i, (a, b) in enumerate(zip(ours, theirs)):
             assert_same(a, b, f"{where}[{i}]")
     elif isinstance(theirs, float) and not isinstance(ours, str):
-        assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, rel=1e-4, abs=1e-6), f"{where}: {ours} != {theirs}"
+        assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs, rel=1e-4, abs=1e-6), (
+            f"{where}: {ours} != {theirs}"
+        )
     else:
         assert ours == theirs and type(ours) is type(theirs), f"{where}: {ours!r} != {theirs!r}"
 
@@ -184,14 +298,43 @@ def assert_same(ours, theirs, where="submission"):
 @needs_pipeline
 def test_submission_equals_collate_preds(both, tmp_path):
     root, theirs_path, sizes = both
-    code = cli(["submit", "--format", "2025", "--results", str(root / "results" / "main"), "--model", "model",
-                "--fast-results", str(root / "results" / "fast"), "--pipeline-results", str(root / "pipeline_results" / "model" / "main"),
-                "--track", "strict", "--sizes", str(sizes), "--out", str(tmp_path)])  # fmt: skip
+    code = cli(
+        [
+            "submit",
+            "--format",
+            "2025",
+            "--results",
+            str(root / "results" / "main"),
+            "--model",
+            "model",
+            "--fast-results",
+            str(root / "results" / "fast"),
+            "--pipeline-results",
+            str(root / "pipeline_results" / "model" / "main"),
+            "--track",
+            "strict",
+            "--sizes",
+            str(sizes),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     ours = json.loads((tmp_path / "all_full_preds_and_fast_scores_causal.json").read_text())
     theirs = json.loads(theirs_path.read_text())
-    assert set(theirs) == {"blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading", "aoa",
-                           "glue", "fast_eval_results"}  # fmt: skip
+    assert set(theirs) == {
+        "blimp",
+        "blimp_supplement",
+        "ewok",
+        "entity_tracking",
+        "wug_adj",
+        "wug_past",
+        "comps",
+        "reading",
+        "aoa",
+        "glue",
+        "fast_eval_results",
+    }
     paradigms = len(list((root / "evaluation_data" / "full_eval" / "blimp_filtered").glob("*.jsonl")))
     assert len(theirs["fast_eval_results"]["blimp"]) == 28 and len(theirs["blimp"]) == paradigms
     assert_same(ours, theirs)
@@ -200,8 +343,19 @@ def test_submission_equals_collate_preds(both, tmp_path):
 @needs_pipeline
 def test_refuses_missing_and_wrong_counts_unless_partial(both, tmp_path, capsys):
     root, _, sizes = both
-    args = ["submit", "--format", "2025", "--results", str(root / "results" / "main"), "--model", "model", "--track", "strict",
-            "--out", str(tmp_path)]  # fmt: skip
+    args = [
+        "submit",
+        "--format",
+        "2025",
+        "--results",
+        str(root / "results" / "main"),
+        "--model",
+        "model",
+        "--track",
+        "strict",
+        "--out",
+        str(tmp_path),
+    ]
     # the official counts: 2 BLiMP pairs are not the pipeline's 928
     assert cli(args + ["--fast-results", str(root / "results" / "fast")]) == 2
     assert "blimp/adjunct_island has 3 predictions, the pipeline requires 928" in capsys.readouterr().err
@@ -214,7 +368,9 @@ def test_refuses_missing_and_wrong_counts_unless_partial(both, tmp_path, capsys)
     assert "glue" not in written and "adjunct_island" in written["blimp"]
     # results of another model are refused
     with pytest.raises(BabyMergeError, match="not of model 'other'"):
-        build(root / "results" / "main", "other", track="strict", sizes=json.loads(sizes.read_text()), allow_partial=True)
+        build(
+            root / "results" / "main", "other", track="strict", sizes=json.loads(sizes.read_text()), allow_partial=True
+        )
 
 
 def test_vqa_predictions_are_the_pipelines(tmp_path):
@@ -222,11 +378,20 @@ def test_vqa_predictions_are_the_pipelines(tmp_path):
     the first one on a tie (the right one), as the pipeline's rank_and_evaluate writes them."""
     from babymerge.submission2025 import full_entry
 
-    docs = [{"preds": [" red", " blue", " two"]}, {"preds": [" yes", " no", " yes"]}, {"preds": [" cat", " dog", " car"]}]
+    docs = [
+        {"preds": [" red", " blue", " two"]},
+        {"preds": [" yes", " no", " yes"]},
+        {"preds": [" cat", " dog", " car"]},
+    ]
     lls = [[-3.0, -1.0, -2.0], [-1.0, -2.0, -1.0], [-0.5, -0.7, -0.9]]
     samples = [{"doc_id": i, "doc": d, "resps": [[[x, False]] for x in ll]} for i, (d, ll) in enumerate(zip(docs, lls))]
-    assert full_entry("vqa", "vqa", samples) == {"predictions": [{"id": "vqa_0", "pred": " blue"}, {"id": "vqa_1", "pred": " yes"},
-                                                                 {"id": "vqa_2", "pred": " cat"}]}  # fmt: skip
+    assert full_entry("vqa", "vqa", samples) == {
+        "predictions": [
+            {"id": "vqa_0", "pred": " blue"},
+            {"id": "vqa_1", "pred": " yes"},
+            {"id": "vqa_2", "pred": " cat"},
+        ]
+    }
 
 
 def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
@@ -240,14 +405,23 @@ def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
     (folder / "zero_shot" / "devbench").mkdir(parents=True)
     shapes = {"lex-viz_vocab": (3, 4, 1), "trog": (2, 4, 1), "things": (5, 5)}
     arrays = {name: np.random.default_rng(0).random(shape) for name, shape in shapes.items()}
-    for name, file in (("lex-viz_vocab", "lex-viz_vocab.npy"), ("trog", "gram-trog.npy"), ("things", "sem-things_pairwise_sims.npy")):
+    for name, file in (
+        ("lex-viz_vocab", "lex-viz_vocab.npy"),
+        ("trog", "gram-trog.npy"),
+        ("things", "sem-things_pairwise_sims.npy"),
+    ):
         np.save(folder / "zero_shot" / "devbench" / file, arrays[name])
     (folder / "finetune" / "rte").mkdir(parents=True)
-    (folder / "finetune" / "rte" / "predictions.json").write_text(json.dumps({"rte": {"predictions": [{"id": "rte_0", "pred": 1}]}}))
+    (folder / "finetune" / "rte" / "predictions.json").write_text(
+        json.dumps({"rte": {"predictions": [{"id": "rte_0", "pred": 1}]}})
+    )
     missing = []
     parts = pipeline_parts(folder, "causal", "multimodal", {"rte": 1, "devbench": shapes}, missing)
-    assert parts["devbench"] == {"lex-viz_visual": {"predictions": arrays["lex-viz_vocab"].tolist()},
-                                 "trog": {"predictions": arrays["trog"].tolist()}, "things": {"predictions": arrays["things"].tolist()}}
+    assert parts["devbench"] == {
+        "lex-viz_visual": {"predictions": arrays["lex-viz_vocab"].tolist()},
+        "trog": {"predictions": arrays["trog"].tolist()},
+        "things": {"predictions": arrays["things"].tolist()},
+    }
     assert parts["glue"] == {"rte": {"predictions": [{"id": "rte_0", "pred": 1}]}}
     assert missing == ["glue/boolq", "glue/mnli", "glue/mrpc", "glue/multirc", "glue/qqp", "glue/wsc", "aoa"]
     np.save(folder / "zero_shot" / "devbench" / "gram-trog.npy", arrays["trog"].astype(int))

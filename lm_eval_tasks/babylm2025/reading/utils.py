@@ -74,12 +74,19 @@ class ReadingTask(ConfigurableTask):
         pairs = [(doc["item"], doc["word"])]
         if doc["prev_item"] is not None:
             pairs.append((doc["prev_item"], doc["prev_word"]))
-        return [Instance(request_type="loglikelihood", doc=doc, idx=i, arguments=pair, **kwargs) for i, pair in enumerate(pairs)]
+        return [
+            Instance(request_type="loglikelihood", doc=doc, idx=i, arguments=pair, **kwargs)
+            for i, pair in enumerate(pairs)
+        ]
 
 
 def process_results(doc, results) -> dict:
     """Both metrics get the row (covariates, ``pred``, ``prev_pred``); their aggregation fits."""
-    row = {"index": doc["index"], "pred": -float(results[0][0]), "prev_pred": -float(results[1][0]) if len(results) > 1 else None}
+    row = {
+        "index": doc["index"],
+        "pred": -float(results[0][0]),
+        "prev_pred": -float(results[1][0]) if len(results) > 1 else None,
+    }
     row.update({column: doc[column] for column in READING_COLUMNS})
     return {"rt": row, "spr": row}
 

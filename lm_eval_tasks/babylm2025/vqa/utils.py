@@ -49,7 +49,9 @@ def read_rows(directory: Path) -> list[dict]:
     """The pipeline's VQA rows, checked: every field present, seven distractors."""
     files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
     if not files:
-        raise BabyMergeError(f"no VQA files (*.jsonl) in {directory}: put the pipeline's full_eval/vqa_filtered/ there or set {DATA_ENV}")
+        raise BabyMergeError(
+            f"no VQA files (*.jsonl) in {directory}: put the pipeline's full_eval/vqa_filtered/ there or set {DATA_ENV}"
+        )
     rows = []
     for path in files:
         for line_no, line in enumerate(path.read_text().splitlines(), 1):
@@ -61,7 +63,9 @@ def read_rows(directory: Path) -> list[dict]:
                 raise BabyMergeError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
             missing = [f for f in FIELDS if row.get(f) in (None, "")]
             if missing or not isinstance(row["distractors"], list):
-                raise BabyMergeError(f"{path}, line {line_no}: VQA row needs {', '.join(FIELDS)} (distractors a list); missing {missing}")
+                raise BabyMergeError(
+                    f"{path}, line {line_no}: VQA row needs {', '.join(FIELDS)} (distractors a list); missing {missing}"
+                )
             rows.append(row)
     return rows
 
@@ -72,7 +76,11 @@ def image_column(directory: str) -> datasets.Dataset:
     path = Path(directory)
     if not path.is_dir():
         raise BabyMergeError(f"VQA images not found: {path} does not exist; {GET_IMAGES}")
-    if (path / "dataset_info.json").is_file() or (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
+    if (
+        (path / "dataset_info.json").is_file()
+        or (path / "state.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+    ):
         dataset = datasets.load_from_disk(str(path))
     else:
         files = sorted(str(p) for p in path.rglob("*") if p.suffix in (".parquet", ".arrow"))
@@ -88,14 +96,19 @@ def image_column(directory: str) -> datasets.Dataset:
     return dataset.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
 
 
-def load_vqa(subdir: str = "full_eval/vqa_filtered", images_subdir: str = IMAGES_SUBDIR, **kwargs) -> datasets.DatasetDict:
+def load_vqa(
+    subdir: str = "full_eval/vqa_filtered", images_subdir: str = IMAGES_SUBDIR, **kwargs
+) -> datasets.DatasetDict:
     """``custom_dataset``: the rows, each with the location of its image (checked up front)."""
     rows = read_rows(evaluation_data_dir() / subdir)
     images = evaluation_data_dir() / images_subdir
     n = len(image_column(str(images)))
     for i, row in enumerate(rows):
         if not 0 <= int(row["idx_in_hf_dataset"]) < n:
-            raise BabyMergeError(f"VQA row {i}: idx_in_hf_dataset={row['idx_in_hf_dataset']} is outside {images} ({n} rows); is it VQAv2 validation?")
+            raise BabyMergeError(
+                f"VQA row {i}: idx_in_hf_dataset={row['idx_in_hf_dataset']} is outside {images} ({n} rows); "
+                "is it VQAv2 validation?"
+            )
     # ``preds``: what the pipeline reports when it picks each candidate (babymerge.babylm2025.pipeline_prediction)
     docs = [{**row, "images_dir": str(images), "preds": [" " + a for a in doc_to_choice(row)]} for row in rows]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
@@ -117,4 +130,8 @@ def process_results(doc, results) -> dict[str, float]:
     """Right answer is candidate 0: strict accuracy, the pipeline's (first argmax), ties."""
     scores = [result[0] for result in results]
     best_other = max(scores[1:])
-    return {"acc": float(scores[0] > best_other), "acc_pipeline": float(scores[0] >= best_other), "ties": float(scores[0] == best_other)}
+    return {
+        "acc": float(scores[0] > best_other),
+        "acc_pipeline": float(scores[0] >= best_other),
+        "ties": float(scores[0] == best_other),
+    }
