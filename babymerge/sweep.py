@@ -230,7 +230,7 @@ def read_cells(out: Path) -> list[dict]:
         if not _is_cell(cell):
             warnings.warn(
                 f"{path} line {line_no} is not a finished cell (cut short by a crash?): "
-                "skipped, its cell is evaluated again",
+                "skipped; a cell not recorded whole is evaluated again",
                 stacklevel=2,
             )
             continue
