@@ -131,12 +131,12 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--alphas", default="0:1:0.1", help="'0,0.3,1' or a range 'start:stop:step' (default 0:1:0.1)")
     p.add_argument(
         "--checkpoints", default="all",
-        help="all, latest, words (the chck_<N>M word-count checkpoints), or names (matched in both runs), comma-separated",
+        help="all, latest, words (the chck_<N>M word-count checkpoints), or names (in both runs), comma-separated",
     )  # fmt: skip
     p.add_argument("--tasks", required=True, help="lm-eval tasks or groups, comma-separated")
-    p.add_argument("--include-path", help="folder(s) of task YAMLs, ':'-separated (default: the project's lm_eval_tasks)")
-    p.add_argument("--allow-hub-tasks", action="store_true", help="also evaluate lm-eval's own tasks (they may download data)")
-    p.add_argument("--out", required=True, help="sweep directory (resumable; refuses other settings than it was run with)")
+    p.add_argument("--include-path", help="task YAML folder(s), ':'-separated (default: the project's lm_eval_tasks)")
+    p.add_argument("--allow-hub-tasks", action="store_true", help="also run lm-eval's own tasks (may download data)")
+    p.add_argument("--out", required=True, help="sweep directory (resumable; refuses settings other than its own)")
     p.add_argument("--limit", type=float, help="examples per task (for quick looks)")
     p.add_argument("--model-args", default="", help="extra babymerge model_args, e.g. dtype=bfloat16,device=cuda")
     p.add_argument("--no-progress", action="store_true")
@@ -149,9 +149,13 @@ def _run_sweep(args) -> int:
 
     bad = [kv for kv in args.model_args.split(",") if kv.strip() and "=" not in kv]
     if bad:
-        raise BabyMergeError(f"--model-args takes KEY=VALUE pairs separated by commas, e.g. dtype=bfloat16,device=cuda; got {bad[0]!r}")
+        raise BabyMergeError(
+            f"--model-args takes KEY=VALUE pairs separated by commas, e.g. dtype=bfloat16,device=cuda; got {bad[0]!r}"
+        )
     if args.limit is not None and not args.limit > 0:
-        raise BabyMergeError(f"--limit must be a positive number of examples (or a fraction below 1), got {args.limit:g}")
+        raise BabyMergeError(
+            f"--limit must be a positive number of examples (or a fraction below 1), got {args.limit:g}"
+        )
     limit = int(args.limit) if args.limit and args.limit >= 1 else args.limit
     default_show = warnings.showwarning
 
@@ -163,12 +167,14 @@ def _run_sweep(args) -> int:
 
     with warnings.catch_warnings():
         warnings.showwarning = show
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
         cells = sweep(
-            args.mm, args.lang, parse_alphas(args.alphas), [t.strip() for t in args.tasks.split(",") if t.strip()], args.out,
-            checkpoints=args.checkpoints, include_path=args.include_path, limit=limit, allow_hub_tasks=args.allow_hub_tasks,
+            args.mm, args.lang, parse_alphas(args.alphas), tasks, args.out, checkpoints=args.checkpoints,
+            include_path=args.include_path, limit=limit, allow_hub_tasks=args.allow_hub_tasks,
             model_args=simple_parse_args_string(args.model_args), progress=not args.no_progress,
         )  # fmt: skip
-    print(f"{len(cells)} cells in {args.out}: results.csv, results.jsonl, score_vs_alpha.png (tradeoff.png, score_vs_words.png)")
+    plots = "score_vs_alpha.png (tradeoff.png, score_vs_words.png)"
+    print(f"{len(cells)} cells in {args.out}: results.csv, results.jsonl, {plots}")
     return 0
 
 

@@ -91,7 +91,9 @@ def _check_model(samples: Path, model: str) -> None:
     try:
         config = json.loads(results.read_text()).get("config", {})
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        raise BabyMergeError(f"{results} is not an lm-eval results file ({err}); rerun lm_eval with --output_path") from None
+        raise BabyMergeError(
+            f"{results} is not an lm-eval results file ({err}); rerun lm_eval with --output_path"
+        ) from None
     args = config.get("model_args") or ""
     if isinstance(args, str):
         args = dict(kv.split("=", 1) for kv in args.split(",") if "=" in kv)
@@ -116,14 +118,20 @@ def predictions(samples: Path) -> list[tuple[int, str]]:
             choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
             out.append((int(doc["doc_id"]), choice))
         except json.JSONDecodeError as err:
-            raise BabyMergeError(f"{samples} line {line_no} is not JSON ({err.msg}); rerun lm_eval with --log_samples") from None
+            raise BabyMergeError(
+                f"{samples} line {line_no} is not JSON ({err.msg}); rerun lm_eval with --log_samples"
+            ) from None
         except KeyError as err:
             raise BabyMergeError(
-                f"{samples} line {line_no} has no {err} field (lm-eval's loglikelihood samples have doc_id, resps, arguments); "
+                f"{samples} line {line_no} has no {err} field "
+                "(lm-eval's loglikelihood samples have doc_id, resps, arguments); "
                 "rerun lm_eval with --log_samples"
             ) from None
         except (IndexError, TypeError, ValueError) as err:
-            raise BabyMergeError(f"{samples} line {line_no} is not an lm-eval loglikelihood sample ({err}); rerun lm_eval with --log_samples") from None
+            raise BabyMergeError(
+                f"{samples} line {line_no} is not an lm-eval loglikelihood sample ({err}); "
+                "rerun lm_eval with --log_samples"
+            ) from None
     return sorted(out)
 
 

@@ -46,7 +46,9 @@ CELLS = "cells.jsonl"
 SETTINGS = "sweep.json"
 LOCK = ".sweep.lock"
 # model_args set by the sweep itself, and where the user sets them instead
-OWNED_MODEL_ARGS = {"alpha": "--alphas", "pretrained": "--mm", "lang_ckpt": "--lang", "keep_sources": "(always on in a sweep)"}
+OWNED_MODEL_ARGS = {
+    "alpha": "--alphas", "pretrained": "--mm", "lang_ckpt": "--lang", "keep_sources": "(always on in a sweep)"
+}  # fmt: skip
 # model_args that change how fast cells are computed, not their scores: may differ on a resume
 SPEED_MODEL_ARGS = {"device", "batch_size", "max_batch_size", "token_budget", "row_width"}
 
@@ -63,7 +65,9 @@ def parse_alphas(text: str) -> list[float]:
         raise BabyMergeError(f"--alphas takes numbers like 0,0.3,1 or a range 0:1:0.1, got {text!r}") from None
     if ":" in text:
         if not step > 0 or not stop >= start:
-            raise BabyMergeError(f"--alphas {text!r}: a range start:stop:step needs step > 0 and stop >= start, e.g. 0:1:0.1")
+            raise BabyMergeError(
+                f"--alphas {text!r}: a range start:stop:step needs step > 0 and stop >= start, e.g. 0:1:0.1"
+            )
         values = [round(start + i * step, 10) for i in range(int(round((stop - start) / step)) + 1)]
     bad = [a for a in values if not 0 <= a <= 1]
     if not values or bad:
@@ -76,7 +80,9 @@ def check_model_args(model_args: dict | None) -> dict:
     model_args = dict(model_args or {})
     for key, where in OWNED_MODEL_ARGS.items():
         if key in model_args:
-            raise BabyMergeError(f"--model-args {key}={model_args[key]}: a sweep sets {key} itself; use {where} instead")
+            raise BabyMergeError(
+                f"--model-args {key}={model_args[key]}: a sweep sets {key} itself; use {where} instead"
+            )
     return model_args
 
 
@@ -149,14 +155,19 @@ def checkpoint_pairs(mm_run, lang_run, which: str = "all") -> list[tuple[str, Pa
     lang_by_key = {_pairing_key(n, p): p for n, p in lang.items()}
     pairs = {n: (p, lang_by_key[_pairing_key(n, p)]) for n, p in mm.items() if _pairing_key(n, p) in lang_by_key}
     if not pairs:
-        raise BabyMergeError(f"no checkpoints in common (same name, or same chck_<N>M words seen): multimodal {list(mm)} vs language-only {list(lang)}")
+        raise BabyMergeError(
+            f"no checkpoints in common (same name, or same chck_<N>M words seen): "
+            f"multimodal {list(mm)} vs language-only {list(lang)}"
+        )
     common = list(pairs)
     if which == "latest":
         common = common[-1:]
     elif which == "words":
         common = [n for n in common if milestone(pairs[n][0]) is not None]
         if not common:
-            raise BabyMergeError(f"--checkpoints words: no word-count checkpoints (chck_<N>M) in both runs; available: {list(pairs)}")
+            raise BabyMergeError(
+                f"--checkpoints words: no word-count checkpoints (chck_<N>M) in both runs; available: {list(pairs)}"
+            )
     elif which != "all":
         wanted = [w.strip() for w in which.split(",") if w.strip()]
         missing = [w for w in wanted if w not in common]
@@ -186,8 +197,11 @@ def tidy_rows(checkpoint: str, alpha: float, results: dict, words: int | None = 
             if not filt or metric.endswith("_stderr") or not isinstance(value, (int, float)):
                 continue
             stderr = metrics.get(f"{metric}_stderr,{filt}")
-            rows.append({"checkpoint": checkpoint, "words_seen": words, "alpha": alpha, "task": task, "metric": metric, "filter": filt,
-                         "value": float(value), "stderr": float(stderr) if isinstance(stderr, (int, float)) else None})  # fmt: skip
+            rows.append({
+                "checkpoint": checkpoint, "words_seen": words, "alpha": alpha, "task": task, "metric": metric,
+                "filter": filt, "value": float(value),
+                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+            })  # fmt: skip
     return rows
 
 
@@ -214,7 +228,11 @@ def read_cells(out: Path) -> list[dict]:
         except json.JSONDecodeError:
             cell = None
         if not _is_cell(cell):
-            warnings.warn(f"{path} line {line_no} is not a finished cell (cut short by a crash?): skipped, its cell is evaluated again", stacklevel=2)
+            warnings.warn(
+                f"{path} line {line_no} is not a finished cell (cut short by a crash?): "
+                "skipped; a cell not recorded whole is evaluated again",
+                stacklevel=2,
+            )
             continue
         if (cell["checkpoint"], cell["alpha"]) not in seen:
             seen.add((cell["checkpoint"], cell["alpha"]))
@@ -326,7 +344,10 @@ def plot_words(out: Path, rows: list[dict], panels: list[tuple[str, str]]) -> No
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
     for ax, (task, metric) in zip(axes.flat, panels):
         for alpha in alphas:
-            pts = sorted((r["words_seen"], r["value"], r["stderr"] or 0.0) for r in rows if (r["task"], r["metric"], r["alpha"]) == (task, metric, alpha))
+            pts = sorted(
+                (r["words_seen"], r["value"], r["stderr"] or 0.0)
+                for r in rows if (r["task"], r["metric"], r["alpha"]) == (task, metric, alpha)
+            )  # fmt: skip
             if pts:
                 xs, ys, es = zip(*pts)
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=f"alpha={alpha:g}")
@@ -355,7 +376,9 @@ def default_include_path() -> list[str]:
 
     tasks = Path(babymerge.__file__).resolve().parent.parent / "lm_eval_tasks"
     if not tasks.is_dir():
-        raise BabyMergeError(f"the project's task folder {tasks} is missing from this installation; pass --include-path DIR")
+        raise BabyMergeError(
+            f"the project's task folder {tasks} is missing from this installation; pass --include-path DIR"
+        )
     return [str(tasks)]
 
 
@@ -368,7 +391,10 @@ def resolve_include_path(include_path) -> list[str]:
     resolved = []
     for p in include_path:
         if not Path(p).is_dir():
-            raise BabyMergeError(f"--include-path {str(p)!r} is not a directory; give the folder of task YAMLs (the project's: lm_eval_tasks)")
+            raise BabyMergeError(
+                f"--include-path {str(p)!r} is not a directory; "
+                "give the folder of task YAMLs (the project's: lm_eval_tasks)"
+            )
         resolved.append(str(Path(p).resolve()))
     return resolved
 
@@ -425,7 +451,8 @@ def check_tasks_are_local(task_manager, tasks: list[str], include_path: list[str
 
     def check_source(name: str, via: str, cfg: dict, path) -> None:
         source = cfg.get("dataset_path")
-        if "custom_dataset" in cfg or source is None or source in _LOCAL_BUILDERS or Path(str(source)).expanduser().exists():
+        local = source is None or source in _LOCAL_BUILDERS or Path(str(source)).expanduser().exists()
+        if "custom_dataset" in cfg or local:
             return
         where = f" (in {via})" if via else ""
         problems.append(f"{name!r}{where} reads dataset_path {source!r}, not local files ({path})")
@@ -433,8 +460,9 @@ def check_tasks_are_local(task_manager, tasks: list[str], include_path: list[str
     for task in tasks:
         visit(task, "", set())
     if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise BabyMergeError(
-            f"{'; '.join(problems[:5])}{f' (and {len(problems) - 5} more)' if len(problems) > 5 else ''}: a sweep evaluates "
+            f"{'; '.join(problems[:5])}{more}: a sweep evaluates "
             "only tasks defined under --include-path that read local data; fix the task names or --include-path, "
             "or pass --allow-hub-tasks to evaluate lm-eval's own tasks"
         )
@@ -480,7 +508,10 @@ def check_settings(out: Path, settings: dict, fingerprints: dict) -> dict:
     path = out / SETTINGS
     if not path.is_file():
         if (out / CELLS).is_file():
-            raise BabyMergeError(f"{out} holds cells.jsonl but no {SETTINGS} (an older babymerge wrote it): what it was run with is unknown; sweep into a new --out")
+            raise BabyMergeError(
+                f"{out} holds cells.jsonl but no {SETTINGS} (an older babymerge wrote it): "
+                "what it was run with is unknown; sweep into a new --out"
+            )
         return {**settings, "alphas": [], "checkpoints": {}}
     try:
         recorded = json.loads(path.read_text())
@@ -502,10 +533,15 @@ def check_settings(out: Path, settings: dict, fingerprints: dict) -> dict:
         old = recorded.get("checkpoints", {}).get(name)
         for role in ("mm", "lang"):
             if old and old[f"{role}_fingerprint"] != now[f"{role}_fingerprint"]:
-                differ.append(f"checkpoint {name} ({role}): {now[role]} is not the checkpoint recorded ({old[role]}): its weights changed")
+                differ.append(
+                    f"checkpoint {name} ({role}): {now[role]} is not the checkpoint recorded ({old[role]}): "
+                    "its weights changed"
+                )
     if differ:
-        raise BabyMergeError(f"{out} is a sweep run with other settings ({'; '.join(differ)}): resuming would mix results; "
-                             "rerun with the recorded settings or sweep into a new --out")  # fmt: skip
+        raise BabyMergeError(
+            f"{out} is a sweep run with other settings ({'; '.join(differ)}): resuming would mix results; "
+            "rerun with the recorded settings or sweep into a new --out"
+        )
     return {**recorded, **settings}
 
 
@@ -560,8 +596,11 @@ def sweep(
     pairs = checkpoint_pairs(mm_run, lang_run, checkpoints)
     settings = sweep_settings(mm_run, lang_run, tasks, include_path, limit, model_args)
     fingerprints = {
-        name: {"mm": str(m), "lang": str(l), "mm_fingerprint": checkpoint_fingerprint(m), "lang_fingerprint": checkpoint_fingerprint(l),
-               "words_seen": pair_words_seen(m, l), "mm_words_seen": words_seen(m), "lang_words_seen": words_seen(l)}
+        name: {
+            "mm": str(m), "lang": str(l), "mm_fingerprint": checkpoint_fingerprint(m),
+            "lang_fingerprint": checkpoint_fingerprint(l), "words_seen": pair_words_seen(m, l),
+            "mm_words_seen": words_seen(m), "lang_words_seen": words_seen(l),
+        }
         for name, m, l in pairs
     }  # fmt: skip
 
@@ -595,7 +634,9 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, progr
         mine = [a for n, _, _, a in todo if n == name]
         if not mine:
             continue
-        lm = BabyMergeLM(pretrained=str(mm_ckpt), lang_ckpt=str(lang_ckpt), alpha=mine[0], keep_sources=True, **model_args)
+        lm = BabyMergeLM(
+            pretrained=str(mm_ckpt), lang_ckpt=str(lang_ckpt), alpha=mine[0], keep_sources=True, **model_args
+        )
         words = pair_words_seen(mm_ckpt, lang_ckpt)
         for alpha in mine:
             lm.set_alpha(alpha)
