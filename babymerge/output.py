@@ -186,9 +186,11 @@ def publish_exclusive(tmp: Path, out: Path) -> None:
     os.mkdir(out)  # FileExistsError if taken
     try:
         os.rename(tmp, out)
-    except OSError:
+    except OSError as err:
         with contextlib.suppress(OSError):
             os.rmdir(out)  # only if still our empty claim
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise FileExistsError(errno.EEXIST, "someone wrote into the claimed directory", str(out)) from None
         raise
 
 
