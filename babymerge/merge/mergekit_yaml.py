@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from ..checkpoint import Checkpoint, layer_index
+from ..checkpoint import Checkpoint, layer_index, parse_dtype
 from ..errors import BabyMergeError
 from ..output import write_file_atomic
 from .alpha import AlphaSchedule
@@ -97,14 +97,8 @@ def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt
     # mergekit computes in `dtype` (babymerge: float32 unless compute_dtype) and writes `out_dtype`
     config["dtype"] = str(compute_dtype or "float32").removeprefix("torch.")
     if dtype:
-        config["out_dtype"] = str(_parse_dtype(dtype)).removeprefix("torch.")
+        config["out_dtype"] = str(parse_dtype(dtype)).removeprefix("torch.")
     return config, caveats
-
-
-def _parse_dtype(dtype):
-    from . import _parse_dtype as parse
-
-    return parse(dtype)
 
 
 def _pair(value) -> list[float]:
