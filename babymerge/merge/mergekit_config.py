@@ -187,12 +187,13 @@ class _Reader:
         valid |= {"t"} if self.method.name == "slerp" else set() if self.method.name in UNWEIGHTED else {"weight"}
         if self.method.name in WEIGHTED_TASK_VECTOR or self.method.name == "linear":
             valid |= {"normalize"}
+        valid &= {*PER_MODEL, *SHARED}  # mergekit's names only (not seed, scale, compute_dtype, ...)
         for ref, params in self.params.items():
             for name in params:
                 if name not in PER_MODEL or name not in valid:
                     self.fail(f"{self.names[ref]}.parameters.{name}", f"not a per-model parameter of {self.method.name} that babymerge supports")
         for name in self.shared:
-            if name not in valid or name in ("seed", "scale"):
+            if name not in valid:
                 self.fail(f"parameters.{name}", f"not a parameter of mergekit's {self.method.name} that babymerge supports")
 
     # -- parameter values --------------------------------------------------------------------------
