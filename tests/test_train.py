@@ -1,9 +1,11 @@
 """train/: tokenizer, packing, the real deepspeed launcher with two CPU ranks (ZeRO-1/2/3)
 against plain single-process PyTorch, kill -9 and --resume, twins that merge, bad input."""
 
+import hashlib
 import json
 import math
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -69,6 +71,30 @@ def weights(run: Path, ckpt: str) -> dict:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "train_tiny_weights.json"
+
+
+def _cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")] if info.is_file() else []
+    return names[0] if names else platform.processor()
+
+
+def tiny_run_fingerprint(ws: Path, name: str) -> dict:
+    """Train the fixture's run (one process, plain PyTorch, one thread, 4 AdamW steps of 8
+    accumulated micro-batches, multimodal data) and describe its final weights: a sha256 of
+    each tensor's bytes (the bit-for-bit check) and its float64 sum and norm (the check on a
+    machine whose CPU or torch differ from the one that wrote the fixture)."""
+    config = write_config(ws, name, engine="torch", max_steps=4, save_every_steps=0)
+    run_train(ws, config, ranks=0, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    tensors = weights(ws / "runs" / name, "ckpt-step4")
+    return {
+        "environment": {"torch": torch.__version__, "cpu": _cpu_model()},
+        "tensors": {k: {"sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest(),
+                        "sum": t.double().sum().item(), "norm": t.double().norm().item()} for k, t in sorted(tensors.items())},
+    }  # fmt: skip
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -151,6 +177,20 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     assert max_diff(weights(single, "ckpt-ep2"), weights(zero2, "ckpt-ep2")) < 1e-5
     single_log = [json.loads(line) for line in (single / "log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in single_log] == pytest.approx([r["loss"] for r in log], abs=1e-4)
+
+
+def test_final_weights_equal_the_stored_fixture_bit_for_bit(ws):
+    """tests/fixtures/train_tiny_weights.json was written by the training loop as it was before
+    it was split into setup / step / checkpoint pieces and fed by a DataLoader: the same run
+    must give the same bits. On another CPU or torch (float rounding may differ) the sums
+    and norms are compared instead."""
+    want, got = json.loads(FIXTURE.read_text()), tiny_run_fingerprint(ws, "fixture")
+    assert got["tensors"].keys() == want["tensors"].keys()
+    if got["environment"] == want["environment"]:
+        assert {k: v["sha256"] for k, v in got["tensors"].items()} == {k: v["sha256"] for k, v in want["tensors"].items()}
+    else:
+        for k, v in want["tensors"].items():
+            assert (got["tensors"][k]["sum"], got["tensors"][k]["norm"]) == pytest.approx((v["sum"], v["norm"]), rel=1e-4, abs=1e-5), k
 
 
 def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
