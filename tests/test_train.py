@@ -1,9 +1,12 @@
 """train/: tokenizer, packing, the real deepspeed launcher with two CPU ranks (ZeRO-1/2/3)
 against plain single-process PyTorch, kill -9 and --resume, twins that merge, bad input."""
 
+import hashlib
 import json
 import math
 import os
+import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,13 +50,16 @@ def write_config(ws: Path, name: str, multimodal: bool = True, **top) -> Path:
     return demo_data.write_config(ws / f"{name}.yaml", config)
 
 
-def run_train(ws, config, *args, ranks=2, env=None, check=True):
-    """The real command: the deepspeed launcher (or python -m train for ranks=0)."""
+def run_train(ws, config, *args, ranks=2, env=None, check=True, kill_at=None):
+    """The real command: the deepspeed launcher (or python -m train for ranks=0); with
+    ``kill_at="RANK:STEP"``, tests/train_kill.py instead of the train module."""
     if ranks:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(port), "--module", "train", "--config", str(config), *args]
+        program = [str(REPO / "tests" / "train_kill.py"), "--kill-at", kill_at] if kill_at else ["--module", "train"]
+        cmd = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(port), *program, "--config", str(config)]
+        cmd += args
     else:
         cmd = [sys.executable, "-m", "train", "--config", str(config), *args]
     proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
@@ -69,6 +75,30 @@ def weights(run: Path, ckpt: str) -> dict:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "train_tiny_weights.json"
+
+
+def _cpu_model() -> str:
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")] if info.is_file() else []
+    return names[0] if names else platform.processor()
+
+
+def tiny_run_fingerprint(ws: Path, name: str, **top) -> dict:
+    """Train the fixture's run (one process, plain PyTorch, one thread, 4 AdamW steps of 8
+    accumulated micro-batches, multimodal data) and describe its final weights: a sha256 of
+    each tensor's bytes (the bit-for-bit check) and its float64 sum and norm (the check on a
+    machine whose CPU or torch differ from the one that wrote the fixture)."""
+    config = write_config(ws, name, engine="torch", max_steps=4, save_every_steps=0, **top)
+    run_train(ws, config, ranks=0, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    tensors = weights(ws / "runs" / name, "ckpt-step4")
+    return {
+        "environment": {"torch": torch.__version__, "cpu": _cpu_model()},
+        "tensors": {k: {"sha256": hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest(),
+                        "sum": t.double().sum().item(), "norm": t.double().norm().item()} for k, t in sorted(tensors.items())},
+    }  # fmt: skip
 
 
 # -- pieces ------------------------------------------------------------------------------------
@@ -87,13 +117,21 @@ def test_tokenizer_cli_special_tokens_and_ratio(ws):
 
 
 def test_packing_by_hand():
-    blocks, images = pack_text([[5, 6, 7], [8]], ctx=4, eos=2, image_token=4)  # stream 5 6 7 </s> 8 </s>
-    assert blocks.tolist() == [[4, 5, 6, 7], [4, 2, 8, 2]] and images == [[-1], [-1]]
-    blocks, images = pack_text([[5, 6, 7], [8]], ctx=4, eos=2, image_token=None)
-    assert blocks.tolist() == [[5, 6, 7, 2]] and images == [[]]
-    blocks, images, n = pack_captions([[5, 6], [7, 8, 9], [10]], np.array([7, 8, 9]), ctx=6, eos=2, pad=0, image_token=4)
+    # a segment's words count in the block holding its </s>; a segment whose </s> is cut off, nowhere
+    # stream 5 6 7 </s> 8 </s>
+    blocks, images, words = pack_text([[5, 6, 7], [8]], ctx=4, eos=2, image_token=4, words=[3, 1])
+    assert blocks.tolist() == [[4, 5, 6, 7], [4, 2, 8, 2]] and images == [[-1], [-1]] and words.tolist() == [0, 4]
+    blocks, images, words = pack_text([[5, 6, 7], [8]], ctx=4, eos=2, image_token=None, words=[3, 1])
+    assert blocks.tolist() == [[5, 6, 7, 2]] and images == [[]] and words.tolist() == [3]
+    blocks, images, n, words = pack_captions(
+        [[5, 6], [7, 8, 9], [10]], np.array([7, 8, 9]), ctx=6, eos=2, pad=0, image_token=4, words=[2, 3, 1]
+    )
     assert blocks.tolist() == [[4, 5, 6, 2, 0, 0], [4, 7, 8, 9, 2, 0], [4, 10, 2, 0, 0, 0]]
-    assert images == [[7], [8], [9]] and n == [4, 5, 3]
+    assert images == [[7], [8], [9]] and n == [4, 5, 3] and words.tolist() == [2, 3, 1]
+    blocks, images, n, words = pack_captions(
+        [[5], [6], [7, 8]], np.array([0, 1, 2]), ctx=6, eos=2, pad=0, image_token=4, words=[1, 1, 2]
+    )
+    assert blocks.tolist() == [[4, 5, 2, 4, 6, 2], [4, 7, 8, 2, 0, 0]] and words.tolist() == [2, 2]
 
 
 def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
@@ -125,9 +163,56 @@ def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
 @pytest.fixture(scope="module")
 def reference(ws):
     """Plain single-process PyTorch, then the deepspeed launcher with 2 CPU ranks and ZeRO-2."""
-    run_train(ws, write_config(ws, "torch", engine="torch"), ranks=0)
-    run_train(ws, write_config(ws, "zero2"))
+    run_train(ws, write_config(ws, "torch", engine="torch", word_checkpoint_unit=1000), ranks=0)
+    run_train(ws, write_config(ws, "zero2", word_checkpoint_unit=1000))
     return ws / "runs" / "torch", ws / "runs" / "zero2"
+
+
+def expected_word_checkpoints(ws: Path, seed=42, global_batch=32, steps=TOTAL_STEPS, unit=1000) -> dict:
+    """{name: (step, words seen)} computed from the packed tokens and the corpus files, not from
+    the loop: a text segment's words count in the block holding its </s> (the k-th </s> of the
+    text blocks ends the corpus's k-th line), a caption's in the block holding its <image>
+    (the k-th <image> of the caption blocks starts the k-th caption); the blocks of step s are
+    the global batch s of the documented order, permutation(seed, epoch)."""
+    import datasets
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
+    eos, image = tok.eos_token_id, tok.convert_tokens_to_ids("<image>")
+    lines = [line for line in (ws / "corpora" / "text" / "corpus.train").read_text().splitlines() if line.strip()]
+    caption_rows = (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()
+    captions = [json.loads(r)["caption"] for r in caption_rows]
+    (cache,) = [p for p in (ws / "cache").iterdir() if (p / "dataset_info.json").is_file()]
+    blocks = datasets.load_from_disk(str(cache))
+    ids = np.asarray(blocks["input_ids"])
+    words, segment, caption = [], 0, 0
+    for block, rows in zip(ids, blocks["images"]):
+        if rows != [-1]:  # a caption block (a text block's one image is the black one)
+            k = int((block == image).sum())
+            words.append(sum(len(c.split()) for c in captions[caption : caption + k]))
+            caption += k
+        else:
+            k = int((block[1:] == eos).sum())
+            words.append(sum(len(line.split()) for line in lines[segment : segment + k]))
+            segment += k
+    assert caption == len(captions)
+    words = np.array(words)
+    per_epoch = len(ids) // global_batch
+    per_step = []
+    for s in range(steps):
+        order = np.random.default_rng([seed, s // per_epoch]).permutation(len(ids))
+        k = s % per_epoch
+        per_step.append(words[order[k * global_batch : (k + 1) * global_batch]].sum())
+    seen = np.cumsum(per_step)
+    schedule = [*range(1, 10), *range(10, 100, 10), *range(100, 1001, 100)]
+    return {f"chck_{n * unit / 1e6:g}M": (int(np.argmax(seen >= n * unit)) + 1, int(seen[np.argmax(seen >= n * unit)]))
+            for n in schedule if seen[-1] >= n * unit}  # fmt: skip
+
+
+def chck_states(run: Path) -> dict:
+    states = {p.name: json.loads((p / "trainer_state.json").read_text()) for p in run.glob("chck_*")}
+    return {name: (s["global_step"], s["words_seen"]) for name, s in states.items()}
 
 
 def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
@@ -139,7 +224,7 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     # the rate each step used: linear warm-up over 2 steps, then cosine from 1e-2 down to 1e-3
     want = [1e-2 * ((i + 1) / 2 if i < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - 2) / (TOTAL_STEPS - 2)))) for i in range(TOTAL_STEPS)]
     assert [r["lr"] for r in log] == pytest.approx(want)
-    names = sorted(p.name for p in zero2.iterdir() if (p / "config.json").is_file())
+    names = sorted(p.name for p in zero2.iterdir() if (p / "config.json").is_file() and not p.name.startswith("chck_"))
     assert names == ["ckpt-ep1", "ckpt-ep2", "ckpt-step10", "ckpt-step5"]
     assert (zero2 / "latest").read_text().strip() == "ckpt-ep2"
     assert not list(zero2.glob(".tmp-*"))
@@ -153,6 +238,22 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     assert [r["loss"] for r in single_log] == pytest.approx([r["loss"] for r in log], abs=1e-4)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_final_weights_equal_the_stored_fixture_bit_for_bit(ws, workers):
+    """tests/fixtures/train_tiny_weights.json was written by the training loop as it was before
+    it was split into setup / step / checkpoint pieces and fed by a DataLoader: the same run
+    must give the same bits, with batches made in this process or by 2 worker processes. On
+    another CPU or torch (float rounding may differ) the sums and norms are compared instead."""
+    want = json.loads(FIXTURE.read_text())
+    got = tiny_run_fingerprint(ws, f"fixture{workers}", dataloader_workers=workers)
+    assert got["tensors"].keys() == want["tensors"].keys()
+    if got["environment"] == want["environment"]:
+        assert {k: v["sha256"] for k, v in got["tensors"].items()} == {k: v["sha256"] for k, v in want["tensors"].items()}
+    else:
+        for k, v in want["tensors"].items():
+            assert (got["tensors"][k]["sum"], got["tensors"][k]["norm"]) == pytest.approx((v["sum"], v["norm"]), rel=1e-4, abs=1e-5), k
+
+
 def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -164,18 +265,62 @@ def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     torch.testing.assert_close(model.model.black_image_features, black)
 
 
-def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights(ws, reference):
+def test_word_count_checkpoints_at_the_first_step_past_each_threshold(ws, reference):
+    """The 2025 schedule in thousands of words (1K..10K, 20K): this data gives ~1,550 words a
+    step, so some steps cross two thresholds (both folders written) and 10K falls on the
+    first epoch's end (chck_ and ckpt-ep1 at the same step)."""
+    single, zero2 = reference
+    want = expected_word_checkpoints(ws)
+    assert list(want) == [f"chck_0.00{i}M" for i in range(1, 10)] + ["chck_0.01M", "chck_0.02M"]
+    assert len({step for step, _ in want.values()}) < len(want) and want["chck_0.01M"][0] == 7
+    assert chck_states(zero2) == want and chck_states(single) == want
+    assert max_diff(weights(zero2, "chck_0.01M"), weights(zero2, "ckpt-ep1")) == 0
+    total_words = json.loads((zero2 / "ckpt-ep2" / "trainer_state.json").read_text())["words_seen"]
+    log = [json.loads(line) for line in (zero2 / "log.jsonl").read_text().splitlines()]
+    assert total_words == log[-1]["words_seen"] >= want["chck_0.02M"][1]
+    assert (zero2 / "latest").read_text().strip() == "ckpt-ep2"
+
+
+def test_babylm2025_schedule_is_the_pipelines_checkpoint_list():
+    """Our names at the real scale equal the revisions the official pipeline's collate_preds.py
+    reads (its OTHER_FAST_REVISIONS, evaluated from its source: the module needs packages
+    the pipeline installs, not us)."""
+    import ast
+
+    from train.checkpointing import checkpoint_words, word_checkpoint_name, word_thresholds
+
+    pipeline_dir = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
+    source = pipeline_dir / "evaluation_pipeline" / "collate_preds.py"
+    if not source.is_file():
+        pytest.skip(f"the official pipeline is not at {source}")
+    body = ast.parse(source.read_text()).body
+    (node,) = [n for n in body if isinstance(n, ast.Assign) and n.targets[0].id == "OTHER_FAST_REVISIONS"]
+    pipeline = eval(compile(ast.Expression(node.value), str(source), "eval"))
+    ours = [word_checkpoint_name(t) for t in word_thresholds("babylm2025", 1_000_000)]
+    assert ours == pipeline and len(ours) == 28
+    assert [checkpoint_words(n) for n in ours] == [int(n[5:-1]) * 10**6 for n in pipeline]
+    small = (1000, 12_500, 1_500_000, 1)
+    assert [word_checkpoint_name(t) for t in small] == ["chck_0.001M", "chck_0.0125M", "chck_1.5M", "chck_0.000001M"]
+    assert [checkpoint_words(word_checkpoint_name(t)) for t in small] == list(small)
+
+
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights_and_word_checkpoints(ws, reference):
     _, zero2 = reference
-    config = write_config(ws, "killed")
-    proc = run_train(ws, config, env={"BABYMERGE_TRAIN_KILL_AT": "1:12"}, check=False)  # rank 1 dies after step 12
+    config = write_config(ws, "killed", word_checkpoint_unit=1000)
+    proc = run_train(ws, config, kill_at="1:12", check=False)  # rank 1 dies after step 12
     assert proc.returncode != 0
     run = ws / "runs" / "killed"
     assert (run / "latest").read_text().strip() == "ckpt-step10"  # the newest checkpoint that was complete
     assert not (run / "ckpt-ep2").exists()
+    want = expected_word_checkpoints(ws)
+    assert chck_states(run) == {name: v for name, v in want.items() if v[0] <= 12}
     run_train(ws, config, "--resume")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log][-4:] == list(range(11, TOTAL_STEPS + 1))  # 11, 12 again after the crash
     assert max_diff(weights(zero2, "ckpt-ep2"), weights(run, "ckpt-ep2")) < 1e-6
+    assert chck_states(run) == want
+    for name in want:
+        assert max_diff(weights(zero2, name), weights(run, name)) < 1e-6, name
 
 
 @pytest.mark.parametrize("ds_config, stage", [("ds_zero1", 1), ("ds_zero3", 3), ("ds_zero2_offload", 2)])
@@ -229,6 +374,55 @@ def test_bad_config_and_data_are_named(ws, tmp_path):
     np.save(wide, np.zeros((300, 48), np.float32))
     with pytest.raises(BabyMergeError, match=r"wide.npy: features are 48-d but model.feature_size is 32"):
         build_blocks(load_config(write_config(ws, "width", data__multimodal=[{**mm, "features": str(wide)}])), tok)
+
+
+def test_numbers_written_like_3e_4_are_numbers(ws):
+    path = write_config(ws, "exp")
+    path.write_text(path.read_text().replace("lr: 0.01", "lr: 3e-4"))
+    assert yaml.safe_load(path.read_text())["optim"]["lr"] == "3e-4"  # YAML 1.1: no dot, a string
+    assert load_config(path).optim.lr == 3e-4
+    assert load_config(write_config(ws, "exp2"), ["optim.lr=3e-4", "word_checkpoint_unit=1e3"]).optim.lr == 3e-4
+    assert load_config(write_config(ws, "exp2"), ["word_checkpoint_unit=1e3"]).word_checkpoint_unit == 1000
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-0.001", "optim.lr must be > 0, got -0.001"),  # was refused by torch after the data build
+    ("micro_batch_size=0", "micro_batch_size must be >= 1, got 0"),  # was a ZeroDivisionError
+    ("epochs=0", "epochs must be >= 1, got 0"),  # was rc 0, nothing trained
+    ("word_checkpoints=[2000, 1000]", "word_checkpoints must be increasing"),
+])  # fmt: skip
+def test_bad_values_are_refused_before_any_work(ws, tmp_path, capsys, override, message):
+    from train.loop import main
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    config = write_config(ws, "bad", engine="torch", output_dir=str(run), data__cache_dir=str(cache))
+    assert main(["--config", str(config), "--set", override]) == 2
+    assert message in capsys.readouterr().err
+    assert not cache.exists() and not run.exists()
+
+
+def test_invalid_utf8_in_a_corpus_names_the_file_and_line(ws, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
+    for bad_line in (3, 20_000):  # the second far beyond the decoder's first buffer
+        corpus = tmp_path / f"bad{bad_line}.train"
+        lines = [b"a fine line"] * 30_000
+        lines[bad_line - 1] = b"caf\xe9 in latin-1"
+        corpus.write_bytes(b"\n".join(lines) + b"\n")
+        config = write_config(ws, "utf8", data__text=[str(corpus)], data__cache_dir=str(tmp_path / "cache"))
+        config = load_config(config)
+        with pytest.raises(BabyMergeError, match=f"{corpus}:{bad_line}: not valid UTF-8"):
+            build_blocks(config, tok)
+
+
+def test_resuming_two_rank_state_with_one_rank_is_refused_before_deepspeed_reads_it(ws, reference):
+    _, zero2 = reference
+    shutil.copytree(zero2, ws / "runs" / "one_rank")
+    proc = run_train(ws, write_config(ws, "one_rank", word_checkpoint_unit=1000), "--resume", ranks=0, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "these settings differ from the checkpoint's (was, now): {'world_size': (2, 1)}" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, reference):

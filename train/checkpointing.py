@@ -7,12 +7,27 @@ A run folder looks like::
         trainer_state.json      epoch, step, tokens seen, the training config
         deepspeed/state/        DeepSpeed (or plain PyTorch) model + optimiser + scheduler state
       ckpt-step500/ ...
+      chck_1M/ ... chck_1000M/  word-count checkpoints (weights; engine state only when newest)
       latest                    name of the newest complete checkpoint
       log.jsonl
 
+**Word-count checkpoints** follow the BabyLM 2025 schedule (every 1M words seen up to 10M,
+every 10M up to 100M, every 100M up to 1000M) and are named as the evaluation pipeline
+names revisions: ``chck_<N>M``, N = the threshold in millions of words. A checkpoint is
+saved at the first optimiser-step boundary at which ``words_seen >= threshold`` (words as
+``train.data`` counts them), so it holds slightly more words than its name says;
+``trainer_state.json`` has the exact ``"words_seen"``. A smaller schedule (a tiny run's
+thousands of words) keeps the rule: N is written in decimal without trailing zeros,
+``chck_0.001M`` for 1,000 words, ``chck_0.0125M`` for 12,500; ``checkpoint_words(name)``
+reads it back, and ordering names by it orders them by words. When one step crosses
+several thresholds, each gets its folder (same weights); when a step is also an epoch end
+or a ``save_every_steps`` step, ``ckpt-*`` is written last and ``latest`` points at it.
+
 Publishing is crash-safe: every rank writes into ``.tmp-<name>``, rank 0 renames it to
-``<name>`` once all ranks are done, and only then points ``latest`` at it (itself written to a
-temporary file and renamed). A crash or ``kill -9`` at any moment leaves either the old
+``<name>`` once all ranks are done, and only then (after all checkpoints of that step) points
+``latest`` at it (itself written to a temporary file and renamed); a resumed run redoes the
+steps after ``latest``, rewriting any checkpoint of theirs a crash left. A crash or
+``kill -9`` at any moment leaves either the old
 ``latest`` or the new one, never a half-written checkpoint behind the pointer. The optimiser
 states of older checkpoints are deleted (``keep_optimizer_states``); their weights stay, since
 those are what a merge sweep over checkpoints needs.
@@ -42,14 +57,54 @@ def _gathered(engine):
     return nullcontext()
 
 
-def save_checkpoint(engine, tokenizer, out: Path, name: str, state: dict, dist: Dist, keep_optimizer_states: int = 1) -> Path:
-    """Write weights + tokenizer + trainer state + engine state as ``out/name``, then publish it."""
+BABYLM2025_SCHEDULE = [*range(1, 10), *range(10, 100, 10), *range(100, 1001, 100)]  # in units (1M words)
+
+
+def word_thresholds(word_checkpoints, unit: int) -> list[int]:
+    """The word counts to checkpoint at: the 2025 schedule in ``unit`` words, none, or a list."""
+    if word_checkpoints == "babylm2025":
+        return [n * unit for n in BABYLM2025_SCHEDULE]
+    return [] if word_checkpoints == "none" else list(word_checkpoints)
+
+
+def word_checkpoint_name(words: int) -> str:
+    """``chck_<N>M``, N = ``words`` in millions, in decimal without trailing zeros."""
+    whole, part = divmod(int(words), 1_000_000)
+    return f"chck_{whole}M" if not part else f"chck_{whole}.{part:06d}".rstrip("0") + "M"
+
+
+def checkpoint_words(name: str) -> int | None:
+    """The words a ``chck_<N>M`` name stands for (``chck_0.001M`` -> 1000); None for other names."""
+    if not (name.startswith("chck_") and name.endswith("M")):
+        return None
+    whole, _, part = name[5:-1].partition(".")
+    if not whole.isdigit() or (part and not part.isdigit()) or len(part) > 6:
+        return None
+    return int(whole) * 1_000_000 + int(part.ljust(6, "0") or 0)
+
+
+def save_checkpoints(
+    engine, tokenizer, out: Path, names: list[str], state: dict, dist: Dist, keep_optimizer_states: int = 1
+) -> list[Path]:
+    """Write the checkpoints due at one step (all with the same weights and ``state``), the
+    last one with the engine state, then point ``latest`` at it."""
+    paths = [_write(engine, tokenizer, out, name, state, dist, with_engine_state=name == names[-1]) for name in names]
+    if dist.is_main:
+        write_file_atomic(out / LATEST, names[-1] + "\n")
+        prune_optimizer_states(out, keep_optimizer_states)
+    dist.barrier()
+    return paths
+
+
+def _write(engine, tokenizer, out: Path, name: str, state: dict, dist: Dist, with_engine_state: bool) -> Path:
+    """Weights + tokenizer + trainer state (+ engine state) into ``.tmp-name``, renamed to ``name``."""
     tmp, final = out / f".tmp-{name}", out / name
     if dist.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
-    engine.save_checkpoint(str(tmp / STATE_DIR), tag=TAG, client_state=state, save_latest=False)
+    if with_engine_state:
+        engine.save_checkpoint(str(tmp / STATE_DIR), tag=TAG, client_state=state, save_latest=False)
     with _gathered(engine):
         if dist.is_main:
             engine.module.save_pretrained(tmp)
@@ -59,16 +114,13 @@ def save_checkpoint(engine, tokenizer, out: Path, name: str, state: dict, dist: 
     if dist.is_main:
         shutil.rmtree(final, ignore_errors=True)  # a re-run of a step a crash interrupted
         tmp.rename(final)
-        write_file_atomic(out / LATEST, name + "\n")
-        prune_optimizer_states(out, keep_optimizer_states)
-    dist.barrier()
     return final
 
 
 def checkpoints(out: Path) -> list[Path]:
     """Published checkpoints, oldest first (by optimiser step)."""
     found = [p for p in out.iterdir() if (p / TRAINER_STATE).is_file()] if out.is_dir() else []
-    return sorted(found, key=lambda p: json.loads((p / TRAINER_STATE).read_text())["global_step"])
+    return sorted(found, key=lambda p: (json.loads((p / TRAINER_STATE).read_text())["global_step"], p.name))
 
 
 def prune_optimizer_states(out: Path, keep: int) -> None:
@@ -79,6 +131,10 @@ def prune_optimizer_states(out: Path, keep: int) -> None:
     for p in with_state[:-keep]:
         if p != latest:
             shutil.rmtree(p / STATE_DIR, ignore_errors=True)
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    return json.loads((ckpt / TRAINER_STATE).read_text())
 
 
 def latest_checkpoint(out: Path) -> Path:

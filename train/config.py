@@ -5,8 +5,11 @@
 A config is plain data (dataclasses below); the YAML may set any subset of their fields and
 ``--set section.key=value`` overrides single values (parsed as YAML: ``3e-4``, ``true``,
 ``[a, b]``). A key that does not exist is an error that lists the valid ones, so a typo
-never silently falls back to a default. Relative paths in the YAML are relative to the
-directory the command runs in, as on the command line.
+never silently falls back to a default. Numbers may be written ``3e-4``: YAML 1.1 (PyYAML)
+reads that as a string, so number fields accept any string Python's ``float`` reads.
+``load_config`` checks every value (ranges, batch arithmetic, the word-checkpoint schedule)
+before the run does any work. Relative paths in the YAML are relative to the directory the
+command runs in, as on the command line.
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ class TrainConfig:
     save_every_steps: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
     keep_optimizer_states: int = 1  # DeepSpeed states kept for --resume (newest N); weights are always kept
     log_every_steps: int = 10
+    # Word-count checkpoints chck_<N>M (train.checkpointing): "babylm2025" is the 2025 track's
+    # schedule, 1..10, 20..100, 200..1000 units of word_checkpoint_unit words; "none"; or a list
+    # of word counts. A tiny run sets word_checkpoint_unit: 1000 (chck_0.001M, chck_0.002M, ...).
+    word_checkpoints: str | list = "babylm2025"
+    word_checkpoint_unit: int = 1_000_000
+    dataloader_workers: int = -1  # processes preparing batches ahead of the step; -1: 2 with a GPU, 0 on CPU
     tensorboard: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -115,15 +124,33 @@ def _build(cls, values: dict, where: str, prefix: str = ""):
             kwargs[name] = _build(type(default), value or {}, where, f"{prefix}{name}.")
             continue
         key = prefix + name
+        value = _number(value, 0 if key == "word_checkpoints" else default)
         if key in _CHOICES and value not in _CHOICES[key]:
             raise BabyMergeError(f"{where}: {key} must be one of {list(_CHOICES[key])}, got {value!r}")
-        if isinstance(default, bool) != isinstance(value, bool) or (isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+        number = isinstance(value, (int, float))
+        if (isinstance(default, bool) != isinstance(value, bool) or (isinstance(default, (int, float)) and not number)
+                or (isinstance(default, int) and isinstance(value, float))):  # fmt: skip
             if not (default is None or value is None):
                 raise BabyMergeError(f"{where}: {key} must be a {type(default).__name__}, got {value!r}")
         if isinstance(default, list) and isinstance(value, str):
             value = [value]
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _number(value, default):
+    """``3e-4`` for a number field: PyYAML (YAML 1.1) reads exponents without a dot as strings."""
+    if isinstance(value, list):
+        return [_number(v, default[0] if isinstance(default, list) and default else default) for v in value]
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or isinstance(value, bool):
+        return value
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value  # refused below as "must be a float/int"
+    if isinstance(default, int) and isinstance(number, float):
+        return int(number) if number.is_integer() else value  # 1e6 words, not 1e6 as a float
+    return number
 
 
 def _set(tree: dict, dotted: str, value) -> None:
@@ -153,8 +180,55 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     if overrides:
         where = f"{where} (with --set)"
     config = _build(TrainConfig, raw, where)
-    if config.global_batch_size % config.micro_batch_size:
-        raise BabyMergeError(f"{where}: global_batch_size {config.global_batch_size} is not a multiple of micro_batch_size {config.micro_batch_size}")
-    if config.model.kind == "llama" and (config.data.multimodal or config.data.text_image_prefix != "none"):
-        raise BabyMergeError(f"{where}: model.kind=llama is text only: remove data.multimodal and set data.text_image_prefix: none")
+    validate(config, where)
     return config
+
+
+def validate(config: TrainConfig, where: str = "config") -> None:
+    """Every value in range and consistent, so that a mistake is reported before the data is
+    built or a process group started (not as a ZeroDivisionError or a torch error later)."""
+    m, o = config.model, config.optim
+    at_least = {
+        "epochs": (config.epochs, 1), "micro_batch_size": (config.micro_batch_size, 1),
+        "global_batch_size": (config.global_batch_size, 1), "max_steps": (config.max_steps, 0),
+        "save_every_steps": (config.save_every_steps, 0), "keep_optimizer_states": (config.keep_optimizer_states, 0),
+        "log_every_steps": (config.log_every_steps, 1), "word_checkpoint_unit": (config.word_checkpoint_unit, 1),
+        "dataloader_workers": (config.dataloader_workers, -1),
+        "model.num_layers": (m.num_layers, 1), "model.hidden_size": (m.hidden_size, 1),
+        "model.intermediate_size": (m.intermediate_size, 1), "model.num_heads": (m.num_heads, 1),
+        "model.context_length": (m.context_length, 2), "model.feature_size": (m.feature_size, 1),
+        "optim.warmup_steps": (o.warmup_steps, 0), "optim.weight_decay": (o.weight_decay, 0),
+        "optim.grad_clip": (o.grad_clip, 0),
+    }  # fmt: skip
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise BabyMergeError(f"{where}: {key} must be >= {low}, got {value}")
+    for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps)):
+        if not value > 0:
+            raise BabyMergeError(f"{where}: {key} must be > 0, got {value}")
+    for key, value in (("optim.min_lr_ratio", o.min_lr_ratio), ("optim.warmup_ratio", o.warmup_ratio)):
+        if not 0 <= value <= 1:
+            raise BabyMergeError(f"{where}: {key} must be in [0, 1], got {value}")
+    if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in o.betas):
+        raise BabyMergeError(f"{where}: optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.95]; got {o.betas}")
+    if m.hidden_size % m.num_heads:
+        raise BabyMergeError(
+            f"{where}: model.hidden_size {m.hidden_size} is not a multiple of model.num_heads {m.num_heads}"
+        )
+    if config.global_batch_size % config.micro_batch_size:
+        raise BabyMergeError(
+            f"{where}: global_batch_size {config.global_batch_size} is not a multiple of "
+            f"micro_batch_size {config.micro_batch_size}"
+        )
+    if config.model.kind == "llama" and (config.data.multimodal or config.data.text_image_prefix != "none"):
+        raise BabyMergeError(
+            f"{where}: model.kind=llama is text only: remove data.multimodal and set data.text_image_prefix: none"
+        )
+    words = config.word_checkpoints
+    counts = isinstance(words, list) and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in words)
+    if words not in ("babylm2025", "none") and not counts:
+        raise BabyMergeError(
+            f"{where}: word_checkpoints must be 'babylm2025', 'none' or a list of positive word counts, got {words!r}"
+        )
+    if counts and sorted(set(words)) != words:
+        raise BabyMergeError(f"{where}: word_checkpoints must be increasing without repeats, got {words}")

@@ -10,7 +10,12 @@ Two kinds of sequence, both exactly ``context_length`` tokens long:
   are packed greedily, in corpus order, into blocks without being split, and only the tail
   of a block that the next example does not fit into is padding (not scored).
 
-Each block records which feature row fills each of its ``<image>`` tokens (``-1``: black).
+Each block records which feature row fills each of its ``<image>`` tokens (``-1``: black)
+and how many **words** it holds (``n_words``, for the word-count checkpoints): a word is a
+whitespace-separated word (``str.split()``) of a text segment or caption as read from the
+corpus; a text segment's words count in the block that holds its end (its ``</s>``), a
+caption's in its block. The ``<image>`` token, the black-image prefix, ``</s>`` and padding
+are not words; segments cut off after the last full block are not counted (not trained on).
 Blocks are stored as an Arrow dataset (memory-mapped) under ``data.cache_dir`` in a folder
 named by a fingerprint of the input files, tokenizer and packing settings, so a second run,
 another rank or a resumed run reuses them. The features themselves are never copied: they
@@ -36,7 +41,7 @@ from babymerge.errors import BabyMergeError
 from .config import TrainConfig
 
 TEXT_SUFFIXES = (".txt", ".train", ".dev", ".test", ".jsonl")
-PACKING_VERSION = 1  # bump when the block layout changes, so stale caches are not reused
+PACKING_VERSION = 2  # bump when the block layout changes, so stale caches are not reused
 
 
 # -- reading the corpora -------------------------------------------------------------------------
@@ -56,6 +61,26 @@ def expand_paths(patterns: list[str], suffixes: tuple[str, ...], what: str) -> l
 
 def iter_text(path: Path):
     """Segments of a text file: non-empty lines, or the ``text`` field of JSONL rows."""
+    try:
+        yield from _iter_text(path)
+    except UnicodeDecodeError as err:
+        with open(path, "rb") as f:  # find the line: the decoder reports a position in its buffer
+            n = next((n for n, raw in enumerate(f, 1) if not _is_utf8(raw)), "?")
+        raise BabyMergeError(
+            f"{path}:{n}: not valid UTF-8 ({err.reason}); re-encode the file, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > fixed.txt"
+        ) from None
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _iter_text(path: Path):
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if path.suffix == ".jsonl":
@@ -186,38 +211,54 @@ def tokenize(tokenizer, texts: list[str], desc: str, batch: int = 10_000):
         yield from tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
 
 
-def pack_text(token_lists, ctx: int, eos: int, image_token: int | None) -> tuple[np.ndarray, list[list[int]]]:
+def pack_text(token_lists, ctx: int, eos: int, image_token: int | None, words) -> tuple[np.ndarray, list, np.ndarray]:
     """Concatenate ``segment </s>`` streams and cut them into ``ctx``-token blocks (an
-    ``<image>`` first when ``image_token`` is given)."""
-    stream = np.fromiter((t for ids in token_lists for t in (*ids, eos)), dtype=np.int32)
+    ``<image>`` first when ``image_token`` is given). ``words[i]``, segment i's word count,
+    goes to the block holding its ``</s>``: returns blocks, image rows, words per block."""
+    lengths = []
+
+    def stream_of(lists):
+        for ids in lists:
+            lengths.append(len(ids) + 1)
+            yield from ids
+            yield eos
+
+    stream = np.fromiter(stream_of(token_lists), dtype=np.int32)
     body = ctx - (image_token is not None)
     n = len(stream) // body
     blocks = stream[: n * body].reshape(n, body)
     if image_token is not None:
         blocks = np.concatenate([np.full((n, 1), image_token, np.int32), blocks], axis=1)
-    return blocks, [[-1] if image_token is not None else [] for _ in range(n)]
+    end_block = (np.cumsum(np.asarray(lengths, dtype=np.int64)) - 1) // body
+    kept = end_block < n
+    words = np.asarray(words, dtype=np.int64)
+    n_words = np.bincount(end_block[kept], weights=words[kept], minlength=n).astype(np.int64)
+    return blocks, [[-1] if image_token is not None else [] for _ in range(n)], n_words
 
 
-def pack_captions(token_lists, feature_rows: np.ndarray, ctx: int, eos: int, pad: int, image_token: int):
-    """Greedy packing of whole ``<image> caption </s>`` examples into ``ctx``-token blocks."""
-    blocks, images, n_tokens = [], [], []
-    current, current_images = [], []
+def pack_captions(token_lists, feature_rows: np.ndarray, ctx: int, eos: int, pad: int, image_token: int, words):
+    """Greedy packing of whole ``<image> caption </s>`` examples into ``ctx``-token blocks;
+    returns blocks, image rows, tokens and words (``words[i]``: caption i's) per block."""
+    blocks, images, n_tokens, n_words = [], [], [], []
+    current, current_images, current_words = [], [], 0
 
     def flush():
         if current:
             n_tokens.append(len(current))
             blocks.append(current + [pad] * (ctx - len(current)))
             images.append(list(current_images))
+            n_words.append(current_words)
 
-    for ids, row in zip(token_lists, feature_rows):
+    for ids, row, w in zip(token_lists, feature_rows, words):
         example = [image_token, *ids, eos][:ctx]
         if len(current) + len(example) > ctx:
             flush()
-            current, current_images = [], []
+            current, current_images, current_words = [], [], 0
         current += example
         current_images.append(int(row))
+        current_words += w
     flush()
-    return np.array(blocks, dtype=np.int32).reshape(-1, ctx), images, n_tokens
+    return np.array(blocks, dtype=np.int32).reshape(-1, ctx), images, n_tokens, np.array(n_words, dtype=np.int64)
 
 
 def _fingerprint(config: TrainConfig, tokenizer, files: list[Path]) -> str:
@@ -263,19 +304,25 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
         if text_files:
             segments = [s for f in text_files for s in iter_text(f)]
             prefix = image_token if config.data.text_image_prefix == "black" else None
-            blocks, images = pack_text(tokenize(tokenizer, segments, "tokenising text"), ctx, eos, prefix)
-            parts.append((blocks, images, [ctx] * len(blocks)))
+            words = [len(s.split()) for s in segments]
+            token_lists = tokenize(tokenizer, segments, "tokenising text")
+            blocks, images, n_words = pack_text(token_lists, ctx, eos, prefix, words)
+            parts.append((blocks, images, [ctx] * len(blocks), n_words))
         for src in sources:
-            parts.append(pack_captions(tokenize(tokenizer, src.captions, "tokenising captions"), src.rows, ctx, eos, pad, image_token))
+            words = [len(c.split()) for c in src.captions]
+            token_lists = tokenize(tokenizer, src.captions, "tokenising captions")
+            parts.append(pack_captions(token_lists, src.rows, ctx, eos, pad, image_token, words))
         blocks = np.concatenate([p[0] for p in parts])
         if len(blocks) == 0:
             raise BabyMergeError(f"the corpora hold fewer than {ctx} tokens: not one block of model.context_length={ctx}")
         dataset = datasets.Dataset.from_dict(
-            {"input_ids": blocks, "images": sum((p[1] for p in parts), []), "n_tokens": np.concatenate([p[2] for p in parts])},
+            {"input_ids": blocks, "images": sum((p[1] for p in parts), []),
+             "n_tokens": np.concatenate([p[2] for p in parts]), "n_words": np.concatenate([p[3] for p in parts])},
             features=datasets.Features({
                 "input_ids": datasets.Sequence(datasets.Value("int32"), length=ctx),
                 "images": datasets.Sequence(datasets.Value("int64")),
                 "n_tokens": datasets.Value("int32"),
+                "n_words": datasets.Value("int64"),
             }),
         )  # fmt: skip
         cache.parent.mkdir(parents=True, exist_ok=True)
