@@ -29,7 +29,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextT
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, LlavaPreTrainedModel
 
-from . import remote_code
+from .remote_code import AUTO_MAP, write_remote_code
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
 from .image_features import BLACK_IMAGE_SIZE, black_image, image_features  # noqa: F401  (BLACK_IMAGE_SIZE: re-exported)
@@ -175,10 +175,10 @@ class BabyLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         """``PreTrainedModel.save_pretrained`` plus what makes the folder self-contained:
         ``auto_map`` in config.json, the code files beside the weights and a processor
         (``remote_code.write_remote_code``)."""
-        self.config.auto_map = dict(remote_code.AUTO_MAP)
+        self.config.auto_map = dict(AUTO_MAP)
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
-            remote_code.write_remote_code(save_directory, self.config.to_dict())
+            write_remote_code(save_directory, self.config.to_dict())
 
 
 if __package__ == "babymerge":  # not when transformers loads this file as a checkpoint's code

@@ -9,9 +9,9 @@ encoded and pooled as the checkpoint's config records. A text that already start
 ``<image>`` is left as it is.
 
 Offsets (``return_offsets_mapping=True``) are given in the caller's text, not the prompt's:
-the ``<image>`` token is ``(0, 0)`` and the first word starts at 0. That is what the
-pipeline's scorer needs: it scores every token whose end offset lies past the start of the
-sentence, i.e. exactly the sentence's tokens after the image token.
+the ``<image>`` token is ``(0, 0)`` and every later token ends at 1 or after. That is what
+the pipeline's scorer needs: it scores every token whose end offset lies past the start of
+the sentence, i.e. exactly the tokens after the image token, as training and lm-eval do.
 
 This file is copied beside the weights of every checkpoint, so it imports nothing from
 babymerge but its sibling files.
@@ -41,15 +41,23 @@ class BabyLlavaProcessor(ProcessorMixin):
             enc = self.tokenizer(prompts, return_offsets_mapping=return_offsets_mapping, **kwargs)
             data = dict(enc)
             if return_offsets_mapping:
-                data["offset_mapping"] = [
-                    [(max(s - shift, 0), max(e - shift, 0)) for s, e in offsets]
-                    for offsets, shift in zip(enc["offset_mapping"], (len(p) - len(t) for p, t in zip(prompts, texts)))
-                ]
+                shifts = [len(p) - len(t) for p, t in zip(prompts, texts)]
+                data["offset_mapping"] = [self._text_offsets(o, shift) for o, shift in zip(enc["offset_mapping"], shifts)]
             if single:
                 data = {k: v[0] for k, v in data.items()}
         if images is not None:
             data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _text_offsets(offsets, shift: int) -> list[tuple[int, int]]:
+        """Offsets in the prompt -> offsets in the caller's text: the image token is ``(0, 0)``,
+        every later token ends at 1 or after, so all of them count as the text's (a token that
+        holds only the prompt's space, ``Ġ`` before a word the vocabulary lacks with its space,
+        is scored too, as in training and in lm-eval's ``" " + sentence``)."""
+        if not shift:
+            return [tuple(o) for o in offsets]
+        return [(0, 0)] + [(max(s - shift, 0), max(e - shift, 1)) for s, e in offsets[1:]]
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)

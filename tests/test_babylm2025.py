@@ -3,6 +3,7 @@ checkpoints loaded where babymerge is not importable, the official pipeline as a
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ class _NoBabymerge:
         if name.split(".")[0] in ("babymerge", "_babymerge_hooks", "train"):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
 sys.meta_path.insert(0, _NoBabymerge())
-sys.path[:] = [p for p in sys.path if not p.startswith(%r)]
+sys.path[:] = [p for p in sys.path if p.rstrip("/") != %r]
 """
 
 
@@ -145,8 +146,7 @@ def test_merge_output_carries_auto_map_code_and_processor(merged):
     for name in (*CODE_FILES, "processor_config.json", "preprocessor_config.json", "tokenizer.json"):
         assert (merged / name).is_file(), name
     for name in CODE_FILES:
-        text = (merged / name).read_text()
-        assert "import babymerge" not in text and "from babymerge" not in text, name
+        assert not re.search(r"^\s*(import\s+(babymerge|train)\b|from\s+(babymerge|train)[\w.]*\s+import\b)", (merged / name).read_text(), re.M), name
     check_remote_code(merged)
 
 
@@ -181,7 +181,8 @@ print(json.dumps(out))
     model = AutoModelForCausalLM.from_pretrained(merged).eval()
     tok = AutoTokenizer.from_pretrained(merged)
     assert out["ids"] == tok("<image> The dog sees a cat.")["input_ids"]
-    assert out["offsets"][0] == [0, 0] and out["offsets"][1] == [0, 3]  # "<image>" and "The", in the caller's text
+    assert out["offsets"][0] == [0, 0] and all(end >= 1 for _, end in out["offsets"][1:])  # in the caller's text
+    assert out["offsets"][-1] == [18, 19]  # "."
     assert abs(out["text"] - sentence_logprob(model, tok, "The dog sees a cat.")) < 1e-4
     encoder = Dinov2Model.from_pretrained(toy.encoder).eval()
     pixels = AutoImageProcessor.from_pretrained(toy.encoder)(images=[Image.new("RGB", (50, 40), (200, 30, 30))], return_tensors="pt")["pixel_values"]
@@ -228,7 +229,8 @@ def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(m
     )
     result = run_without_babymerge(tmp_path, code, PIPELINE)
     assert result.returncode == 0, result.stderr[-3000:]
-    out = tmp_path / "results" / merged.name / "main" / "zero_shot" / "causal" / "blimp" / data.name
+    # the pipeline names the folder Path(model).stem: "merged-a0" here
+    out = tmp_path / "results" / Path(str(merged)).stem / "main" / "zero_shot" / "causal" / "blimp" / data.name
     preds = json.loads((out / "predictions.json").read_text())[uid]["predictions"]
 
     model = AutoModelForCausalLM.from_pretrained(merged).eval()
