@@ -330,3 +330,55 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
     assert model.model.multi_modal_projector.linear_1.in_features == 768
     with pytest.raises(BabyMergeError, match="precomputed image features"):
         model.encode_images(images=[Image.new("RGB", (28, 28))])
+
+
+@needs_pipeline
+def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encodes_images_as_recorded(merged, toy, tmp_path):
+    """The pipeline reads images with ``datasets.load_dataset(images_path, split=image_split)``:
+    a local folder works when it holds the test split as ``test-*.parquet`` with ``image_0`` /
+    ``image_1`` image columns (the README says why other layouts fail). The pipeline then gives
+    ``pixel_values`` from our processor; the checkpoint's own code encodes them with the recorded
+    encoder and pooling."""
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    from babymerge.data.synthetic_winoground import write_dataset
+
+    source = write_dataset(tmp_path / "synthetic", n=3)
+    items = [json.loads(line) for line in (source / "winoground.jsonl").read_text().splitlines()]
+    columns = {"id": [it["id"] for it in items], "caption_0": [it["caption_0"] for it in items], "caption_1": [it["caption_1"] for it in items]}
+    for key in ("image_0", "image_1"):
+        columns[key] = [Image.open(source / it[key]).convert("RGB") for it in items]
+    features = Features({"id": Value("int64"), "caption_0": Value("string"), "caption_1": Value("string"), "image_0": ImageFeature(), "image_1": ImageFeature()})
+    (tmp_path / "images").mkdir()
+    Dataset.from_dict(columns, features=features).to_parquet(str(tmp_path / "images" / "test-00000-of-00001.parquet"))
+    rows = []  # the pipeline's winoground_filtered rows: one image, its own caption first
+    for idx, it in enumerate(items):
+        for key, good, bad in (("image_0", "caption_0", "caption_1"), ("image_1", "caption_1", "caption_0")):
+            rows.append({"caption_0": it[good], "caption_1": it[bad], "image_idx": idx, "image_key": key,
+                         "collapsed_tag": it["collapsed_tag"], "tag": it["tag"], "secondary_tag": it.get("secondary_tag", "")})  # fmt: skip
+    data = tmp_path / "winoground_filtered"
+    data.mkdir()
+    (data / "winoground.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = (
+        "import sys, runpy; sys.argv = ['run', '--backend', 'causal', '--task', 'winoground', '--model_path_or_name', "
+        f"{str(merged)!r}, '--data_path', {str(data)!r}, '--images_path', {str(tmp_path / 'images')!r}, '--image_split', 'test', "
+        "'--save_predictions', '--batch_size', '1']; runpy.run_module('evaluation_pipeline.sentence_zero_shot.run', run_name='__main__')"
+    )
+    result = run_without_babymerge(tmp_path, code, PIPELINE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results" / Path(str(merged)).stem / "main" / "zero_shot" / "causal" / "winoground" / data.name
+    preds = [p["pred"] for p in json.loads((out / "predictions.json").read_text())["winoground"]["predictions"]]
+
+    model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    tok = AutoTokenizer.from_pretrained(merged)
+    encoder = Dinov2Model.from_pretrained(toy.encoder).eval()
+    processor = AutoImageProcessor.from_pretrained(toy.encoder)
+    ours = []
+    for r in rows:
+        pixels = processor(images=[columns[r["image_key"]][r["image_idx"]]], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            feature = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)  # the recorded pooling
+        s0, s1 = (sentence_logprob(model, tok, r[c], feature) for c in ("caption_0", "caption_1"))
+        ours.append(r["caption_0"] if s0 >= s1 else r["caption_1"])
+    assert preds == ours
