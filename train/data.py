@@ -164,10 +164,10 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
             if width is None:
                 width = array.shape[1]
             if array.shape[1] != width:
+                what = "model.feature_size is" if config.model.feature_size else "the other feature files are"
                 raise BabyMergeError(
-                    f"{p}: features are {array.shape[1]}-d but {'model.feature_size' if config.model.feature_size else 'the other feature files'} "
-                    f"say {width}-d (DINOv2-large gives 1024, the BabyLM 2025 release 768; set model.feature_size "
-                    "to match the encoder that made them, or null to take it from the files)"
+                    f"{p}: features are {array.shape[1]}-d but {what} {width} (DINOv2-large gives 1024, the BabyLM 2025 "
+                    "release 768; set model.feature_size to match the encoder that made them, or null to take it from the files)"
                 )
         count = sum(len(a) for a, _ in parts)
         feat_ids = sum((ids for _, ids in parts), []) if all(ids is not None for _, ids in parts) else None
