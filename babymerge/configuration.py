@@ -99,8 +99,8 @@ class BabyLlavaConfig(LlavaConfig):
         read it with the settings that code used (last layer, mean over all tokens, and the
         old ``image_token_index`` default where none is stored)."""
         if "image_pooling" not in config_dict:
-            config_dict = {**config_dict, "image_pooling": LEGACY_POOLING}
-            config_dict.setdefault("vision_feature_layer", LEGACY_LAYER)
+            # that code pooled last_hidden_state whatever vision_feature_layer said
+            config_dict = {**config_dict, "image_pooling": LEGACY_POOLING, "vision_feature_layer": LEGACY_LAYER}
             config_dict.setdefault("image_token_index", LEGACY_IMAGE_TOKEN_INDEX)
         return super().from_dict(config_dict, **kwargs)
 
