@@ -57,7 +57,9 @@ def pool_hidden_states(hidden_states, last_hidden_state: torch.Tensor, layer: in
 
 
 @torch.no_grad()
-def image_features(encoder, processor, images=None, pixel_values=None, layer: int = DEFAULT_LAYER, pooling: str = DEFAULT_POOLING) -> torch.Tensor:
+def image_features(
+    encoder, processor, images=None, pixel_values=None, layer: int = DEFAULT_LAYER, pooling: str = DEFAULT_POOLING
+) -> torch.Tensor:
     """One feature vector per image, ``[batch, width]``: PIL ``images`` (through ``processor``)
     or ready ``pixel_values`` through ``encoder`` (a DINOv2 ``AutoModel``)."""
     if pixel_values is None:
@@ -65,7 +67,8 @@ def image_features(encoder, processor, images=None, pixel_values=None, layer: in
             raise BabyMergeError("image_features needs `images` or `pixel_values`")
         pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
     param = next(encoder.parameters())
-    out = encoder(pixel_values=torch.as_tensor(pixel_values).to(param.device, param.dtype), output_hidden_states=layer != -1)
+    pixel_values = torch.as_tensor(pixel_values).to(param.device, param.dtype)
+    out = encoder(pixel_values=pixel_values, output_hidden_states=layer != -1)
     return pool_hidden_states(out.hidden_states, out.last_hidden_state, layer, pooling)
 
 

@@ -30,7 +30,9 @@ AUTO_MAP = {
     "AutoModelForImageTextToText": "modeling.BabyLlavaForConditionalGeneration",
     "AutoProcessor": "processing.BabyLlavaProcessor",
 }
-PROCESSOR_CONFIG = {"processor_class": "BabyLlavaProcessor", "add_image_prompt": True, "auto_map": {"AutoProcessor": AUTO_MAP["AutoProcessor"]}}
+PROCESSOR_CONFIG = {
+    "processor_class": "BabyLlavaProcessor", "add_image_prompt": True, "auto_map": {"AutoProcessor": AUTO_MAP["AutoProcessor"]},
+}  # fmt: skip
 # facebook/dinov2-large's (and -base's) preprocessor_config.json, for encoders given by hub id.
 DINOV2_IMAGE_PROCESSOR = {
     "image_processor_type": "BitImageProcessor", "do_convert_rgb": True, "do_resize": True, "size": {"shortest_edge": 256},
