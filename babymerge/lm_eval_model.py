@@ -49,6 +49,7 @@ from .merge import METHODS, merge, parse_alpha
 from .merge.mergekit_config import read_mergekit_config
 from .modeling import BabyLlavaForConditionalGeneration
 from .prefix_tree import pack_prefix_tree
+from .prompt import image_prompt, prompt_body
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +192,9 @@ class BabyMergeLM(TemplateLM):
             raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only {type(self.model).__name__}")
         self.image_prefix = image_prefix
         self.image_token_id = self.model.config.image_token_id if self.is_multimodal else None
-        if vision_encoder is not None:
+        if vision_encoder is not None:  # the user names the encoder (and so vouches for it): encode with it
             self.model.config.vision_encoder = vision_encoder
+            self.model.config.image_features_source = "encoder"
 
         config = self.model.config.get_text_config()
         self._max_length = int(max_length or getattr(config, "max_position_embeddings", 2048))
@@ -283,8 +285,11 @@ class BabyMergeLM(TemplateLM):
 
     # -- scoring -----------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        """Text requests go through TemplateLM's tokenisation; requests carrying images get
-        one image token per image in front of the context; requests marked with
+        """Requests with the black image or with images (``visual``) become
+        ``image_prompt(context + continuation)`` = ``"<image> " + text``, the prompt of training
+        and of the BabyLM pipeline (``babymerge.prompt``), its image token filled by the
+        request's image or the black one (more images: more image tokens in front). Plain text
+        (``image_prefix=none``) goes through TemplateLM's tokenisation, as with ``hf``. Requests marked with
         ``babylm2025.SCORING_KEY`` are scored as the BabyLM 2025 pipeline scores them."""
         exact = [len(req.args) > 2 and bool(req.args[2].get(SCORING_KEY)) for req in requests]
         if any(exact):  # score both kinds, then put the results back in request order
@@ -293,7 +298,7 @@ class BabyMergeLM(TemplateLM):
             pipeline = iter(self._loglikelihood_babylm2025([req for req, e in zip(requests, exact) if e], disable_tqdm))
             return [next(pipeline) if e else next(others) for e in exact]
         images = [req.args[2].get("visual") if len(req.args) > 2 else None for req in requests]
-        if not any(images):
+        if not any(images) and self.image_prefix != "black":
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
         if not self.is_multimodal:
             raise BabyMergeError(f"this task gives images, but {self.pretrained!r} is a text-only model")
@@ -302,14 +307,7 @@ class BabyMergeLM(TemplateLM):
             context, continuation = req.args[:2]
             visual = visual if isinstance(visual, list) else [visual] if visual is not None else []
             keys = tuple(self._encode_image(img) for img in visual)
-            if context:
-                context_enc, continuation_enc = self._encode_pair(context, continuation)
-            else:
-                context_enc, continuation_enc = [], self.tok_encode(continuation)
-            context_enc = [self.image_token_id] * len(keys) + context_enc
-            if not context_enc:  # no image and no context: the usual prefix
-                context_enc = [self.prefix_token_id]
-            new_reqs.append(((context, continuation, keys), context_enc, continuation_enc))
+            new_reqs.append(((context, continuation, keys), *self._prompt_pair(context, continuation, len(keys))))
         return self._loglikelihood_tokens(new_reqs, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_babylm2025(self, requests, disable_tqdm: bool = False):
@@ -331,6 +329,14 @@ class BabyMergeLM(TemplateLM):
         if self.prefix_sharing and not self._prefix_sharing_checked:
             self._check_prefix_sharing()
         return self._score(items, disable_tqdm=disable_tqdm)
+
+    def _prompt_pair(self, context: str, continuation: str, n_images: int = 1) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids) of ``image_prompt(context + continuation)``, split
+        where the continuation starts: lm-eval's ``("", " The cat.")`` and the pipeline's
+        ``"The cat."`` both give ``<image> ĠThe Ġcat .`` with ``ĠThe Ġcat .`` scored."""
+        full = image_prompt(context + continuation)
+        context_enc, continuation_enc = self._encode_pair(full[: len(full) - len(continuation)], continuation)
+        return [self.image_token_id] * max(n_images - 1, 0) + context_enc, continuation_enc
 
     def _encode_image(self, image) -> str:
         key = _image_key(image)
@@ -506,14 +512,16 @@ class BabyMergeLM(TemplateLM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Perplexity-style scoring in disjoint windows, as lm-eval's ``hf`` model does; with
-        the black image every window starts with it (one position less for text)."""
+        the black image every window starts with it (one position less for text) and the text
+        is tokenised as it reads in ``image_prompt`` (with its leading space)."""
         window = self.max_length - (1 if self.image_prefix == "black" else 0)
         windows, owners = [], []
         for i, (string,) in enumerate(req.args[:1] for req in requests):
             for context, continuation in map(
                 lm_utils.make_disjoint_window,
                 lm_utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id, max_seq_len=window, context_len=1
+                    token_list=self.tok_encode(prompt_body(string) if self.image_prefix == "black" else string),
+                    prefix_token=self.prefix_token_id, max_seq_len=window, context_len=1,
                 ),
             ):
                 windows.append(((None, None), context, continuation))
@@ -535,7 +543,8 @@ class BabyMergeLM(TemplateLM):
             until = gen_kwargs.pop("until", None) or [self.tok_decode([self.eot_token_id])]
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(gen_kwargs.pop("max_gen_toks", 256))
-            ids = self._with_prefix(self.tok_encode(context) or [self.prefix_token_id])
+            ids = self.tok_encode(image_prompt(context)) if self.image_prefix == "black" else self.tok_encode(context)
+            ids = ids or [self.prefix_token_id]
             ids = ids[-max(self.max_length - max_new, 1) :]
             with torch.inference_mode():
                 generated = self.model.generate(

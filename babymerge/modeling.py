@@ -1,36 +1,40 @@
-"""BabyLLaVA: ``LlavaForConditionalGeneration`` with one mean-pooled DINOv2 image token.
+"""BabyLLaVA: ``LlavaForConditionalGeneration`` with one pooled DINOv2 image token.
 
 Built on transformers' Llava classes (subclassed, not forked), with three differences:
 
 * **No vision tower in the checkpoint.** DINOv2 is frozen and its features are normally
   precomputed, so the model holds only the projector and the Llama decoder. When it is given
   images or ``pixel_values`` it loads the encoder named by ``config.vision_encoder`` once,
-  outside its state dict (so merging and saving never touch 300M frozen weights).
-* **One image token.** The image is the mean over tokens of DINOv2's last hidden state
-  (``[batch, 1024]`` for DINOv2-large), projected by the 2-layer MLP into the embedding of the
-  single ``<image>`` token.
+  outside its state dict (so merging and saving never touch 300M frozen weights), and pools
+  its output as the config records (``image_features.py``).
+* **One image token.** The image is one pooled DINOv2 vector (``[batch, 1024]`` for
+  DINOv2-large), projected by the 2-layer MLP into the embedding of the single ``<image>``
+  token.
 * **Black image for text.** As in the paper's training, language-only text is preceded by a
   black image: an ``<image>`` token given no image gets ``black_image_features``, the
   encoder's feature of an all-black picture, computed once and saved with the weights as a
   buffer, so text-only use never needs the encoder.
+
+Checkpoints are self-contained: ``save_pretrained`` writes ``auto_map`` into config.json and
+this file, its siblings and a processor beside the weights (``remote_code.py``), so plain
+transformers loads them with ``trust_remote_code=True``. This file therefore imports nothing
+from babymerge but its sibling files.
 """
 
 from __future__ import annotations
 
 import torch
-from PIL import Image
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, LlavaPreTrainedModel
 
+from .remote_code import AUTO_MAP, write_remote_code
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
-
-IMAGE_TOKEN = "<image>"
-# Size of the black picture whose feature stands in for "no image". The image processor
-# resizes it anyway; a black image is black at any size.
-BLACK_IMAGE_SIZE = (224, 224)
+from .image_features import BLACK_IMAGE_SIZE, black_image, image_features  # noqa: F401  (BLACK_IMAGE_SIZE: re-exported)
+from .processing import BabyLlavaProcessor  # noqa: F401  (imported so that it is copied with the model code)
+from .prompt import IMAGE_TOKEN  # noqa: F401  (re-exported)
 
 
 def load_vision_encoder(name_or_path: str):
@@ -49,16 +53,10 @@ def load_vision_encoder(name_or_path: str):
     return encoder.eval(), processor
 
 
-@torch.no_grad()
 def mean_pooled_features(encoder, processor, images=None, pixel_values=None) -> torch.Tensor:
-    """The paper's image representation: DINOv2's last hidden state averaged over all tokens."""
-    if pixel_values is None:
-        if images is None:
-            raise BabyMergeError("mean_pooled_features needs `images` or `pixel_values`")
-        pixel_values = processor(images=images, return_tensors="pt")["pixel_values"]
-    param = next(encoder.parameters())
-    hidden = encoder(pixel_values=pixel_values.to(param.device, param.dtype)).last_hidden_state
-    return hidden.mean(dim=1)
+    """DINOv2's last hidden state averaged over all tokens: the pooling babymerge used before it
+    became a recorded choice (``image_pooling="mean"``, ``vision_feature_layer=-1``)."""
+    return image_features(encoder, processor, images=images, pixel_values=pixel_values, layer=-1, pooling="mean")
 
 
 class BabyLlavaModel(LlavaModel):
@@ -78,7 +76,7 @@ class BabyLlavaModel(LlavaModel):
     # -- the vision side -------------------------------------------------------------------
     def set_vision_encoder(self, encoder, image_processor, update_black_image: bool = True) -> None:
         """Attach a DINOv2 encoder (kept outside the state dict) and, by default, recompute the
-        black-image feature with it."""
+        black-image feature with it (pooled as the config records)."""
         if encoder.config.hidden_size != self.config.image_feature_size:
             raise BabyMergeError(
                 f"vision encoder width {encoder.config.hidden_size} does not match the projector's "
@@ -86,28 +84,44 @@ class BabyLlavaModel(LlavaModel):
             )
         self._vision = (encoder.eval(), image_processor)
         if update_black_image:
-            black = Image.new("RGB", BLACK_IMAGE_SIZE)
-            feature = mean_pooled_features(encoder, image_processor, images=[black])[0]
+            feature = self.pool(encoder, image_processor, images=[black_image()])[0]
             self.black_image_features.copy_(feature.to(self.black_image_features.dtype))
+
+    def pool(self, encoder, processor, images=None, pixel_values=None) -> torch.Tensor:
+        """``image_features`` with this checkpoint's recorded layer and pooling."""
+        layer, pooling = self.config.vision_feature_layer, self.config.image_pooling
+        return image_features(encoder, processor, images=images, pixel_values=pixel_values, layer=layer, pooling=pooling)
 
     def vision_encoder(self):
         """The (encoder, image_processor) pair, loaded from ``config.vision_encoder`` on first use."""
         if self._vision is None:
-            encoder, processor = load_vision_encoder(self.config.vision_encoder)
+            config = self.config
+            if config.image_features_source != "encoder" or not config.vision_encoder:
+                raise BabyMergeError(
+                    f"this model was trained on precomputed image features ({config.precomputed_features or 'unknown origin'}) "
+                    "whose encoder and pooling are not recorded, so it cannot encode raw images or pixel_values: "
+                    "set vision_encoder, vision_feature_layer and image_pooling in its config.json to what made "
+                    "those features and image_features_source to \"encoder\" (or pass vision_encoder=... to "
+                    "lm_eval --model babymerge), or give it precomputed image_features"
+                )
+            encoder, processor = load_vision_encoder(config.vision_encoder)
             self.set_vision_encoder(encoder.to(self.device), processor, update_black_image=False)
         return self._vision
 
     def encode_images(self, images=None, pixel_values=None) -> torch.Tensor:
-        """Mean-pooled DINOv2 features ``[batch, feature_size]`` of PIL images or pixel values."""
+        """Pooled DINOv2 features ``[batch, feature_size]`` of PIL images or pixel values, made
+        as the config records (``vision_encoder``, ``vision_feature_layer``, ``image_pooling``)."""
         encoder, processor = self.vision_encoder()
-        return mean_pooled_features(encoder, processor, images=images, pixel_values=pixel_values)
+        return self.pool(encoder, processor, images=images, pixel_values=pixel_values)
 
     def project_image_features(self, image_features: torch.Tensor) -> torch.Tensor:
         """``[n, feature_size]`` features -> ``[n, 1, hidden]`` image-token embeddings."""
         if image_features.dim() != 2 or image_features.shape[-1] != self.config.image_feature_size:
             raise BabyMergeError(
-                f"image_features must have shape [batch, {self.config.image_feature_size}], "
-                f"got {list(image_features.shape)}"
+                f"image features are {image_features.shape[-1] if image_features.dim() else 0}-d "
+                f"(shape {list(image_features.shape)}) but the projector takes "
+                f"{self.config.image_feature_size}-d features ([batch, {self.config.image_feature_size}]): "
+                "they were made with another encoder than this checkpoint's (config.vision_config.hidden_size)"
             )
         weight = self.multi_modal_projector.linear_1.weight
         return self.multi_modal_projector(image_features.to(weight.device, weight.dtype)).unsqueeze(1)
@@ -152,12 +166,22 @@ class BabyLlavaForConditionalGeneration(LlavaForConditionalGeneration):
 
     def forward(self, input_ids=None, image_features=None, pixel_values=None, **kwargs):
         """``LlavaForConditionalGeneration.forward`` plus ``image_features``: precomputed
-        mean-pooled DINOv2 vectors, ``[n_images, feature_size]``."""
+        pooled DINOv2 vectors, ``[n_images, feature_size]``."""
         if image_features is not None:
             kwargs["image_features"] = image_features
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained`` plus what makes the folder self-contained:
+        ``auto_map`` in config.json, the code files beside the weights and a processor
+        (``remote_code.write_remote_code``)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            write_remote_code(save_directory, self.config.to_dict())
 
-AutoModel.register(BabyLlavaConfig, BabyLlavaModel, exist_ok=True)
-AutoModelForImageTextToText.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)
-AutoModelForCausalLM.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)
+
+if __package__ == "babymerge":  # not when transformers loads this file as a checkpoint's code
+    AutoModel.register(BabyLlavaConfig, BabyLlavaModel, exist_ok=True)
+    AutoModelForImageTextToText.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)
+    AutoModelForCausalLM.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)

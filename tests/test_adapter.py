@@ -81,11 +81,13 @@ def test_rolling_loglikelihood_and_generation(toy):
     assert abs(rolling - score) < 1e-4  # one window: the same as scoring after the black image
     (generated,) = lm.generate_until([Instance("generate_until", {}, ("The dog", {"until": ["."], "max_gen_toks": 5}), 0)])
     model, tok = AutoModelForCausalLM.from_pretrained(toy.mm), AutoTokenizer.from_pretrained(toy.mm)
-    ids = [model.config.image_token_id] + tok.encode("The dog")
+    ids = tok.encode("<image> The dog")  # the authors' prompt, "<image> " + text
+    assert ids[0] == model.config.image_token_id
+    prompt_length = len(ids)
     with torch.no_grad():
         for _ in range(5):
             ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
-    assert generated == tok.decode(ids[len(tok.encode("The dog")) + 1 :]).split(".")[0]
+    assert generated == tok.decode(ids[prompt_length:]).split(".")[0]
 
 
 def test_plain_causal_lm_is_text_only(toy):

@@ -54,12 +54,12 @@ def test_save_load_round_trip(toy, tmp_path):
 
 
 def _reference_features(encoder_dir, images):
-    """Mean over tokens of DINOv2's last hidden state, computed without babymerge."""
+    """The authors' pooling, computed without babymerge: hidden_states[-2], CLS dropped, patch mean."""
     encoder = Dinov2Model.from_pretrained(encoder_dir).eval()
     processor = AutoImageProcessor.from_pretrained(encoder_dir)
     with torch.no_grad():
         pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-        return encoder(pixel_values=pixels).last_hidden_state.mean(dim=1)
+        return encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][:, 1:].mean(dim=1)
 
 
 def _hand_forward(model, ids, image_feature):
@@ -101,7 +101,7 @@ def test_features_pixels_and_images_give_the_same_output(toy):
 def test_image_features_of_the_wrong_width_are_refused(toy):
     model = AutoModelForCausalLM.from_pretrained(toy.mm)
     ids = torch.tensor([[model.config.image_token_id, 20]])
-    with pytest.raises(BabyMergeError, match=r"image_features must have shape \[batch, 32\]"):
+    with pytest.raises(BabyMergeError, match=r"image features are 1024-d .* projector takes 32-d"):
         model(input_ids=ids, image_features=torch.zeros(1, 1024))
 
 

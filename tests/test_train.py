@@ -156,7 +156,8 @@ def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
     np.testing.assert_array_equal(batch["image_features"][1:].numpy(), feats[rows])
     # the captions behind the first block's image tokens, in order
     captions = [json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()]
-    assert tok.decode(ids[1][1 : 1 + len(tok(captions[rows[0]])["input_ids"])]) == captions[rows[0]]
+    body = tok(" " + captions[rows[0]])["input_ids"]  # the prompt is "<image> " + caption (babymerge.prompt)
+    assert tok.decode(ids[1][: 1 + len(body)]) == "<image> " + captions[rows[0]]
 
 
 # -- the real launcher -------------------------------------------------------------------------
@@ -457,15 +458,17 @@ def test_encode_images_matches_the_model_encoder_and_resumes_from_finished_chunk
     from PIL import Image
     from transformers import AutoImageProcessor, Dinov2Model
 
-    from babymerge.modeling import mean_pooled_features
-
     captions = ws / "corpora" / "multimodal" / "captions.jsonl"
     rows = [json.loads(r) for r in captions.read_text().splitlines()]
     feats = np.load(ws / "features" / "features.npy")
     encoder, processor = Dinov2Model.from_pretrained(ws / "encoder"), AutoImageProcessor.from_pretrained(ws / "encoder")
-    for i in (0, 123):
-        want = mean_pooled_features(encoder, processor, images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")])[0]
+    for i in (0, 123):  # the default, the paper's authors' pooling: hidden_states[-2], CLS dropped, patch mean
+        pixels = processor(images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            want = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)
         np.testing.assert_allclose(feats[i], want.numpy(), atol=1e-5)
+    made = json.loads((ws / "features" / "features.json").read_text())
+    assert (made["vision_feature_layer"], made["image_pooling"], made["width"]) == (-2, "patch_mean", 32)
     # a run interrupted after its first chunk: that chunk is reused as it is, not recomputed
     out = tmp_path / "feats"
     (out / ".parts").mkdir(parents=True)

@@ -5,10 +5,18 @@ Two kinds of sequence, both exactly ``context_length`` tokens long:
 * **Text** (language-only corpora): all segments are tokenised, each followed by ``</s>``,
   concatenated and cut into blocks (nanoGPT-style, no padding at all). With
   ``text_image_prefix: black`` every block starts with an ``<image>`` token that gets the
-  black-image feature, as in the paper ("language-only input preceded by black image").
-* **Image-caption** (multimodal corpora): each example is ``<image> caption </s>``; examples
-  are packed greedily, in corpus order, into blocks without being split, and only the tail
-  of a block that the next example does not fit into is padding (not scored).
+  black-image feature, as in the paper ("language-only input preceded by black image"), and
+  each segment is tokenised as it reads after the image in the prompt
+  (``babymerge.prompt.prompt_body``: with its leading space).
+* **Image-caption** (multimodal corpora): each example is ``babymerge.prompt.image_prompt(
+  caption)`` = ``"<image> " + caption`` (``prompt_body`` after the image token), then ``</s>``; examples are packed greedily, in
+  corpus order, into blocks without being split, and only the tail of a block that the next
+  example does not fit into is padding (not scored).
+
+The width of the image features is taken from the feature files (``model.feature_size:
+null``) or checked against ``model.feature_size``; ``describe_features`` says how they were
+made (``features.json`` from ``train.encode_images`` beside them, or "precomputed", e.g. the
+BabyLM 2025 organisers' ``*_dino_v2_states*.npy``), which the model records in its config.
 
 Each block records which feature row fills each of its ``<image>`` tokens (``-1``: black)
 and how many **words** it holds (``n_words``, for the word-count checkpoints): a word is a
@@ -37,6 +45,7 @@ import torch
 from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
+from babymerge.prompt import IMAGE_TOKEN, prompt_body
 
 from .config import TrainConfig
 
@@ -168,7 +177,7 @@ class MultimodalSource:
 def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], FeatureTable, list[Path]]:
     """Read every ``{captions, features}`` source and check that captions and features align."""
     sources, arrays, files, offset = [], [], [], 0
-    width = config.model.feature_size
+    width = config.model.feature_size  # None: whatever the feature files hold (all alike)
     for n, spec in enumerate(config.data.multimodal):
         if not isinstance(spec, dict) or set(spec) - {"captions", "features"} or not {"captions", "features"} <= set(spec):
             raise BabyMergeError(f"data.multimodal[{n}] must be {{captions: FILE, features: FILE or [FILES]}}, got {spec!r}")
@@ -177,10 +186,13 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
         feat_paths = [Path(p) for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])]
         parts = [read_feature_file(p) for p in feat_paths]
         for p, (array, _) in zip(feat_paths, parts):
+            if width is None:
+                width = array.shape[1]
             if array.shape[1] != width:
+                what = "model.feature_size is" if config.model.feature_size else "the other feature files are"
                 raise BabyMergeError(
-                    f"{p}: features are {array.shape[1]}-d but model.feature_size is {width} "
-                    "(DINOv2-large gives 1024; set model.feature_size to match the encoder that made them)"
+                    f"{p}: features are {array.shape[1]}-d but {what} {width} (DINOv2-large gives 1024, the BabyLM 2025 "
+                    "release 768; set model.feature_size to match the encoder that made them, or null to take it from the files)"
                 )
         count = sum(len(a) for a, _ in parts)
         feat_ids = sum((ids for _, ids in parts), []) if all(ids is not None for _, ids in parts) else None
@@ -192,7 +204,8 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
             rows = np.array([where[i] for i in cap_ids], dtype=np.int64)
         elif count != len(captions):
             raise BabyMergeError(
-                f"{cap_path} has {len(captions)} captions but {[str(p) for p in feat_paths]} hold {count} feature rows; "
+                f"{cap_path} has {len(captions)} captions but {[str(p) for p in feat_paths]} hold {count} feature rows "
+                f"({' + '.join(str(len(a)) for a, _ in parts)}); "
                 "they are aligned by index, so the counts must match (or give both captions and features ids)"
             )
         else:
@@ -202,6 +215,32 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
         files += [cap_path, *feat_paths]
         offset += count
     return sources, FeatureTable(arrays), files
+
+
+def describe_features(config: TrainConfig) -> dict:
+    """How the training features were made, for the model's config: the ``features.json``
+    that ``train.encode_images`` writes beside its features (encoder, layer, pooling), when
+    every feature file has one and they agree; otherwise ``precomputed`` with the file names
+    (the BabyLM 2025 organisers' DINOv2 states do not say which encoder or pooling made them).
+    Without multimodal data: the encoder named by the config, with the default pooling."""
+    from babymerge.image_features import DEFAULT_LAYER, DEFAULT_POOLING
+
+    files = [Path(p) for spec in config.data.multimodal for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])]
+    if not files:
+        return {"image_features_source": "encoder", "vision_encoder": config.model.vision_encoder,
+                "vision_feature_layer": DEFAULT_LAYER, "image_pooling": DEFAULT_POOLING}  # fmt: skip
+    sidecars = [json.loads((f.parent / "features.json").read_text()) if (f.parent / "features.json").is_file() else None for f in files]
+    if all(sidecars) and all(s == sidecars[0] for s in sidecars):
+        meta = sidecars[0]
+        return {"image_features_source": "encoder", "vision_encoder": meta["vision_encoder"],
+                "vision_feature_layer": meta["vision_feature_layer"], "image_pooling": meta["image_pooling"]}  # fmt: skip
+    width = int(np.load(files[0], mmap_mode="r").shape[1]) if files[0].suffix == ".npy" else None
+    return {
+        "image_features_source": "precomputed",
+        "vision_encoder": config.model.vision_encoder,
+        "precomputed_features": {"files": [f.name for f in files], "width": width,
+                                 "note": "encoder, layer and pooling not recorded with the features"},
+    }  # fmt: skip
 
 
 # -- packing -----------------------------------------------------------------------------------
@@ -289,7 +328,7 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
     """
     import datasets
 
-    image_token = tokenizer.convert_tokens_to_ids("<image>") if config.model.kind == "babyllava" else None
+    image_token = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) if config.model.kind == "babyllava" else None
     if config.model.kind == "babyllava" and (image_token is None or image_token == tokenizer.unk_token_id):
         raise BabyMergeError(f"the tokenizer in {config.tokenizer!r} has no <image> token; train it with `python -m train.tokenizer`")
     text_files = expand_paths(config.data.text, TEXT_SUFFIXES, "data.text")
@@ -305,12 +344,14 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
             segments = [s for f in text_files for s in iter_text(f)]
             prefix = image_token if config.data.text_image_prefix == "black" else None
             words = [len(s.split()) for s in segments]
+            if prefix is not None:  # each segment as it reads after the black image in the prompt
+                segments = [prompt_body(s) for s in segments]
             token_lists = tokenize(tokenizer, segments, "tokenising text")
             blocks, images, n_words = pack_text(token_lists, ctx, eos, prefix, words)
             parts.append((blocks, images, [ctx] * len(blocks), n_words))
-        for src in sources:
+        for src in sources:  # image_prompt(caption) = "<image> " + caption; its image token is added by pack_captions
             words = [len(c.split()) for c in src.captions]
-            token_lists = tokenize(tokenizer, src.captions, "tokenising captions")
+            token_lists = tokenize(tokenizer, [prompt_body(c) for c in src.captions], "tokenising captions")
             parts.append(pack_captions(token_lists, src.rows, ctx, eos, pad, image_token, words))
         blocks = np.concatenate([p[0] for p in parts])
         if len(blocks) == 0:
@@ -334,26 +375,39 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
             shutil.rmtree(tmp, ignore_errors=True)
     barrier()
     blocks = datasets.load_from_disk(str(cache)).with_format("numpy")
-    return TrainingData(blocks, features, load_black_feature(config) if image_token is not None else None)
+    width = config.model.feature_size or (features.arrays[0].shape[1] if features.arrays else None)
+    return TrainingData(blocks, features, load_black_feature(config, width) if image_token is not None else None)
 
 
-def load_black_feature(config: TrainConfig) -> np.ndarray:
-    """The encoder's feature of an all-black image: from ``data.black_image_feature`` or computed."""
-    width = config.model.feature_size
-    if config.data.black_image_feature:
+def load_black_feature(config: TrainConfig, width: int | None = None) -> np.ndarray:
+    """The encoder's feature of an all-black image: from ``data.black_image_feature`` (a
+    ``.npy``, or ``zeros``: a zero vector, for precomputed features whose encoder is unknown)
+    or computed with ``model.vision_encoder`` and the default pooling."""
+    width = width or config.model.feature_size
+    if config.data.black_image_feature == "zeros":
+        if not width:
+            raise BabyMergeError("data.black_image_feature: zeros needs the feature width: set model.feature_size or give multimodal features")
+        black = np.zeros(width, dtype=np.float32)
+    elif config.data.black_image_feature:
         path = Path(config.data.black_image_feature)
         if not path.is_file():
             raise BabyMergeError(f"data.black_image_feature {str(path)!r} not found (python -m train.encode_images writes black.npy)")
         black = np.load(path).reshape(-1).astype(np.float32)
     else:
-        from PIL import Image
+        from babymerge.image_features import black_image, image_features
+        from babymerge.modeling import load_vision_encoder
 
-        from babymerge.modeling import BLACK_IMAGE_SIZE, load_vision_encoder, mean_pooled_features
-
-        encoder, processor = load_vision_encoder(config.model.vision_encoder)
-        black = mean_pooled_features(encoder, processor, images=[Image.new("RGB", BLACK_IMAGE_SIZE)])[0].numpy()
-    if black.shape != (width,):
-        raise BabyMergeError(f"the black-image feature has {black.shape[0]} values but model.feature_size is {width}")
+        made = describe_features(config)  # pooled like the training features
+        if made["image_features_source"] != "encoder":
+            raise BabyMergeError(
+                "the image features are precomputed and their encoder is not recorded, so the black-image feature cannot "
+                "be computed to match: set data.black_image_feature to a .npy made with their encoder, or to zeros"
+            )
+        encoder, processor = load_vision_encoder(made["vision_encoder"])
+        black = image_features(encoder, processor, images=[black_image()], layer=made["vision_feature_layer"], pooling=made["image_pooling"])
+        black = black[0].numpy()
+    if width and black.shape != (width,):
+        raise BabyMergeError(f"the black-image feature has {black.shape[0]} values but the image features are {width}-d")
     return black
 
 

@@ -1,14 +1,17 @@
-"""Encode the images of an image-caption corpus once: mean-pooled DINOv2 features on disk.
+"""Encode the images of an image-caption corpus once: pooled DINOv2 features on disk.
 
     python -m train.encode_images --captions data/mm/captions.jsonl --encoder facebook/dinov2-large --out features/
 
 ``--captions`` is JSONL with an ``image`` field per row (a path relative to the JSONL file)
-and a ``caption``. Each distinct image is encoded once (``babymerge.modeling.
-mean_pooled_features``, the representation the model is trained and evaluated with), in
-chunks that are saved as they finish, so an interrupted run resumes where it stopped. The
-result, aligned row by row with the captions file, is
+and a ``caption``. Each distinct image is encoded once (``babymerge.image_features``, the one
+function the model is also evaluated with; ``--layer``/``--pooling`` default to the paper's
+authors': ``hidden_states[-2]``, CLS dropped, patch mean), in chunks that are saved as they
+finish, so an interrupted run resumes where it stopped. The result, aligned row by row with
+the captions file, is
 
     features/features.npy   [n_captions, width] float32
+    features/features.json  how they were made: encoder, layer, pooling, width (training
+                            records it in the model's config, so evaluation pools the same way)
     features/black.npy      the feature of an all-black image (language-only input)
 
 which the training config names as ``data.multimodal: [{captions: ..., features:
@@ -29,7 +32,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
-from babymerge.modeling import BLACK_IMAGE_SIZE, load_vision_encoder, mean_pooled_features
+from babymerge.image_features import DEFAULT_LAYER, DEFAULT_POOLING, POOLINGS, black_image, check_pooling, image_features
+from babymerge.modeling import load_vision_encoder
+
+SIDECAR = "features.json"  # beside features.npy: how the features were made
 
 
 def read_image_paths(captions: Path) -> list[Path]:
@@ -50,7 +56,11 @@ def read_image_paths(captions: Path) -> list[Path]:
     return paths
 
 
-def encode(captions: Path, encoder_name: str, out: Path, batch_size: int = 32, chunk: int = 1024, device: str = "cpu") -> Path:
+def encode(
+    captions: Path, encoder_name: str, out: Path, batch_size: int = 32, chunk: int = 1024, device: str = "cpu",
+    layer: int = DEFAULT_LAYER, pooling: str = DEFAULT_POOLING,
+) -> Path:  # fmt: skip
+    check_pooling(layer, pooling)
     paths = read_image_paths(captions)
     unique = sorted(set(paths))
     encoder, processor = load_vision_encoder(encoder_name)
@@ -66,7 +76,7 @@ def encode(captions: Path, encoder_name: str, out: Path, batch_size: int = 32, c
             feats = []
             for s in range(0, len(todo), batch_size):
                 images = [Image.open(p).convert("RGB") for p in todo[s : s + batch_size]]
-                feats.append(mean_pooled_features(encoder, processor, images=images).float().cpu().numpy())
+                feats.append(image_features(encoder, processor, images=images, layer=layer, pooling=pooling).float().cpu().numpy())
             np.save(part.with_suffix(".tmp.npy"), np.concatenate(feats))
             part.with_suffix(".tmp.npy").rename(part)
         bar.update(len(todo))
@@ -82,9 +92,12 @@ def encode(captions: Path, encoder_name: str, out: Path, batch_size: int = 32, c
     features.flush()
     del features
     tmp.rename(out / "features.npy")
-    black = mean_pooled_features(encoder, processor, images=[Image.new("RGB", BLACK_IMAGE_SIZE)])[0].float().cpu().numpy()
+    black = image_features(encoder, processor, images=[black_image()], layer=layer, pooling=pooling)[0].float().cpu().numpy()
     np.save(out / ".black.npy", black)
     (out / ".black.npy").rename(out / "black.npy")
+    sidecar = {"vision_encoder": encoder_name, "vision_feature_layer": layer, "image_pooling": pooling, "width": int(black.shape[0])}
+    (out / f".{SIDECAR}").write_text(json.dumps(sidecar, indent=2) + "\n")
+    (out / f".{SIDECAR}").rename(out / SIDECAR)
     shutil.rmtree(parts)
     return out / "features.npy"
 
@@ -94,11 +107,13 @@ def main(argv=None) -> int:
     p.add_argument("--captions", required=True, type=Path, help="JSONL with an 'image' path per row")
     p.add_argument("--encoder", default="facebook/dinov2-large", help="DINOv2 hub id or local directory")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--layer", type=int, default=DEFAULT_LAYER, help="hidden layer to pool (default -2, the authors')")
+    p.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING, help="patch_mean (CLS dropped; default), mean, cls")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:
-        path = encode(args.captions, args.encoder, args.out, args.batch_size, device=args.device)
+        path = encode(args.captions, args.encoder, args.out, args.batch_size, device=args.device, layer=args.layer, pooling=args.pooling)
     except BabyMergeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from babymerge.errors import BabyMergeError
 from babymerge.modeling import IMAGE_TOKEN, BabyLlavaForConditionalGeneration
 
 from .config import TrainConfig
+from .data import describe_features
 
 
 def text_config(config: TrainConfig, tokenizer) -> dict:
@@ -31,17 +32,25 @@ def text_config(config: TrainConfig, tokenizer) -> dict:
     )
 
 
-def vision_config(config: TrainConfig) -> dict:
-    """The encoder's config: read from a local copy, or DINOv2-large's without downloading it."""
-    m = config.model
-    if not Path(m.vision_encoder).is_dir() and m.feature_size == DINOV2_LARGE["hidden_size"]:
-        return {"model_type": "dinov2", **DINOV2_LARGE}
-    from transformers import AutoConfig
+# DINOv2-base's shape: the nominal vision_config of 768-d features whose encoder is not recorded.
+DINOV2_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "mlp_ratio": 4, "patch_size": 14, "image_size": 518}
 
-    vision = AutoConfig.from_pretrained(m.vision_encoder).to_dict()
-    if vision.get("hidden_size") != m.feature_size:
-        raise BabyMergeError(f"model.vision_encoder {m.vision_encoder!r} is {vision.get('hidden_size')}-d but model.feature_size is {m.feature_size}")
-    return vision
+
+def vision_config(config: TrainConfig, width: int | None = None, encoder: str | None = None) -> dict:
+    """The encoder's config: read from a local copy, or DINOv2-large's (or, for other widths,
+    DINOv2-base's shape) without downloading anything. Its ``hidden_size`` is the projector's
+    input width: ``width``, the width of the training features."""
+    width = width or config.model.feature_size
+    encoder = encoder or config.model.vision_encoder
+    if encoder and Path(encoder).is_dir():
+        from transformers import AutoConfig
+
+        vision = AutoConfig.from_pretrained(encoder).to_dict()
+        if vision.get("hidden_size") != width:
+            raise BabyMergeError(f"model.vision_encoder {encoder!r} is {vision.get('hidden_size')}-d but the image features are {width}-d")
+        return vision
+    shape = DINOV2_LARGE if width == DINOV2_LARGE["hidden_size"] else {**DINOV2_BASE, "hidden_size": width}
+    return {"model_type": "dinov2", **shape}
 
 
 def build_model(config: TrainConfig, tokenizer, black: np.ndarray | None):
@@ -53,12 +62,15 @@ def build_model(config: TrainConfig, tokenizer, black: np.ndarray | None):
         text = text_config(config, tokenizer)
         text.pop("model_type")
         return LlamaForCausalLM(LlamaConfig(**text))
+    made = describe_features(config)  # how the image features were made, recorded in the config
+    width = len(black) if black is not None else config.model.feature_size  # the features' width
+    known = made["image_features_source"] == "encoder"
     model = BabyLlavaForConditionalGeneration(
         BabyLlavaConfig(
             text_config=text_config(config, tokenizer),
-            vision_config=vision_config(config),
-            vision_encoder=config.model.vision_encoder,
+            vision_config=vision_config(config, width, made["vision_encoder"] if known else None),
             image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+            **made,
         )
     )
     if black is not None:

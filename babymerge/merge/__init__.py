@@ -376,8 +376,12 @@ def _model_class(config):
 
 # -- writing -----------------------------------------------------------------------------------
 def _write_side_files(mm: Checkpoint, directory: Path, out_dtype) -> None:
-    """Config (dtype updated), tokenizer, processor and generation files of the multimodal model."""
-    config = json.loads(json.dumps(mm.config))
+    """Config (dtype updated), tokenizer, processor and generation files of the multimodal model;
+    for BabyLLaVA also ``auto_map`` and the code files, so the output loads with plain
+    transformers (``trust_remote_code=True``) where babymerge is not installed."""
+    from ..remote_code import with_auto_map, write_remote_code
+
+    config = with_auto_map(json.loads(json.dumps(mm.config)))
     if out_dtype is not None:
         name = str(out_dtype).removeprefix("torch.")
         for cfg in (config, config.get("text_config")):
@@ -389,6 +393,7 @@ def _write_side_files(mm: Checkpoint, directory: Path, out_dtype) -> None:
         for path in mm.path.glob(pattern):
             if path.is_file():
                 shutil.copy2(path, directory / path.name)
+    write_remote_code(directory, config)
 
 
 def _write_recipe(path: Path, report: MergeReport, mm, lang, base, options) -> None:
