@@ -179,7 +179,7 @@ def pipeline_tokens(tokenizer, context: str, continuation: str) -> tuple[list[in
     tokenizer (offsets).
     """
     text = context + continuation
-    encoding = tokenizer(text, return_offsets_mapping=True)
+    encoding = tokenizer(text=text, return_offsets_mapping=True)  # a processor too, called as the pipeline calls it
     ids, offsets = list(encoding["input_ids"]), encoding["offset_mapping"]
     if not ids:
         raise BabyMergeError(f"the tokenizer gives no tokens for {text!r}")

@@ -40,7 +40,7 @@ import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BitImageProcessor
 
 from .babylm2025 import SCORING_KEY, pipeline_tokens
 from .checkpoint import parse_dtype
@@ -310,13 +310,32 @@ class BabyMergeLM(TemplateLM):
             new_reqs.append(((context, continuation, keys), *self._prompt_pair(context, continuation, len(keys))))
         return self._loglikelihood_tokens(new_reqs, disable_tqdm=disable_tqdm)
 
+    def _pipeline_processor(self):
+        """What the 2025 pipeline tokenises a candidate with: ``AutoProcessor`` of the checkpoint.
+        For BabyLLaVA that is ``BabyLlavaProcessor`` (the tokenizer, writing ``"<image> " + text``;
+        built here from the multimodal checkpoint's files, as the pipeline's remote code would);
+        for a text model it is the tokenizer itself."""
+        if not self.is_multimodal:
+            return self.tokenizer
+        if getattr(self, "_processor", None) is None:
+            from .processing import BabyLlavaProcessor
+
+            try:  # the image processor only rides along: images reach the model through encode_images
+                image_processor = AutoImageProcessor.from_pretrained(self.pretrained)
+            except (OSError, ValueError):  # a checkpoint written before processors were saved
+                image_processor = BitImageProcessor()
+            self._processor = BabyLlavaProcessor(image_processor=image_processor, tokenizer=self.tokenizer)
+        return self._processor
+
     def _loglikelihood_babylm2025(self, requests, disable_tqdm: bool = False):
         """The BabyLM 2025 pipeline's scoring: ``context + continuation`` is the candidate
-        sentence, tokenised whole by the checkpoint's tokenizer with its own special tokens, and
+        sentence, tokenised whole as the pipeline tokenises it (``_pipeline_processor``), and
         the tokens overlapping ``continuation`` are scored (``babylm2025.pipeline_tokens``). No
-        black image is added here: what precedes the text is the tokenizer's business, as in the
-        pipeline. Images (``visual``) fill the sentence's image tokens in order; the items share
-        prefixes like any others. Sequences are not truncated (the pipeline does not)."""
+        black image is added here: what precedes the text is the processor's business, as in the
+        pipeline (ours writes ``"<image> " + text``). Images (``visual``) fill the sentence's image
+        tokens in order; the items share prefixes like any others. Sequences are not truncated
+        (the pipeline does not)."""
+        processor = self._pipeline_processor()
         items = []
         for req in requests:
             context, continuation, options = req.args[:3]
@@ -324,7 +343,7 @@ class BabyMergeLM(TemplateLM):
             visual = visual if isinstance(visual, list) else [visual] if visual is not None else []
             if visual and not self.is_multimodal:
                 raise BabyMergeError(f"this task gives images, but {self.pretrained!r} is a text-only model")
-            tokens, n_scored = pipeline_tokens(self.tokenizer, context, continuation)
+            tokens, n_scored = pipeline_tokens(processor, context, continuation)
             items.append((self._symbols(tokens, tuple(self._encode_image(img) for img in visual)), n_scored))
         if self.prefix_sharing and not self._prefix_sharing_checked:
             self._check_prefix_sharing()

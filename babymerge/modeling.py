@@ -33,7 +33,10 @@ from .remote_code import AUTO_MAP, write_remote_code
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
 from .image_features import BLACK_IMAGE_SIZE, black_image, image_features  # noqa: F401  (BLACK_IMAGE_SIZE: re-exported)
-from .processing import BabyLlavaProcessor  # noqa: F401  (imported so that it is copied with the model code)
+try:  # imported so that it is copied with the model code (transformers follows relative imports)
+    from .processing import BabyLlavaProcessor  # noqa: F401
+except ImportError:  # babymerge.processing imported first: it is mid-import (it imports transformers, whose hook
+    pass  # imports this module); it finishes by itself
 from .prompt import IMAGE_TOKEN  # noqa: F401  (re-exported)
 
 

@@ -245,6 +245,60 @@ def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(m
     assert f"{uid}: {accuracy:.2f}" in report, report
 
 
+
+@needs_pipeline
+def test_official_pipeline_and_our_babylm2025_blimp_task_agree_on_our_merged_checkpoint(merged, tmp_path, monkeypatch):
+    """Issue 10 item 4: the unmodified pipeline (babymerge not importable) and
+    ``--model babymerge`` on ``babylm2025_blimp_<UID>`` score the same pairs of the same merged
+    checkpoint alike: the same sums per sentence (the pipeline writes the chosen sentence; we log
+    both log-likelihoods), the same predictions, and the pipeline's accuracy as our
+    ``acc_pipeline`` (ties as right; ``acc`` counts them wrong, ``ties`` says how many)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from babymerge.babylm2025 import pipeline_prediction
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    uid, rows = blimp_rows()
+    data = tmp_path / "evaluation_data" / "full_eval" / "blimp_filtered"
+    data.mkdir(parents=True)
+    (data / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = (
+        "import sys, runpy; sys.argv = ['run', '--backend', 'causal', '--task', 'blimp', '--model_path_or_name', "
+        f"{str(merged)!r}, '--data_path', {str(data)!r}, '--save_predictions', '--batch_size', '1']; "
+        "runpy.run_module('evaluation_pipeline.sentence_zero_shot.run', run_name='__main__')"
+    )
+    result = run_without_babymerge(tmp_path, code, PIPELINE)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "results" / Path(str(merged)).stem / "main" / "zero_shot" / "causal" / "blimp" / data.name
+    theirs = [p["pred"] for p in json.loads((out / "predictions.json").read_text())[uid]["predictions"]]
+    report = (out / "best_temperature_report.txt").read_text()
+
+    monkeypatch.setenv("BABYMERGE_DATA", str(tmp_path / "evaluation_data"))
+    task = f"babylm2025_blimp_{uid}"
+    evaluated = lm_eval.simple_evaluate(
+        model=BabyMergeLM(pretrained=str(merged), device="cpu"),
+        tasks=[task],
+        task_manager=TaskManager(include_path=str(Path(__file__).parents[1] / "lm_eval_tasks"), include_defaults=False),
+        log_samples=True,
+    )
+    samples = sorted(evaluated["samples"][task], key=lambda r: r["doc_id"])
+    ours = [pipeline_prediction(s["doc"], [float(r[0][0]) for r in s["resps"]])["pred"] for s in samples]
+    assert ours == theirs
+
+    # and each sum equals the hand-built forward pass of "<image> " + sentence with the black image
+    model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    tok = AutoTokenizer.from_pretrained(merged)
+    for sample, row in zip(samples, rows):
+        sums = [float(r[0][0]) for r in sample["resps"]]
+        hand = [sentence_logprob(model, tok, row["sentence_good"]), sentence_logprob(model, tok, row["sentence_bad"])]
+        assert sums == pytest.approx(hand, abs=1e-4)
+    metrics = evaluated["results"][task]
+    assert f"{uid}: {100 * metrics['acc_pipeline,none']:.2f}" in report, report
+    ties = sum(float(s["resps"][0][0][0]) == float(s["resps"][1][0][0]) for s in samples)
+    assert metrics["acc,none"] == pytest.approx(metrics["acc_pipeline,none"] - ties / len(samples))
+
+
 # -- 2. training on the organisers' release as shipped -------------------------------------------------
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):

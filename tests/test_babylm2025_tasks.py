@@ -502,18 +502,21 @@ def test_pipeline_requests_mix_with_ordinary_ones(setup):
     assert mixed[1][0] == pytest.approx(float(logp[scored[1:]].sum()), abs=1e-4)
 
 
-def test_babyllava_is_scored_as_its_tokenizer_encodes_the_text(toy):
-    """Our multimodal checkpoint: no black image of our own in front; whatever the checkpoint's tokenizer
-    makes of the sentence (an ``<image>`` token included, which the model fills with the black image) is
-    what the model reads, as when the pipeline calls ``model(input_ids=...)``. Checked against that forward."""
+def test_babyllava_is_scored_as_its_processor_encodes_the_text(toy):
+    """Our multimodal checkpoint: no black image of the adapter's own in front; whatever the checkpoint's
+    processor (what the pipeline loads with ``AutoProcessor``) makes of the sentence, ``"<image> " + text``
+    with the ``<image>`` token filled by the black image, is what the model reads, as when the pipeline calls
+    ``model(input_ids=...)``. Checked against that forward."""
     from babymerge.lm_eval_model import BabyMergeLM
+    from babymerge.processing import BabyLlavaProcessor
 
     lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
     marked = {babylm2025.SCORING_KEY: "causal"}
     texts = [("", "The dog sees a cat."), ("The dog sees", " a big cat."), ("<image> The dog", " sees a cat.")]
+    processor = BabyLlavaProcessor.from_pretrained(toy.mm)
     got = lm.loglikelihood([Instance("loglikelihood", {}, (c, x, marked), i) for i, (c, x) in enumerate(texts)])
     for (context, continuation), (score, _) in zip(texts, got):
-        encoding = lm.tokenizer(context + continuation, return_offsets_mapping=True)
+        encoding = processor(text=context + continuation, return_offsets_mapping=True)
         ids = encoding["input_ids"]
         scored = torch.tensor([end > len(context) for _, end in encoding["offset_mapping"]])[1:]
         with torch.no_grad():
