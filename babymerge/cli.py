@@ -89,7 +89,9 @@ def _refuse_inside_inputs(path: str, inputs: list, what: str) -> None:
     target = Path(os.path.realpath(path))
     for directory in filter(None, inputs):
         if Path(os.path.realpath(directory)) in target.parents:
-            raise BabyMergeError(f"{what} {path!r} lies inside the input {directory!r}; write it outside the checkpoints")
+            raise BabyMergeError(
+                f"{what} {path!r} lies inside the input {directory!r}; write it outside the checkpoints"
+            )
 
 
 def _run_merge(args) -> int:

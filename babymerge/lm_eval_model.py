@@ -166,7 +166,9 @@ class BabyMergeLM(TemplateLM):
             if path is not None:
                 _check_local_checkpoint(path, name, hub_allowed=False)
         if image_prefix == "black" and Path(pretrained).is_dir() and not _is_babyllava(pretrained):
-            raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only model")
+            raise BabyMergeError(
+                f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only model"
+            )
 
         self._setup_parallel(device)
         start = time.perf_counter()
@@ -405,7 +407,9 @@ class BabyMergeLM(TemplateLM):
             symbols.append(token)
         return tuple(symbols)
 
-    def _score(self, items: list[tuple[tuple[int, ...], int]], disable_tqdm: bool = False, cache_keys=None) -> list[tuple[float, bool]]:
+    def _score(
+        self, items: list[tuple[tuple[int, ...], int]], disable_tqdm: bool = False, cache_keys=None
+    ) -> list[tuple[float, bool]]:
         """``items``: (symbols, number of scored symbols at the end). Identical items are scored once.
 
         With ``cache_keys`` (the requests' args, aligned with ``items``), each result goes to

@@ -61,7 +61,9 @@ def parse_size(size: int | str, what: str = "--max-shard-size") -> int:
         except ValueError:
             value = None
     if value is None or value <= 0:
-        raise BabyMergeError(f"{what} must be a positive size such as 500MB, 2GB or 1GiB (or a number of bytes), got {size!r}")
+        raise BabyMergeError(
+            f"{what} must be a positive size such as 500MB, 2GB or 1GiB (or a number of bytes), got {size!r}"
+        )
     return value
 
 
@@ -129,7 +131,8 @@ def _terminate_cleanly() -> Iterator[None]:
     """SIGTERM (what schedulers and ``timeout`` send) raises ``Terminated`` for the duration.
     Only where Python's default disposition was in place: a handler set by the application
     (lm-eval, accelerate, a user) is left alone. Signals can only be set in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if not in_main_thread or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         yield
         return
 
@@ -249,11 +252,14 @@ def _os_error(err: OSError, out: Path) -> BabyMergeError | None:
     """A full or read-only disk, no permission, a file in the way: say so, not a traceback."""
     where = f"output {str(out)!r}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return BabyMergeError(f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another --out")
+        return BabyMergeError(
+            f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another --out"
+        )
     if err.errno == errno.EROFS:
         return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another --out")
     if err.errno in (errno.EACCES, errno.EPERM):
-        return BabyMergeError(f"cannot write {where}: permission denied on {err.filename or out.parent}; choose another --out")
+        denied = err.filename or out.parent
+        return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another --out")
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename and not Path(err.filename).is_dir():
         blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), err.filename)
         return BabyMergeError(f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another --out")
@@ -330,13 +336,17 @@ def atomic_output_dir(
             )
     blocker = _blocking_file(out)
     if blocker is not None:
-        raise BabyMergeError(f"cannot write output {str(out)!r}: {str(blocker)!r} is a file, not a directory; choose another --out")
+        raise BabyMergeError(
+            f"cannot write output {str(out)!r}: {str(blocker)!r} is a file, not a directory; choose another --out"
+        )
     identity = None
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise BabyMergeError(f"output {str(out)!r} exists and is not a directory; remove it or choose another --out")
         if not overwrite:
-            raise BabyMergeError(f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)")
+            raise BabyMergeError(
+                f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)"
+            )
         if overwrite is True and owner_marker and not (out / owner_marker).is_file():
             raise BabyMergeError(
                 f"output directory {str(out)!r} exists and was not written by babymerge (it has no {owner_marker}); "

@@ -31,7 +31,9 @@ from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp
 from .alpha import AlphaSchedule, parse_alpha
 from .registry import METHODS, MergeMethod, get_method, register
 
-__all__ = ["METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "parse_dtype", "register"]
+__all__ = [
+    "METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "parse_dtype", "register",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
