@@ -175,8 +175,6 @@ def expected_word_checkpoints(ws: Path, seed=42, global_batch=32, steps=TOTAL_ST
     text blocks ends the corpus's k-th line), a caption's in the block holding its <image>
     (the k-th <image> of the caption blocks starts the k-th caption); the blocks of step s are
     the global batch s of the documented order, permutation(seed, epoch)."""
-    import datasets
-
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
@@ -184,12 +182,11 @@ def expected_word_checkpoints(ws: Path, seed=42, global_batch=32, steps=TOTAL_ST
     lines = [line for line in (ws / "corpora" / "text" / "corpus.train").read_text().splitlines() if line.strip()]
     caption_rows = (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()
     captions = [json.loads(r)["caption"] for r in caption_rows]
-    (cache,) = [p for p in (ws / "cache").iterdir() if (p / "dataset_info.json").is_file()]
-    blocks = datasets.load_from_disk(str(cache))
+    blocks = build_blocks(load_config(write_config(ws, "blocks")), tok).blocks  # the packed data, as trained on
     ids = np.asarray(blocks["input_ids"])
     words, segment, caption = [], 0, 0
     for block, rows in zip(ids, blocks["images"]):
-        if rows != [-1]:  # a caption block (a text block's one image is the black one)
+        if list(rows) != [-1]:  # a caption block (a text block's one image is the black one)
             k = int((block == image).sum())
             words.append(sum(len(c.split()) for c in captions[caption : caption + k]))
             caption += k
