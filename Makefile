@@ -17,7 +17,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m babymerge.demo --out demo_out
+	$(PY) -m demo --out demo_out
 
 test: install
 	$(PY) -m pytest -q

@@ -26,8 +26,8 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, L
 
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
+from .special_tokens import IMAGE_TOKEN  # noqa: F401  (re-exported for callers of babymerge.modeling)
 
-IMAGE_TOKEN = "<image>"
 # Size of the black picture whose feature stands in for "no image". The image processor
 # resizes it anyway; a black image is black at any size.
 BLACK_IMAGE_SIZE = (224, 224)

@@ -1,10 +1,6 @@
 """`--model babymerge`: exact agreement with lm-eval's own `hf` model and with hand-built forwards."""
 
 import json
-import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError, merge
 from babymerge.lm_eval_model import BabyMergeLM
-from babymerge.toy import build_toy_checkpoints
+from demo.toy import build_toy_checkpoints
+
 from conftest import blimp_sentences, requests
+
 
 @pytest.fixture(scope="module")
 def llama_pair(toy, tmp_path_factory):

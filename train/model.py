@@ -9,7 +9,8 @@ import torch
 
 from babymerge.configuration import DINOV2_LARGE, BabyLlavaConfig
 from babymerge.errors import BabyMergeError
-from babymerge.modeling import IMAGE_TOKEN, BabyLlavaForConditionalGeneration
+from babymerge.modeling import BabyLlavaForConditionalGeneration
+from babymerge.special_tokens import IMAGE_TOKEN
 
 from .config import TrainConfig
 
