@@ -34,11 +34,25 @@ def tiny_pair(root: Path) -> tuple[Path, Path]:
 
     from babymerge.tokenization import train_bpe_tokenizer
 
-    sentences = [f"The {a} {v} the {b}." for a in ("dog", "cat", "girl", "boy") for v in ("sees", "likes") for b in ("ball", "tree")]
+    sentences = [
+        f"The {a} {v} the {b}."
+        for a in ("dog", "cat", "girl", "boy")
+        for v in ("sees", "likes")
+        for b in ("ball", "tree")
+    ]
     tokenizer = train_bpe_tokenizer(sentences * 20, vocab_size=300)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     paths = []
     for seed, name in ((1, "a"), (2, "b")):
         torch.manual_seed(seed)
@@ -52,22 +66,53 @@ def main() -> int:
     import babymerge
 
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
-    assert Path(babymerge.__file__).resolve().is_relative_to(site), f"babymerge imported from {babymerge.__file__}, not {site}"
+    assert Path(babymerge.__file__).resolve().is_relative_to(site), (
+        f"babymerge imported from {babymerge.__file__}, not {site}"
+    )
     tasks = run(str(BIN / "babymerge"), "tasks-path").strip()
     assert tasks == babymerge.tasks_path() and Path(tasks).is_relative_to(site), tasks
     assert (Path(tasks) / "blimp" / f"blimp_{PARADIGM}.yaml").is_file(), f"blimp_{PARADIGM} is not packaged in {tasks}"
     data = Path(os.environ["BABYMERGE_DATA"])
-    assert (data / "blimp" / f"{PARADIGM}.jsonl").is_file(), f"set BABYMERGE_DATA to a folder with blimp/{PARADIGM}.jsonl"
+    assert (data / "blimp" / f"{PARADIGM}.jsonl").is_file(), (
+        f"set BABYMERGE_DATA to a folder with blimp/{PARADIGM}.jsonl"
+    )
 
     work = Path.cwd()
     a, b = tiny_pair(work)
-    run(str(BIN / "babymerge"), "merge", "--mm", str(a), "--lang", str(b), "--alpha", "0.3", "--out", str(work / "merged"),
-        "--no-progress")  # fmt: skip
+    run(
+        str(BIN / "babymerge"),
+        "merge",
+        "--mm",
+        str(a),
+        "--lang",
+        str(b),
+        "--alpha",
+        "0.3",
+        "--out",
+        str(work / "merged"),
+        "--no-progress",
+    )
     assert (work / "merged" / "model.safetensors").is_file() and (work / "merged" / "babymerge_recipe.json").is_file()
 
-    run(str(BIN / "lm_eval"), "--model", "babymerge", "--model_args", f"pretrained={a},lang_ckpt={b},alpha=0.3",
-        "--tasks", f"blimp_{PARADIGM}", "--include_path", tasks, "--limit", "5", "--device", "cpu",
-        "--batch_size", "auto", "--output_path", str(work / "results"))  # fmt: skip
+    run(
+        str(BIN / "lm_eval"),
+        "--model",
+        "babymerge",
+        "--model_args",
+        f"pretrained={a},lang_ckpt={b},alpha=0.3",
+        "--tasks",
+        f"blimp_{PARADIGM}",
+        "--include_path",
+        tasks,
+        "--limit",
+        "5",
+        "--device",
+        "cpu",
+        "--batch_size",
+        "auto",
+        "--output_path",
+        str(work / "results"),
+    )
     results = json.loads(next((work / "results").rglob("results_*.json")).read_text())
     task = results["results"][f"blimp_{PARADIGM}"]
     assert results["n-samples"][f"blimp_{PARADIGM}"]["effective"] == 5, results["n-samples"]

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from babymerge import tasks_path
 from babymerge.data.synthetic_winoground import write_dataset
 from demo.data import FEATURE_SIZE, tiny_config, write_config
 from demo.toy import build_toy_encoder
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    tasks_dir = str(REPO / "lm_eval_tasks")
+    tasks_dir = tasks_path()  # lm_eval_tasks/ of the checkout (babymerge/lm_eval_tasks/ when installed from a wheel)
     py = sys.executable
 
     print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
