@@ -33,6 +33,28 @@ def needs_data(name: str):
 needs_blimp = needs_data("blimp")
 
 
+# Slow tests in files other engineers are editing as this is written (issue 13): marked here
+# until the marks move into those files as @pytest.mark.slow. Slow: a training run, an lm_eval
+# run in a subprocess, or several fresh interpreters. `make test-fast` deselects them.
+SLOW_ELSEWHERE = (
+    "tests/test_train.py::test_zero2_two_ranks_learn_checkpoint_and_match_single_process",
+    "tests/test_train.py::test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights",
+    "tests/test_train.py::test_zero_1_3_and_cpu_offload_match_single_process",
+    "tests/test_train.py::test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model",
+    "tests/test_train.py::test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused",
+    "tests/test_sweep.py::test_sweep_loads_once_equals_separate_runs_and_resumes",
+    "tests/test_submission.py::",  # its module fixture runs lm_eval
+    "tests/test_model.py::test_auto_classes_work_whatever_is_imported_first",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        # test_train's `reference` fixture is a training run: whatever uses it is slow
+        if item.nodeid.startswith(SLOW_ELSEWHERE) or "reference" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_runtest_setup(item):
     for mark in item.iter_markers("needs_data"):
         folder = TEST_DATA / mark.args[0]

@@ -33,15 +33,26 @@ def test_tasks_and_groups_cover_the_67_paradigms():
     assert group("blimp")["aggregate_metric_list"][0]["weight_by_size"] is True  # micro
     assert group("blimp_macro")["aggregate_metric_list"][0]["weight_by_size"] is False  # macro
     fields = sorted(p.stem for p in (TASKS / "blimp").glob("blimp_field_*.yaml"))
-    assert fields == ["blimp_field_morphology", "blimp_field_semantics", "blimp_field_syntax", "blimp_field_syntax_semantics"]
+    assert fields == [
+        "blimp_field_morphology",
+        "blimp_field_semantics",
+        "blimp_field_syntax",
+        "blimp_field_syntax_semantics",
+    ]
     phenomena = sorted(p.stem for p in (TASKS / "blimp").glob("blimp_phenomenon_*.yaml"))
     assert len(phenomena) == 12
     for family in (fields, phenomena):  # each family partitions the 67 paradigms
         members = [t for g in family for t in group(g)["task"]]
         assert sorted(members) == sorted(every)
     assert len(group("blimp_filtered")["task"]) == 67 and len(group("blimp_supplement")["task"]) == 5
-    names = TaskManager(include_path=str(TASKS)).all_tasks
-    assert {"blimp", "blimp_macro", "blimp_filtered", "blimp_supplement", "blimp_wh_island"} <= set(names)
+    index = TaskManager(include_path=str(TASKS)).task_index  # with lm-eval's own tasks, which include blimp_<UID> too
+    for name in (
+        "blimp_filtered",
+        "blimp_supplement",
+        "blimp_wh_island",
+    ):  # ours replace lm-eval's hub-downloading ones
+        assert Path(index[name].yaml_path).parent == TASKS / "blimp", (name, index[name].yaml_path)
+    assert {"blimp", "blimp_macro"} <= set(index)
 
 
 def test_a_tie_counts_as_wrong():
@@ -52,7 +63,9 @@ def test_a_tie_counts_as_wrong():
 
 def test_missing_data_and_malformed_lines_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("BABYMERGE_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(BabyMergeError, match=r"nowhere/blimp does not exist.*BABYMERGE_DATA.*alexwarstadt/blimp.*nyu-mll/blimp"):
+    with pytest.raises(
+        BabyMergeError, match=r"nowhere/blimp does not exist.*BABYMERGE_DATA.*alexwarstadt/blimp.*nyu-mll/blimp"
+    ):
         blimp_utils.load_pairs("blimp", "wh_island")
     (tmp_path / "data" / "blimp").mkdir(parents=True)
     bad = tmp_path / "data" / "blimp" / "wh_island.jsonl"
@@ -76,9 +89,12 @@ def data(tmp_path_factory):
 
 def evaluate(model, tasks, data, extra_tasks=None, **kwargs):
     include = [str(TASKS)] + ([str(extra_tasks)] if extra_tasks else [])
+    task_manager = TaskManager(
+        include_path=include, include_defaults=False
+    )  # ours only: indexing lm-eval's takes seconds
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BABYMERGE_DATA", str(data))
-        return lm_eval.simple_evaluate(model=model, tasks=tasks, task_manager=TaskManager(include_path=include), log_samples=True, **kwargs)
+        return lm_eval.simple_evaluate(model=model, tasks=tasks, task_manager=task_manager, log_samples=True, **kwargs)
 
 
 def loglikelihoods(out, task):
@@ -123,7 +139,11 @@ def test_micro_and_macro_averages(toy, tmp_path):
     a = accs[2]
     expected = {"micro": (3 + 5 * a) / 15, "macro": (1 + a) / 3}
     for kind, weight_by_size in (("micro", True), ("macro", False)):
-        spec = {**group("blimp" if weight_by_size else "blimp_macro"), "group": f"test_{kind}", "task": [f"blimp_filtered_{u}" for u in PARADIGMS]}
+        spec = {
+            **group("blimp" if weight_by_size else "blimp_macro"),
+            "group": f"test_{kind}",
+            "task": [f"blimp_filtered_{u}" for u in PARADIGMS],
+        }
         (tmp_path / f"test_{kind}.yaml").write_text(yaml.safe_dump(spec))
         result = evaluate(model, [f"test_{kind}"], data, extra_tasks=tmp_path)["results"][f"test_{kind}"]
         assert result["acc,none"] == pytest.approx(expected[kind])
@@ -141,8 +161,14 @@ def run_lm_eval(model_args, out, data, launcher=(sys.executable, "-m", "lm_eval"
         mp.setenv("BABYMERGE_DATA", str(data))
         result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    samples = {f.name.removeprefix("samples_").split("_20")[0]: [json.loads(line) for line in f.read_text().splitlines()] for f in out.rglob("samples_*.jsonl")}
-    lls = {k: [float(r[0][0]) for s in sorted(v, key=lambda s: s["doc_id"]) for r in s["resps"]] for k, v in samples.items()}
+    samples = {
+        f.name.removeprefix("samples_").split("_20")[0]: [json.loads(line) for line in f.read_text().splitlines()]
+        for f in out.rglob("samples_*.jsonl")
+    }
+    lls = {
+        k: [float(r[0][0]) for s in sorted(v, key=lambda s: s["doc_id"]) for r in s["resps"]]
+        for k, v in samples.items()
+    }
     assert len(lls) == 3 and all(len(v) == 2 * limit for v in lls.values())
     return lls, json.loads(next(out.rglob("results_*.json")).read_text())["results"], result.stderr
 
@@ -153,7 +179,9 @@ def test_lm_eval_executable_end_to_end_alpha_0_and_1(toy, data, tmp_path):
     """The plain `lm_eval` command finds --model babymerge; alpha=0 and 1 give the two source models."""
     merged0, res0, _ = run_lm_eval(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0", tmp_path / "a0", data)
     alone, res_mm, _ = run_lm_eval(f"pretrained={toy.mm}", tmp_path / "mm", data)
-    merged1, res1, _ = run_lm_eval(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=1,image_prefix=none", tmp_path / "a1", data)
+    merged1, res1, _ = run_lm_eval(
+        f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=1,image_prefix=none", tmp_path / "a1", data
+    )
     twin, res_lang, _ = run_lm_eval(f"pretrained={toy.lang}", tmp_path / "lang", data)
     assert merged0 == alone and res0 == res_mm
     assert merged1 == twin

@@ -60,7 +60,11 @@ def test_lm_eval_cli_end_to_end(toy, data, tmp_path, monkeypatch):
            "--device", "cpu", "--output_path", str(tmp_path / "out"), "--log_samples"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    samples = [json.loads(line) for f in (tmp_path / "out").rglob("samples_winoground_2*.jsonl") for line in f.read_text().splitlines()]
+    samples = [
+        json.loads(line)
+        for f in (tmp_path / "out").rglob("samples_winoground_2*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
     assert len(samples) == 6
     items = {it["id"]: it for it in wino.read_items(data / "winoground")}
     from babymerge import merge
@@ -74,7 +78,13 @@ def test_lm_eval_cli_end_to_end(toy, data, tmp_path, monkeypatch):
         assert abs(float(got[pair]) - expected[pair]) < 1e-4
     assert sample["text_score"] == wino.scores(expected)["text_score"]
     results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]
-    assert set(results) >= {"winoground", "winoground_object", "winoground_relation", "winoground_both", "winoground_by_tag"}
+    assert set(results) >= {
+        "winoground",
+        "winoground_object",
+        "winoground_relation",
+        "winoground_both",
+        "winoground_by_tag",
+    }
     assert "group_score_stderr,none" in results["winoground"]
     # the reported scores are the means over items of the scores recomputed here from each item's four logged log-likelihoods
     by_hand = [wino.scores({pair: float(r[0][0]) for pair, r in zip(wino.PAIRS, s["resps"])}) for s in samples]
@@ -93,7 +103,11 @@ def test_each_distinct_image_is_encoded_once(toy, data, monkeypatch):
     calls = []
     encoder.register_forward_hook(lambda module, args, output: calls.append(args))
     monkeypatch.setenv("BABYMERGE_DATA", str(data))
-    lm_eval.simple_evaluate(model=lm, tasks=["winoground"], task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks")))
+    lm_eval.simple_evaluate(
+        model=lm,
+        tasks=["winoground"],
+        task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False),
+    )
     assert len(calls) == lm.images_encoded == 12  # 6 items x 2 images, 24 requests
 
 
@@ -104,7 +118,9 @@ def test_filtered_rows_are_scored_like_the_babylm_pipeline(toy, data, tmp_path, 
     from babymerge.lm_eval_model import BabyMergeLM
 
     rows = []
-    for idx, item in enumerate(json.loads(line) for line in (data / "winoground" / "winoground.jsonl").read_text().splitlines()):
+    for idx, item in enumerate(
+        json.loads(line) for line in (data / "winoground" / "winoground.jsonl").read_text().splitlines()
+    ):
         for key, (good, bad) in (("image_0", ("caption_0", "caption_1")), ("image_1", ("caption_1", "caption_0"))):
             rows.append({"id": f"{item['id']}_{key}", "caption_0": item[good], "caption_1": item[bad], "tag": item["tag"],
                          "collapsed_tag": item["collapsed_tag"], "num_main_preds": item["num_main_preds"], "image_idx": idx, "image_key": key})  # fmt: skip
@@ -114,7 +130,7 @@ def test_filtered_rows_are_scored_like_the_babylm_pipeline(toy, data, tmp_path, 
     (own / "winoground_filtered" / "winoground.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv("BABYMERGE_DATA", str(own))
     out = lm_eval.simple_evaluate(model=BabyMergeLM(pretrained=str(toy.mm), device="cpu"), tasks=["winoground_filtered", "winoground"],
-                                  task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks")), log_samples=True)  # fmt: skip
+                                  task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False), log_samples=True)  # fmt: skip
     filtered = out["results"]["winoground_filtered"]
     assert len(out["samples"]["winoground_filtered"]) == 12
     # every filtered row is one image's text-score half: its accuracy is the mean of those halves
@@ -158,6 +174,16 @@ def test_synthetic_set_is_deterministic_and_in_the_hub_layout(tmp_path):
     assert (a / "winoground.jsonl").read_text() == (b / "winoground.jsonl").read_text()
     assert all((a / "images" / p.name).read_bytes() == p.read_bytes() for p in (b / "images").iterdir())
     row = json.loads((a / "winoground.jsonl").read_text().splitlines()[0])
-    assert set(row) == {"id", "image_0", "image_1", "caption_0", "caption_1", "tag", "secondary_tag", "num_main_preds", "collapsed_tag"}
+    assert set(row) == {
+        "id",
+        "image_0",
+        "image_1",
+        "caption_0",
+        "caption_1",
+        "tag",
+        "secondary_tag",
+        "num_main_preds",
+        "collapsed_tag",
+    }
     assert sorted(row["caption_0"].split()) == sorted(row["caption_1"].split()) and row["caption_0"] != row["caption_1"]
     assert Image.open(a / row["image_0"]).size == (64, 64)
