@@ -1,12 +1,13 @@
-# The two commands of the README: `make demo` and `make test`. Both create the virtual
-# environment (.venv) on first use: CPU torch 2.13.0 first, so no dependency pulls another
-# torch, then this package with its test extras. Override TORCH for a CUDA build.
+# The commands of the README: `make demo`, `make test` (everything), `make test-fast` (the
+# inner loop: tests not marked slow), `make lint`. They create the virtual environment
+# (.venv) on first use: CPU torch 2.13.0 first, so no dependency pulls another torch, then
+# this package (editable) with its test extras. Override TORCH for a CUDA build.
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast lint bench
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,10 +18,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m babymerge.demo --out demo_out
+	$(PY) -m demo --out demo_out
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) bench/merge.py

@@ -14,9 +14,10 @@ from _babymerge_hooks import after_import
 
 from .errors import BabyMergeError
 from .merge import merge
+from .tasks import tasks_path
 
 __version__ = "0.1.0"
-__all__ = ["BabyLlavaConfig", "BabyLlavaForConditionalGeneration", "BabyLlavaModel", "BabyMergeError", "merge"]
+__all__ = ["BabyLlavaConfig", "BabyLlavaForConditionalGeneration", "BabyLlavaModel", "BabyMergeError", "merge", "tasks_path"]
 
 
 def _register_with_transformers() -> None:

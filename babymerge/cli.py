@@ -7,6 +7,7 @@
     babymerge methods                                   # list merge methods and their options
     babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
     babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
+    babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
 from __future__ import annotations
@@ -243,6 +244,13 @@ def _show_warnings() -> None:
         log.propagate = False
 
 
+def _run_tasks_path(args) -> int:
+    from .tasks import tasks_path
+
+    print(tasks_path())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="babymerge", description="Merge BabyLM multimodal models with their language-only twins.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,9 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("methods", help="list merge methods and their options")
     _add_sweep_parser(sub)
     _add_submit_parser(sub)
+    sub.add_parser("tasks-path", help="print the folder of this project's lm-eval tasks (for lm_eval --include_path)")
     args = parser.parse_args(argv)
     _show_warnings()
-    commands = {"merge": _run_merge, "methods": _run_methods, "sweep": _run_sweep, "submit": _run_submit}
+    commands = {
+        "merge": _run_merge,
+        "methods": _run_methods,
+        "sweep": _run_sweep,
+        "submit": _run_submit,
+        "tasks-path": _run_tasks_path,
+    }
     try:
         return commands[args.command](args)
     except BabyMergeError as err:

@@ -45,7 +45,7 @@ def build_models(workdir: Path, sentences: list[str]):
     """Two random 6-layer Llama twins (~20M parameters) with a BLiMP-trained tokenizer."""
     from babymerge import merge
     from babymerge.tokenization import train_bpe_tokenizer
-    from babymerge.toy import build_toy_checkpoints
+    from demo.toy import build_toy_checkpoints
 
     if not (workdir / "merged" / "config.json").exists():
         tokenizer = train_bpe_tokenizer(sentences, vocab_size=8000)

@@ -5,7 +5,7 @@
     python bench/merge.py --skip-mergekit  # without the mergekit rows (no venv, no install)
 
 What is built (once, cached under --workdir, default bench_out/merge):
-* per dtype (float32, bfloat16), with babymerge.toy: a multimodal BabyLlavaForConditionalGeneration
+* per dtype (float32, bfloat16), with demo.toy: a multimodal BabyLlavaForConditionalGeneration
   ``mm`` and its language-only twin ``lang`` (a plain LlamaForCausalLM), ~150M parameters each
   (6 layers, hidden 1024, MLP 5000, a 16,000-token BPE vocabulary trained on pseudo-words,
   because the toy grammar's sentences only give a few hundred tokens), plus a second
@@ -108,12 +108,12 @@ def _pseudo_text(n_lines: int, seed: int = 0) -> list[str]:
 
 
 def child_build(spec: dict) -> dict:
-    """Write mm + lang (babymerge.toy) and lang2 (a second LlamaForCausalLM) under spec["dir"]."""
+    """Write mm + lang (demo.toy) and lang2 (a second LlamaForCausalLM) under spec["dir"]."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from babymerge.tokenization import train_bpe_tokenizer
-    from babymerge.toy import build_toy_checkpoints, synthetic_sentences
+    from demo.toy import build_toy_checkpoints, synthetic_sentences
 
     root, shape, dtype = Path(spec["dir"]), spec["shape"], getattr(torch, spec["dtype"])
     tokenizer = train_bpe_tokenizer(synthetic_sentences(2000) + _pseudo_text(50000), vocab_size=shape["vocab_size"])

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the demo package (tiny checkpoints)
 BLIMP = REPO.parent / "shared" / "data" / "blimp"
 
 
@@ -33,7 +34,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from babymerge.data.synthetic_winoground import write_dataset
-    from babymerge.toy import build_toy_checkpoints
+    from demo.toy import build_toy_checkpoints
 
     alphas = [round(i / 10, 1) for i in range(11)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Run as a script, this file's folder is first on sys.path and its name would shadow the
 # `train` package it measures.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-from train import demo_data  # noqa: E402
+sys.path.insert(0, str(REPO))  # the demo package (workspace and config)
+from demo import data as demo_data  # noqa: E402
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "A6000": 155.0}
 
 

@@ -50,7 +50,7 @@ def main() -> int:
     import utils as wino  # the task's module
     from babymerge.data.synthetic_winoground import write_dataset
     from babymerge.lm_eval_model import BabyMergeLM
-    from babymerge.toy import build_toy_checkpoints
+    from demo.toy import build_toy_checkpoints
 
     with tempfile.TemporaryDirectory() as tmp:
         toy = build_toy_checkpoints(Path(tmp) / "toy", hidden_size=128, num_layers=4)

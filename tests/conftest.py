@@ -1,17 +1,76 @@
-"""Shared fixtures: tiny random checkpoints built locally (no hub, no downloads)."""
+"""Shared fixtures: tiny random checkpoints built locally (no hub, no downloads), and where test data lives.
+
+Evaluation data for the tests is read from ONE folder, ``$BABYMERGE_TEST_DATA`` (default
+``../shared/data``, beside the checkout), laid out like the BabyLM pipeline's
+``evaluation_data/`` (``blimp/`` holds the official BLiMP files). Only this file reads the
+variable. A test that needs a subfolder is marked ``@needs_data("blimp")`` (``needs_blimp``):
+without the folder it is skipped on a workstation and is an ERROR in CI (``CI=true``), so a
+CI run never passes by skipping. What can run without the data uses small fixtures written by
+the tests themselves.
+"""
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 from lm_eval.api.instance import Instance
 
-from babymerge.toy import build_toy_checkpoints
+from demo.toy import build_toy_checkpoints
 
-# The official BLiMP files, read in place from ../shared (never copied into the project).
-BLIMP = Path(__file__).resolve().parents[2] / "shared" / "data" / "blimp"
-needs_blimp = pytest.mark.skipif(not BLIMP.is_dir(), reason=f"the official BLiMP files are not at {BLIMP}")
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(os.environ.get("BABYMERGE_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
+BLIMP = TEST_DATA / "blimp"  # the official BLiMP files, read in place (never copied into the project)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs_data(name: str):
+    """Mark a test that reads ``$BABYMERGE_TEST_DATA/<name>``."""
+    return pytest.mark.needs_data(name)
+
+
+needs_blimp = needs_data("blimp")
+
+
+# Slow tests in files other engineers are editing as this is written (issue 13): marked here
+# until the marks move into those files as @pytest.mark.slow. Slow: a training run, an lm_eval
+# run in a subprocess, or several fresh interpreters. `make test-fast` deselects them.
+SLOW_ELSEWHERE = (
+    "tests/test_train.py::test_zero2_two_ranks_learn_checkpoint_and_match_single_process",
+    "tests/test_train.py::test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights",
+    "tests/test_train.py::test_zero_1_3_and_cpu_offload_match_single_process",
+    "tests/test_train.py::test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model",
+    "tests/test_train.py::test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused",
+    "tests/test_sweep.py::test_sweep_loads_once_equals_separate_runs_and_resumes",
+    "tests/test_submission.py::",  # its module fixture runs lm_eval
+    "tests/test_model.py::test_auto_classes_work_whatever_is_imported_first",
+    # the official pipeline and lm_eval run as subprocesses on every BabyLM 2025 task
+    "tests/test_babylm2025_tasks.py::",
+    "tests/test_babylm2025_vqa_reading.py::",
+    "tests/test_submission2025.py::",
+    "tests/test_babylm2025.py::test_official_pipeline",
+    "tests/test_babylm2025.py::test_release_trains",
+    "tests/test_babylm2025.py::test_loads_without_babymerge",
+    "tests/test_sweep_safety.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        # test_train's `reference` fixture is a training run: whatever uses it is slow
+        if item.nodeid.startswith(SLOW_ELSEWHERE) or "reference" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_data"):
+        folder = TEST_DATA / mark.args[0]
+        if not folder.is_dir():
+            message = f"{folder} does not exist: set BABYMERGE_TEST_DATA to the folder that holds {mark.args[0]}/"
+            if IN_CI:
+                pytest.fail(f"{message} (CI=true: missing test data is an error, not a skip)", pytrace=False)
+            pytest.skip(message)
 
 
 def blimp_sentences(paradigm="anaphor_gender_agreement", n=12):
@@ -45,7 +104,7 @@ def load_task_module(task_dir: str):
     Every task folder names its helpers ``utils.py`` (lm-eval's convention), so importing
     them as ``utils`` from ``sys.path`` would hand the second test module the first one's.
     """
-    path = Path(__file__).resolve().parents[1] / "lm_eval_tasks" / task_dir / "utils.py"
+    path = REPO / "lm_eval_tasks" / task_dir / "utils.py"
     spec = importlib.util.spec_from_file_location(f"lm_eval_tasks_{task_dir}_utils", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,10 +1,6 @@
 """`--model babymerge`: exact agreement with lm-eval's own `hf` model and with hand-built forwards."""
 
 import json
-import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +10,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError, merge
 from babymerge.lm_eval_model import BabyMergeLM
-from babymerge.toy import build_toy_checkpoints
+from demo.toy import build_toy_checkpoints
+
 from conftest import blimp_sentences, requests
+
 
 @pytest.fixture(scope="module")
 def llama_pair(toy, tmp_path_factory):
@@ -32,7 +30,9 @@ def test_merge_at_load_equals_lm_evals_hf_model_on_the_saved_merge(llama_pair):
 
     a, b, merged = llama_pair
     sentences = blimp_sentences()
-    ours = BabyMergeLM(pretrained=str(a), lang_ckpt=str(b), alpha=0.3, image_prefix="none", device="cpu").loglikelihood(requests(sentences))
+    ours = BabyMergeLM(pretrained=str(a), lang_ckpt=str(b), alpha=0.3, image_prefix="none", device="cpu").loglikelihood(
+        requests(sentences)
+    )
     ref = HFLM(pretrained=str(merged), dtype="float32", device="cpu", batch_size=4).loglikelihood(requests(sentences))
     assert len(ours) == len(ref) == len(sentences)
     assert max(abs(x[0] - y[0]) for x, y in zip(ours, ref)) < 1e-4
@@ -60,7 +60,10 @@ def test_images_are_encoded_once_and_fill_the_image_token(toy):
     lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
     red, blue = Image.new("RGB", (30, 30), (255, 0, 0)), Image.new("RGB", (30, 30), (0, 0, 255))
     captions = ["A red square.", "A blue square."]
-    reqs = [Instance("loglikelihood", {}, ("", " " + c, {"visual": [img]}), i) for i, (c, img) in enumerate((c, i) for c in captions for i in (red, blue))]
+    reqs = [
+        Instance("loglikelihood", {}, ("", " " + c, {"visual": [img]}), i)
+        for i, (c, img) in enumerate((c, i) for c in captions for i in (red, blue))
+    ]
     scores = lm.loglikelihood(reqs)
     assert lm.images_encoded == 2
     model, tok = AutoModelForCausalLM.from_pretrained(toy.mm), AutoTokenizer.from_pretrained(toy.mm)
@@ -79,7 +82,9 @@ def test_rolling_loglikelihood_and_generation(toy):
     (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)])
     (score, _) = lm.loglikelihood([Instance("loglikelihood", {}, ("", text), 0)])[0]
     assert abs(rolling - score) < 1e-4  # one window: the same as scoring after the black image
-    (generated,) = lm.generate_until([Instance("generate_until", {}, ("The dog", {"until": ["."], "max_gen_toks": 5}), 0)])
+    (generated,) = lm.generate_until(
+        [Instance("generate_until", {}, ("The dog", {"until": ["."], "max_gen_toks": 5}), 0)]
+    )
     model, tok = AutoModelForCausalLM.from_pretrained(toy.mm), AutoTokenizer.from_pretrained(toy.mm)
     ids = tok.encode("<image> The dog")  # the authors' prompt, "<image> " + text
     assert ids[0] == model.config.image_token_id
@@ -98,7 +103,9 @@ def test_plain_causal_lm_is_text_only(toy):
 
 
 def test_bad_model_args(toy, tmp_path):
-    with pytest.raises(BabyMergeError, match=r"unknown model_args \['alhpa'\] for --model babymerge; valid: .*alpha.*lang_ckpt"):
+    with pytest.raises(
+        BabyMergeError, match=r"unknown model_args \['alhpa'\] for --model babymerge; valid: .*alpha.*lang_ckpt"
+    ):
         BabyMergeLM(pretrained=str(toy.mm), alhpa=0.3)
     with pytest.raises(BabyMergeError, match=r"alpha must be in \[0, 1\]"):
         BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), alpha=1.5)

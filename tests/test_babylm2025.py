@@ -305,7 +305,7 @@ def release(tmp_path_factory):
     """A tiny fake of the BabyLM 2025 multimodal release: its file names, two-part 768-d cc_3M
     states, captions files as JSON lists of strings (the layout third-party loaders read)."""
     from babymerge.tokenization import train_bpe_tokenizer
-    from babymerge.toy import synthetic_sentences
+    from demo.toy import synthetic_sentences
 
     root = tmp_path_factory.mktemp("release")
     (root / "text_only" / "train_50M").mkdir(parents=True)

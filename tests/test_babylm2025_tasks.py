@@ -38,7 +38,7 @@ from babymerge.babylm2025 import (
     pipeline_tokens,
 )
 from babymerge.tokenization import train_bpe_tokenizer
-from babymerge.toy import synthetic_sentences, toy_text_config
+from demo.toy import synthetic_sentences, toy_text_config
 from conftest import BLIMP as BLIMP_DATA
 from conftest import load_task_module
 

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
-from babymerge.toy import synthetic_sentences
+from demo.toy import synthetic_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"

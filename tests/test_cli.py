@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -23,6 +24,7 @@ def test_merge_command_prints_a_summary_and_writes_the_checkpoint(toy, tmp_path)
     assert torch.equal(got[key], 0.3 * lang["model.layers.0.mlp.down_proj.weight"] + 0.7 * mm[key])
 
 
+@pytest.mark.slow
 def test_method_options_and_module_alpha_flags(toy, tmp_path):
     out = tmp_path / "ties"
     result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--method", "ties", "--base", toy.base, "--density", "0.3",
@@ -30,11 +32,21 @@ def test_method_options_and_module_alpha_flags(toy, tmp_path):
     assert result.returncode == 0, result.stderr
     from babymerge import merge
 
-    merge(toy.mm, toy.lang, "ties", {"model.embed_tokens.*": 0.5, "*": 0.2}, base_ckpt=toy.base, density=0.3, out=tmp_path / "api", progress=False)
+    merge(
+        toy.mm,
+        toy.lang,
+        "ties",
+        {"model.embed_tokens.*": 0.5, "*": 0.2},
+        base_ckpt=toy.base,
+        density=0.3,
+        out=tmp_path / "api",
+        progress=False,
+    )
     a, b = load_file(out / "model.safetensors"), load_file(tmp_path / "api" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_errors_exit_2_with_a_message_and_write_nothing(toy, tmp_path):
     out = tmp_path / "merged"
     result = run("merge", "--mm", toy.mm, "--lang", toy.lang, "--alpha", "1.3", "--out", out)

@@ -112,7 +112,7 @@ def test_sharded_output_and_dtype(toy, tmp_path):
 
 
 def test_bfloat16_inputs_are_merged_in_float32_and_rounded_once(tmp_path):
-    from babymerge.toy import build_toy_checkpoints
+    from demo.toy import build_toy_checkpoints
 
     t = build_toy_checkpoints(tmp_path / "toy", dtype=torch.bfloat16)
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", progress=False)

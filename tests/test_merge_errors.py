@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from babymerge import BabyMergeError, merge
-from babymerge.toy import build_toy_checkpoints
+from demo.toy import build_toy_checkpoints
 
 
 def copy_ckpt(src, dst):

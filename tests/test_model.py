@@ -17,9 +17,8 @@ from transformers import (
     Dinov2Model,
 )
 
-import babymerge
 from babymerge import BabyLlavaConfig, BabyLlavaForConditionalGeneration, BabyMergeError
-from babymerge.modeling import IMAGE_TOKEN
+from babymerge.prompt import IMAGE_TOKEN
 
 
 def test_default_config_is_the_papers_shape():
@@ -113,8 +112,10 @@ def test_missing_vision_encoder_gives_a_clear_error(toy, tmp_path):
         model.encode_images(images=[Image.new("RGB", (28, 28))])
 
 
-def test_import_registers_model_type():
-    assert "babyllava" in babymerge.BabyLlavaConfig.model_type
+def test_import_registers_model_type(toy):
+    """The checkpoint's config.json names the type the README documents, and AutoConfig maps it to our class."""
+    assert json.loads((toy.mm / "config.json").read_text())["model_type"] == "babyllava"
+    assert type(AutoConfig.from_pretrained(toy.mm)) is BabyLlavaConfig
     assert AutoConfig.for_model("babyllava").__class__ is BabyLlavaConfig
 
 

@@ -23,7 +23,7 @@ import importlib
 from babymerge import BabyMergeError, merge
 from babymerge.cli import main
 import babymerge.output as output
-from babymerge.toy import build_toy_checkpoints, toy_text_config
+from demo.toy import build_toy_checkpoints, toy_text_config
 
 RECIPE = "babymerge_recipe.json"
 merge_module = importlib.import_module("babymerge.merge")  # the package; `babymerge.merge` is the function

@@ -44,7 +44,7 @@ from babymerge.babylm2025 import TASKS, task_name
 from babymerge.cli import main as cli
 from babymerge.submission2025 import build, checkpoints
 from babymerge.tokenization import train_bpe_tokenizer
-from babymerge.toy import synthetic_sentences
+from demo.toy import synthetic_sentences
 
 REPO = Path(__file__).resolve().parents[1]
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")

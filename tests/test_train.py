@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from babymerge import BabyMergeError, merge
-from train import demo_data
+from demo import data as demo_data
 from train.config import load_config
 from train.data import build_blocks, make_batch, pack_captions, pack_text
 from train.encode_images import encode

@@ -9,7 +9,8 @@ import torch
 
 from babymerge.configuration import DINOV2_LARGE, BabyLlavaConfig
 from babymerge.errors import BabyMergeError
-from babymerge.modeling import IMAGE_TOKEN, BabyLlavaForConditionalGeneration
+from babymerge.modeling import BabyLlavaForConditionalGeneration
+from babymerge.prompt import IMAGE_TOKEN
 
 from .config import TrainConfig
 from .data import describe_features

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
 
-from .configuration import BabyLlavaConfig
-from .modeling import IMAGE_TOKEN, BabyLlavaForConditionalGeneration
-from .tokenization import train_bpe_tokenizer
+from babymerge.configuration import BabyLlavaConfig
+from babymerge.modeling import BabyLlavaForConditionalGeneration
+from babymerge.prompt import IMAGE_TOKEN
+from babymerge.tokenization import train_bpe_tokenizer
 
 _WORDS = {
     "det": ["the", "a", "every", "some", "this", "that"],

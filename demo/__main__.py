@@ -1,4 +1,4 @@
-"""The end-to-end demo: ``make demo`` (or ``python -m babymerge.demo --out demo_out``).
+"""The end-to-end demo: ``make demo`` (or ``python -m demo --out demo_out`` from the repository root).
 
 Runs on a fresh machine in a few minutes on 2 CPU cores, with no network, using the real
 commands a researcher would type:
@@ -28,10 +28,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from train.demo_data import FEATURE_SIZE, tiny_config, write_config
-
-from .data.synthetic_winoground import write_dataset
-from .toy import build_toy_encoder
+from babymerge import tasks_path
+from babymerge.data.synthetic_winoground import write_dataset
+from demo.data import FEATURE_SIZE, tiny_config, write_config
+from demo.toy import build_toy_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
@@ -65,16 +65,16 @@ def write_blimp(data: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="where to write everything (replaced)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     shutil.rmtree(out, ignore_errors=True)
-    tasks_dir = str(REPO / "lm_eval_tasks")
+    tasks_dir = tasks_path()  # lm_eval_tasks/ of the checkout (babymerge/lm_eval_tasks/ when installed from a wheel)
     py = sys.executable
 
     print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
-    run([py, "-m", "train.demo_data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
+    run([py, "-m", "demo.data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
     run([py, "-m", "train.tokenizer", "--data", str(out / "corpora"), "--vocab-size", "600", "--out", str(out / "tokenizer")])
     build_toy_encoder(out / "encoder", feature_size=FEATURE_SIZE)
     run([py, "-m", "train.encode_images", "--captions", str(out / "corpora" / "multimodal" / "captions.jsonl"),

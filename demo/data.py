@@ -1,8 +1,8 @@
 """Small training corpora the project writes itself, for the demo and the tests.
 
-    python -m train.demo_data --out data/demo
+    python -m demo.data --out data/demo
 
-* ``text/corpus.train``: sentences of a toy English grammar (``babymerge.toy``), one per
+* ``text/corpus.train``: sentences of a toy English grammar (``demo.toy``), one per
   line, in the layout of BabyLM's ``.train`` files;
 * ``multimodal/captions.jsonl`` + ``multimodal/images/*.png``: coloured shapes in spatial
   relations with their captions ("a red square above a blue circle"), drawn like the
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import yaml
 
+import train
 from babymerge.data.synthetic_winoground import COLOURS, RELATIONS, SHAPES, caption, draw_scene
 from babymerge.output import atomic_output_dir
-from babymerge.toy import synthetic_sentences
+from demo.toy import synthetic_sentences
 
 
 def write_demo_corpora(out: str | Path, n_sentences: int = 4000, n_captions: int = 1000, seed: int = 0, overwrite: bool = True) -> Path:
@@ -49,16 +50,15 @@ def write_demo_corpora(out: str | Path, n_sentences: int = 4000, n_captions: int
 
 
 FEATURE_SIZE = 32  # the tiny DINOv2's width
-ZERO2 = str(Path(__file__).resolve().parent / "configs" / "ds_zero2.json")
+ZERO2 = str(Path(train.__file__).resolve().parent / "configs" / "ds_zero2.json")
 
 
 def prepare_workspace(root: str | Path, n_sentences: int, n_captions: int, vocab_size: int, seed: int = 0) -> Path:
     """``root/corpora``, ``root/tokenizer``, ``root/encoder`` and ``root/features``, built in-process
     (the demo runs the same steps as the CLI commands a user would type)."""
-    from babymerge.toy import build_toy_encoder
-
-    from . import tokenizer as tokenizer_cli
-    from .encode_images import encode
+    from demo.toy import build_toy_encoder
+    from train import tokenizer as tokenizer_cli
+    from train.encode_images import encode
 
     root = Path(root)
     write_demo_corpora(root / "corpora", n_sentences=n_sentences, n_captions=n_captions, seed=seed)
@@ -101,7 +101,7 @@ def write_config(path: str | Path, config: dict) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m train.demo_data", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m demo.data", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="data/demo")
     p.add_argument("--sentences", type=int, default=4000)
     p.add_argument("--captions", type=int, default=1000)
