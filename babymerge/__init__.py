@@ -17,7 +17,14 @@ from .merge import merge
 from .tasks import tasks_path
 
 __version__ = "0.1.0"
-__all__ = ["BabyLlavaConfig", "BabyLlavaForConditionalGeneration", "BabyLlavaModel", "BabyMergeError", "merge", "tasks_path"]
+__all__ = [
+    "BabyLlavaConfig",
+    "BabyLlavaForConditionalGeneration",
+    "BabyLlavaModel",
+    "BabyMergeError",
+    "merge",
+    "tasks_path",
+]
 
 
 def _register_with_transformers() -> None:

@@ -107,7 +107,9 @@ class Checkpoint:
             files = sorted({self.path / name for name in weight_map.values()})
             missing = [f.name for f in files if not f.is_file()]
             if missing:
-                raise BabyMergeError(f"{self.role} checkpoint {str(self.path)!r}: shards listed in {index.name} are missing: {missing}")
+                raise BabyMergeError(
+                    f"{self.role} checkpoint {str(self.path)!r}: shards listed in {index.name} are missing: {missing}"
+                )
             return files
         single = self.path / SAFE_WEIGHTS_NAME
         if single.is_file():

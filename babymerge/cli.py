@@ -1,13 +1,13 @@
 """The ``babymerge`` command line.
 
-    babymerge merge --mm runs/mm/ckpt --lang runs/lang/ckpt --alpha 0.3 --out merged/
-    babymerge merge ... --method ties --base runs/mm/init --density 0.3
-    babymerge merge ... --module-alpha 'model.embed_tokens.*=0.5' --alpha 0.3
-    babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
-    babymerge methods                                   # list merge methods and their options
-    babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
-    babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
-    babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
+babymerge merge --mm runs/mm/ckpt --lang runs/lang/ckpt --alpha 0.3 --out merged/
+babymerge merge ... --method ties --base runs/mm/init --density 0.3
+babymerge merge ... --module-alpha 'model.embed_tokens.*=0.5' --alpha 0.3
+babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
+babymerge methods                                   # list merge methods and their options
+babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
+babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
+babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ def _add_merge_parser(sub) -> None:
 
     p = sub.add_parser("merge", help="merge a multimodal checkpoint with its language-only twin")
     p.add_argument("--mm", help="multimodal checkpoint directory (required unless --config)")
-    p.add_argument("--lang", help="language-only checkpoint directory (same class or LlamaForCausalLM; required unless --config)")
-    p.add_argument("--config", metavar="RECIPE.yml", help="a mergekit YAML recipe (two models + optional base) instead of --mm/--lang/--method/--alpha/--base")
+    p.add_argument(
+        "--lang", help="language-only checkpoint directory (same class or LlamaForCausalLM; required unless --config)"
+    )
+    p.add_argument(
+        "--config",
+        metavar="RECIPE.yml",
+        help="a mergekit YAML recipe (two models + optional base) instead of --mm/--lang/--method/--alpha/--base",
+    )
     p.add_argument("--out", help="output checkpoint directory (written atomically)")
     p.add_argument("--method", default="linear", choices=sorted(METHODS))
     p.add_argument(
@@ -107,15 +113,26 @@ def _run_merge(args) -> int:
         from .merge.mergekit_config import read_mergekit_config
 
         if args.mm or args.lang or options or args.module_alpha or args.base:
-            raise BabyMergeError("--config is the whole recipe: give --mm, --lang, --base, --alpha and method options in it, not beside it")
+            raise BabyMergeError(
+                "--config is the whole recipe: give --mm, --lang, --base, --alpha and method options in it, not beside it"
+            )
         recipe = read_mergekit_config(args.config)
-        args.mm, args.lang, args.method, args.base, alpha, options = recipe.mm, recipe.lang, recipe.method, recipe.base, recipe.alpha, recipe.options
+        args.mm, args.lang, args.method, args.base, alpha, options = (
+            recipe.mm,
+            recipe.lang,
+            recipe.method,
+            recipe.base,
+            recipe.alpha,
+            recipe.options,
+        )
         args.dtype = args.dtype or recipe.dtype
     elif not (args.mm and args.lang):
         raise BabyMergeError("give --mm and --lang (the two checkpoints), or --config with a mergekit recipe")
     if args.mergekit_yaml:
         _refuse_inside_inputs(args.mergekit_yaml, [args.mm, args.lang, args.base], "--mergekit-yaml")
-        write_mergekit_yaml(args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options)
+        write_mergekit_yaml(
+            args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options
+        )
         print(f"wrote mergekit recipe {args.mergekit_yaml}")
     if args.out:
         report = merge(
@@ -186,11 +203,17 @@ def _add_submit_parser(sub) -> None:
     p.add_argument("--results", required=True, help="lm-eval --output_path folder(s) with samples_*.jsonl")
     p.add_argument("--model", required=True, help="model name (no path): the evaluated checkpoint's folder name")
     p.add_argument("--out", required=True, help="where to write NAME_{textonly,withvision}_predictions.json.gz")
-    p.add_argument("--data", help="evaluation data folder to check counts against (default $BABYMERGE_DATA or ./evaluation_data)")
+    p.add_argument(
+        "--data", help="evaluation data folder to check counts against (default $BABYMERGE_DATA or ./evaluation_data)"
+    )
     p.add_argument("--vision", action="store_true", help="include the vision tasks (withvision file)")
     p.add_argument("--allow-partial", action="store_true", help="write even if required tasks are missing (listed)")
-    p.add_argument("--format", choices=["2024", "2025"], default="2024",
-                   help="2024: NAME_*_predictions.json.gz; 2025: all_full_preds_and_fast_scores_<backend>.json (babymerge.submission2025)")
+    p.add_argument(
+        "--format",
+        choices=["2024", "2025"],
+        default="2024",
+        help="2024: NAME_*_predictions.json.gz; 2025: all_full_preds_and_fast_scores_<backend>.json (babymerge.submission2025)",
+    )
     from .submission2025 import add_arguments
 
     add_arguments(p)
@@ -203,7 +226,9 @@ def _run_submit(args) -> int:
         return run(args)
     from .submission import submit
 
-    paths = submit(args.results, args.model, args.out, data_dir=args.data, vision=args.vision, allow_partial=args.allow_partial)
+    paths = submit(
+        args.results, args.model, args.out, data_dir=args.data, vision=args.vision, allow_partial=args.allow_partial
+    )
     summary = json.loads(paths["summary"].read_text())
     if summary["missing"]:
         print(f"partial submission: {len(summary['missing'])} required subtasks missing, e.g. {summary['missing'][:5]}")
@@ -252,7 +277,9 @@ def _run_tasks_path(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="babymerge", description="Merge BabyLM multimodal models with their language-only twins.")
+    parser = argparse.ArgumentParser(
+        prog="babymerge", description="Merge BabyLM multimodal models with their language-only twins."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_merge_parser(sub)
     sub.add_parser("methods", help="list merge methods and their options")

@@ -85,13 +85,21 @@ class BabyLlavaConfig(LlavaConfig):
 
     # Written to config.json even when equal to the defaults, so that a checkpoint says how its
     # features were made whatever later versions take as default.
-    ALWAYS_SAVED = ("vision_encoder", "vision_feature_layer", "image_pooling", "image_features_source", "image_token_index")
+    ALWAYS_SAVED = (
+        "vision_encoder",
+        "vision_feature_layer",
+        "image_pooling",
+        "image_features_source",
+        "image_token_index",
+    )
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         check_pooling(self.vision_feature_layer, self.image_pooling)
         if self.image_features_source not in ("encoder", "precomputed"):
-            raise ValueError(f"image_features_source must be 'encoder' or 'precomputed', got {self.image_features_source!r}")
+            raise ValueError(
+                f"image_features_source must be 'encoder' or 'precomputed', got {self.image_features_source!r}"
+            )
 
     @classmethod
     def from_dict(cls, config_dict, **kwargs):

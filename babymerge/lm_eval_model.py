@@ -140,9 +140,16 @@ class BabyMergeLM(TemplateLM):
         super().__init__()
         if mergekit_config is not None:  # a mergekit recipe names the models, method, weights and options
             if pretrained or lang_ckpt or base_ckpt or alpha is not None or method_options or merge_method != "linear":
-                raise BabyMergeError("mergekit_config is the whole recipe: drop pretrained, lang_ckpt, base_ckpt, alpha, merge_method and method options")
+                raise BabyMergeError(
+                    "mergekit_config is the whole recipe: drop pretrained, lang_ckpt, base_ckpt, alpha, merge_method and method options"
+                )
             recipe = read_mergekit_config(mergekit_config)
-            pretrained, lang_ckpt, base_ckpt, merge_method = str(recipe.mm), str(recipe.lang), recipe.base, recipe.method
+            pretrained, lang_ckpt, base_ckpt, merge_method = (
+                str(recipe.mm),
+                str(recipe.lang),
+                recipe.base,
+                recipe.method,
+            )
             alpha, method_options = recipe.alpha, recipe.options
         if pretrained is None:
             raise BabyMergeError("--model babymerge needs pretrained=<checkpoint> (or mergekit_config=<recipe.yml>)")
@@ -191,7 +198,9 @@ class BabyMergeLM(TemplateLM):
         self.is_multimodal = isinstance(self.model, BabyLlavaForConditionalGeneration)
         image_prefix = image_prefix or ("black" if self.is_multimodal else "none")
         if image_prefix == "black" and not self.is_multimodal:
-            raise BabyMergeError(f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only {type(self.model).__name__}")
+            raise BabyMergeError(
+                f"image_prefix=black needs a BabyLLaVA checkpoint; {pretrained!r} is a text-only {type(self.model).__name__}"
+            )
         self.image_prefix = image_prefix
         self.image_token_id = self.model.config.image_token_id if self.is_multimodal else None
         if vision_encoder is not None:  # the user names the encoder (and so vouches for it): encode with it
@@ -491,7 +500,9 @@ class BabyMergeLM(TemplateLM):
             masks = np.stack([row.attention_mask(width) for row in rows])[:, None]
             call.update(attention_mask=torch.from_numpy(masks).to(self.device), position_ids=depths.to(self.device))
         if images.any():  # one feature per image token, in reading order
-            call["image_features"] = torch.stack([self._image_feature(-1 - int(s)) for s in symbols[images]]).to(self.device)
+            call["image_features"] = torch.stack([self._image_feature(-1 - int(s)) for s in symbols[images]]).to(
+                self.device
+            )
         body = getattr(self.model, self.model.base_model_prefix)  # .model (Llama, Llava), .transformer (GPT-2)
         return body(**call).last_hidden_state
 
@@ -521,7 +532,10 @@ class BabyMergeLM(TemplateLM):
         apart; if they differ, warn and fall back to one sequence per row."""
         self._prefix_sharing_checked = True
         start = self._symbols([self.prefix_token_id], ())
-        probe = [(start + tuple(tokens), len(tokens)) for tokens in map(self.tok_encode, (" the dog saw a cat", " the dog ran"))]
+        probe = [
+            (start + tuple(tokens), len(tokens))
+            for tokens in map(self.tok_encode, (" the dog saw a cat", " the dog ran"))
+        ]
         together = self._score(probe, disable_tqdm=True)
         self.prefix_sharing = False
         apart = self._score(probe, disable_tqdm=True)
@@ -544,7 +558,9 @@ class BabyMergeLM(TemplateLM):
                 lm_utils.make_disjoint_window,
                 lm_utils.get_rolling_token_windows(
                     token_list=self.tok_encode(prompt_body(string) if self.image_prefix == "black" else string),
-                    prefix_token=self.prefix_token_id, max_seq_len=window, context_len=1,
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=window,
+                    context_len=1,
                 ),
             ):
                 windows.append(((None, None), context, continuation))

@@ -25,14 +25,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, LlavaForConditionalGeneration, LlavaModel
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    LlavaForConditionalGeneration,
+    LlavaModel,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, LlavaPreTrainedModel
 
-from .remote_code import AUTO_MAP, write_remote_code
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
 from .image_features import BLACK_IMAGE_SIZE, black_image, image_features  # noqa: F401  (BLACK_IMAGE_SIZE: re-exported)
+from .remote_code import AUTO_MAP, write_remote_code
+
 try:  # imported so that it is copied with the model code (transformers follows relative imports)
     from .processing import BabyLlavaProcessor  # noqa: F401
 except ImportError:  # babymerge.processing imported first: it is mid-import (it imports transformers, whose hook
@@ -93,7 +100,9 @@ class BabyLlavaModel(LlavaModel):
     def pool(self, encoder, processor, images=None, pixel_values=None) -> torch.Tensor:
         """``image_features`` with this checkpoint's recorded layer and pooling."""
         layer, pooling = self.config.vision_feature_layer, self.config.image_pooling
-        return image_features(encoder, processor, images=images, pixel_values=pixel_values, layer=layer, pooling=pooling)
+        return image_features(
+            encoder, processor, images=images, pixel_values=pixel_values, layer=layer, pooling=pooling
+        )
 
     def vision_encoder(self):
         """The (encoder, image_processor) pair, loaded from ``config.vision_encoder`` on first use."""
@@ -104,7 +113,7 @@ class BabyLlavaModel(LlavaModel):
                     f"this model was trained on precomputed image features ({config.precomputed_features or 'unknown origin'}) "
                     "whose encoder and pooling are not recorded, so it cannot encode raw images or pixel_values: "
                     "set vision_encoder, vision_feature_layer and image_pooling in its config.json to what made "
-                    "those features and image_features_source to \"encoder\" (or pass vision_encoder=... to "
+                    'those features and image_features_source to "encoder" (or pass vision_encoder=... to '
                     "lm_eval --model babymerge), or give it precomputed image_features"
                 )
             encoder, processor = load_vision_encoder(config.vision_encoder)

@@ -262,7 +262,9 @@ def _os_error(err: OSError, out: Path) -> BabyMergeError | None:
         return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another --out")
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename and not Path(err.filename).is_dir():
         blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), err.filename)
-        return BabyMergeError(f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another --out")
+        return BabyMergeError(
+            f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another --out"
+        )
     return None
 
 
@@ -303,7 +305,11 @@ def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
 
 @contextlib.contextmanager
 def atomic_output_dir(
-    out: str | Path, overwrite: bool | str = False, *, protect: Iterable[str | Path] = (), owner_marker: str | None = None
+    out: str | Path,
+    overwrite: bool | str = False,
+    *,
+    protect: Iterable[str | Path] = (),
+    owner_marker: str | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``out`` only if the block finishes.
 
@@ -342,7 +348,9 @@ def atomic_output_dir(
     identity = None
     if out.exists() or out.is_symlink():
         if not out.is_dir():
-            raise BabyMergeError(f"output {str(out)!r} exists and is not a directory; remove it or choose another --out")
+            raise BabyMergeError(
+                f"output {str(out)!r} exists and is not a directory; remove it or choose another --out"
+            )
         if not overwrite:
             raise BabyMergeError(
                 f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)"
@@ -393,7 +401,9 @@ class StreamingSafetensorsWriter:
         max_shard_size: bytes (or ``"2GB"``-style) per shard.
     """
 
-    def __init__(self, directory: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int | str = "2GB"):
+    def __init__(
+        self, directory: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int | str = "2GB"
+    ):
         self.directory = Path(directory)
         limit = parse_size(max_shard_size)
         shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
@@ -423,7 +433,11 @@ class StreamingSafetensorsWriter:
         offset = 0
         for name, dtype, shape in entries:
             nbytes = _nbytes(dtype, shape)
-            header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            header[name] = {
+                "dtype": _DTYPE_NAMES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + nbytes],
+            }
             offset += nbytes
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment

@@ -42,7 +42,9 @@ class BabyLlavaProcessor(ProcessorMixin):
             data = dict(enc)
             if return_offsets_mapping:
                 shifts = [len(p) - len(t) for p, t in zip(prompts, texts)]
-                data["offset_mapping"] = [self._text_offsets(o, shift) for o, shift in zip(enc["offset_mapping"], shifts)]
+                data["offset_mapping"] = [
+                    self._text_offsets(o, shift) for o, shift in zip(enc["offset_mapping"], shifts)
+                ]
             if single:
                 data = {k: v[0] for k, v in data.items()}
         if images is not None:

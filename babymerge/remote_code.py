@@ -22,7 +22,15 @@ import shutil
 import sys
 from pathlib import Path
 
-CODE_FILES = ("configuration.py", "modeling.py", "image_features.py", "prompt.py", "processing.py", "errors.py", "remote_code.py")
+CODE_FILES = (
+    "configuration.py",
+    "modeling.py",
+    "image_features.py",
+    "prompt.py",
+    "processing.py",
+    "errors.py",
+    "remote_code.py",
+)
 AUTO_MAP = {
     "AutoConfig": "configuration.BabyLlavaConfig",
     "AutoModel": "modeling.BabyLlavaModel",
@@ -110,7 +118,9 @@ def main(argv=None) -> int:
             if not args.check:
                 config = json.loads((directory / "config.json").read_text())
                 if not is_babyllava(config):
-                    raise BabyMergeError(f"{directory}: not a BabyLLaVA checkpoint (model_type {config.get('model_type')!r})")
+                    raise BabyMergeError(
+                        f"{directory}: not a BabyLLaVA checkpoint (model_type {config.get('model_type')!r})"
+                    )
                 tmp = directory / ".config.json.tmp"
                 tmp.write_text(json.dumps(with_auto_map(config), indent=2) + "\n")
                 write_remote_code(directory, config)

@@ -50,7 +50,9 @@ _SAMPLES = re.compile(r"samples_(?P<task>.+)_(?P<stamp>\d{4}-\d{2}-\d{2}T[\d\-.]
 def required_subtasks(data_dir: Path, vision: bool) -> dict[str, list[str]]:
     blimp_dir = data_dir / "blimp_filtered"
     if not blimp_dir.is_dir():
-        raise BabyMergeError(f"{blimp_dir} not found: the submission is checked against the BabyLM evaluation data (set BABYMERGE_DATA)")
+        raise BabyMergeError(
+            f"{blimp_dir} not found: the submission is checked against the BabyLM evaluation data (set BABYMERGE_DATA)"
+        )
     required = {
         "glue": GLUE,
         "blimp": sorted(p.stem for p in blimp_dir.glob("*.jsonl")),
@@ -58,7 +60,11 @@ def required_subtasks(data_dir: Path, vision: bool) -> dict[str, list[str]]:
         "ewok": EWOK,
     }
     if vision:
-        required |= {"vqa": ["vqa"], "winoground": ["winoground"], "devbench": ["lex-viz_vocab", "gram-trog", "sem-things"]}
+        required |= {
+            "vqa": ["vqa"],
+            "winoground": ["winoground"],
+            "devbench": ["lex-viz_vocab", "gram-trog", "sem-things"],
+        }
     return required
 
 
@@ -74,7 +80,9 @@ def find_samples(results: Path, model: str) -> dict[str, Path]:
         if task not in found or m["stamp"] > found[task][0]:
             found[task] = (m["stamp"], path)
     if not found:
-        raise BabyMergeError(f"no lm-eval samples (samples_*.jsonl) under {str(results)!r}: run lm_eval with --log_samples --output_path {results}")
+        raise BabyMergeError(
+            f"no lm-eval samples (samples_*.jsonl) under {str(results)!r}: run lm_eval with --log_samples --output_path {results}"
+        )
     return {task: path for task, (_, path) in found.items()}
 
 
@@ -101,7 +109,9 @@ def _check_model(samples: Path, model: str) -> None:
     name = config.get("model_name") or samples.parent.name
     candidates = {Path(pretrained).name, pretrained, name, name.split("__")[-1]}
     if model not in candidates:
-        raise BabyMergeError(f"{samples} holds results of {pretrained or name!r}, not of model {model!r}; pass the right --model or results folder")
+        raise BabyMergeError(
+            f"{samples} holds results of {pretrained or name!r}, not of model {model!r}; pass the right --model or results folder"
+        )
 
 
 def predictions(samples: Path) -> list[tuple[int, str]]:
@@ -165,7 +175,9 @@ def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial
                 break
     missing = [f"{task}/{sub}" for task, subs in required.items() for sub in subs if sub not in preds.get(task, {})]
     if missing and not allow_partial:
-        raise BabyMergeError(f"the submission lacks {len(missing)} required subtasks, e.g. {missing[:6]}; produce them, or pass --allow-partial")
+        raise BabyMergeError(
+            f"the submission lacks {len(missing)} required subtasks, e.g. {missing[:6]}; produce them, or pass --allow-partial"
+        )
     validate(preds)
     scores = {}  # from the results files of the samples used (checked to be this model's)
     for path in sorted({p.with_name(f"results_{_SAMPLES.search(p.name)['stamp']}.json") for p in samples.values()}):
@@ -187,7 +199,9 @@ def validate(preds: dict) -> None:
                 raise BabyMergeError(f"{task}/{sub}: predictions must be {wanted.__name__}s, e.g. {bad[0]}")
 
 
-def submit(results, model: str, out, *, data_dir=None, vision: bool = False, allow_partial: bool = False) -> dict[str, Path]:
+def submit(
+    results, model: str, out, *, data_dir=None, vision: bool = False, allow_partial: bool = False
+) -> dict[str, Path]:
     """Validate, then write the gzip prediction file and the JSON summary (atomically)."""
     if not model or model in (".", "..") or "/" in model or os.sep in model:
         raise BabyMergeError(
@@ -201,6 +215,12 @@ def submit(results, model: str, out, *, data_dir=None, vision: bool = False, all
     kind = "withvision" if vision else "textonly"
     paths = {"predictions": out / f"{model}_{kind}_predictions.json.gz", "summary": out / f"{model}_summary.json"}
     write_file_atomic(paths["predictions"], gzip.compress(json.dumps(preds).encode()))
-    summary = {"model": model, "kind": kind, "missing": missing, "subtasks": {t: sorted(s) for t, s in preds.items()}, "scores": scores}
+    summary = {
+        "model": model,
+        "kind": kind,
+        "missing": missing,
+        "subtasks": {t: sorted(s) for t, s in preds.items()},
+        "scores": scores,
+    }
     write_file_atomic(paths["summary"], (json.dumps(summary, indent=2) + "\n"))
     return paths

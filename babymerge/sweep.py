@@ -278,7 +278,9 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     # "ties" (pairs scored equal: a diagnostic of broken models) stays in the CSV, not the plots
-    panels = sorted({(r["task"], r["metric"]) for r in rows if r["task"] in tasks and r["metric"] not in DIAGNOSTIC_METRICS})
+    panels = sorted(
+        {(r["task"], r["metric"]) for r in rows if r["task"] in tasks and r["metric"] not in DIAGNOSTIC_METRICS}
+    )
     if not panels:
         return
     checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
@@ -287,7 +289,11 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
     for ax, (task, metric) in zip(axes.flat, panels):
         for ckpt in checkpoints:
-            pts = sorted((r["alpha"], r["value"], r["stderr"] or 0.0) for r in rows if (r["task"], r["metric"], r["checkpoint"]) == (task, metric, ckpt))
+            pts = sorted(
+                (r["alpha"], r["value"], r["stderr"] or 0.0)
+                for r in rows
+                if (r["task"], r["metric"], r["checkpoint"]) == (task, metric, ckpt)
+            )
             if pts:
                 xs, ys, es = zip(*pts)
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=ckpt)
@@ -302,7 +308,9 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     plot_words(out, rows, panels)
 
     language = [(t, "acc") for t in tasks if "winoground" not in t and (t, "acc") in panels]
-    vision = next(((t, m) for t in tasks if "winoground" in t for m in ("group_score", "acc") if (t, m) in panels), None)
+    vision = next(
+        ((t, m) for t in tasks if "winoground" in t for m in ("group_score", "acc") if (t, m) in panels), None
+    )
     if language and vision:
         fig, ax = plt.subplots(figsize=(5.5, 4.5))
         for ckpt in checkpoints:
@@ -319,7 +327,11 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
                 ax.plot(xs, ys, marker="o", label=ckpt)
                 for a, x, y in pts:
                     ax.annotate(f"{a:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize="x-small")
-        ax.set_xlabel(f"accuracy: {', '.join(t for t, _ in language)}" if len(language) == 1 else f"mean accuracy of {len(language)} language tasks")
+        ax.set_xlabel(
+            f"accuracy: {', '.join(t for t, _ in language)}"
+            if len(language) == 1
+            else f"mean accuracy of {len(language)} language tasks"
+        )
         ax.set_ylabel(f"{vision[0]} {vision[1]}")
         ax.set_title("BLiMP vs Winoground across alpha")
         ax.grid(alpha=0.3)
@@ -371,15 +383,11 @@ def _save(fig, path: Path) -> None:
 # -- what a sweep was run with ------------------------------------------------------------------
 def default_include_path() -> list[str]:
     """The project's own lm-eval tasks, found relative to the installed package (not to the
-    current directory), so a sweep started anywhere evaluates our local-data tasks."""
-    import babymerge
+    current directory; ``babymerge.tasks_path``), so a sweep started anywhere evaluates our
+    local-data tasks."""
+    from .tasks import tasks_path
 
-    tasks = Path(babymerge.__file__).resolve().parent.parent / "lm_eval_tasks"
-    if not tasks.is_dir():
-        raise BabyMergeError(
-            f"the project's task folder {tasks} is missing from this installation; pass --include-path DIR"
-        )
-    return [str(tasks)]
+    return [tasks_path()]
 
 
 def resolve_include_path(include_path) -> list[str]:

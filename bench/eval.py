@@ -93,7 +93,9 @@ def main() -> int:
     sentences = [s for pair in pairs for s in pair]
     a, b, merged = build_models(args.workdir, sentences)
     n_params = sum(p.numel() for p in HFLM(pretrained=str(merged), device="cpu", dtype="float32").model.parameters())
-    print(f"{len(pairs):,} BLiMP pairs ({len(set(sentences)):,} distinct sentences), model {n_params / 1e6:.1f}M parameters")
+    print(
+        f"{len(pairs):,} BLiMP pairs ({len(set(sentences)):,} distinct sentences), model {n_params / 1e6:.1f}M parameters"
+    )
 
     rows = []
     hf1 = HFLM(pretrained=str(merged), device="cpu", dtype="float32", batch_size=1)
@@ -101,9 +103,11 @@ def main() -> int:
     rows.append(("hf, batch_size=1 (lm_eval CLI default)", t_hf1, ref))
     for batch_size in (32, 64):
         hf = HFLM(pretrained=str(merged), device="cpu", dtype="float32", batch_size=batch_size)
-        scores, seconds = timed(lambda: hf.loglikelihood(requests(sentences), disable_tqdm=True))
+        scores, seconds = timed(lambda hf=hf: hf.loglikelihood(requests(sentences), disable_tqdm=True))
         rows.append((f"hf, batch_size={batch_size}", seconds, scores))
-    ours, t_load = timed(lambda: BabyMergeLM(pretrained=str(a), lang_ckpt=str(b), alpha=0.3, image_prefix="none", device="cpu"))
+    ours, t_load = timed(
+        lambda: BabyMergeLM(pretrained=str(a), lang_ckpt=str(b), alpha=0.3, image_prefix="none", device="cpu")
+    )
     scores, t_ours = timed(lambda: ours.loglikelihood(requests(sentences), disable_tqdm=True))
     rows.append(("babymerge, batch_size=auto (merge at load)", t_ours, scores))
     packing = ours.last_packing
@@ -123,8 +127,10 @@ def main() -> int:
     print(f"throughput babymerge / hf (its fastest batch size) = {best_hf / t_ours:.2f}x (target >= 1.5)")
     print(f"throughput babymerge / hf (bs=1, CLI default)      = {t_hf1 / t_ours:.2f}x")
     print(f"merge at load / evaluation time                     = {ours.merge_seconds / t_ours:.3f} (target <= 0.10)")
-    print(f"positions through the model: {packing['positions']:,} in the distinct sentences, {packing['fed']:,} fed with "
-          f"prefix sharing ({packing['positions'] / packing['fed']:.2f}x fewer), {packing['padded']:,} with padding")
+    print(
+        f"positions through the model: {packing['positions']:,} in the distinct sentences, {packing['fed']:,} fed with "
+        f"prefix sharing ({packing['positions'] / packing['fed']:.2f}x fewer), {packing['padded']:,} with padding"
+    )
     return 0
 
 

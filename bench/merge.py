@@ -252,7 +252,9 @@ def launch(cmd: list[str], log: Path) -> dict:
     if proc.returncode != 0:
         tail = "\n".join(text.splitlines()[-15:])
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {proc.returncode} (log: {log}):\n{tail}")
-    result = next((json.loads(line[len(RESULT) :]) for line in reversed(text.splitlines()) if line.startswith(RESULT)), {})
+    result = next(
+        (json.loads(line[len(RESULT) :]) for line in reversed(text.splitlines()) if line.startswith(RESULT)), {}
+    )
     return {"process_s": elapsed, "peak_mb": usage.ru_maxrss / 1024, **result}
 
 
@@ -376,11 +378,17 @@ class Row:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=REPO / "bench_out" / "merge", help="checkpoints, outputs, logs, mergekit venv")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=REPO / "bench_out" / "merge", help="checkpoints, outputs, logs, mergekit venv"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny checkpoints (smoke test of this script)")
     parser.add_argument("--skip-mergekit", action="store_true", help="no mergekit rows (and no mergekit install)")
-    parser.add_argument("--repeat", type=int, help="runs per row, the best value of each column kept (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--repeat", type=int, help="runs per row, the best value of each column kept (default 3; 1 with --quick)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("ROLE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -409,8 +417,12 @@ def main() -> int:
         params, nbytes = safetensors_params_and_bytes(root / "mm")
         lang_params, _ = safetensors_params_and_bytes(root / "lang")
         sizes[tag] = nbytes
-        print(f"{tag}: mm {params / 1e6:.1f}M parameters, {nbytes / 2**20:.0f} MiB; lang (Llama) {lang_params / 1e6:.1f}M")
-    print(f"alpha={ALPHA}, linear; {args.repeat} run(s) per row, best kept; inputs read right before each run (warm cache)\n")
+        print(
+            f"{tag}: mm {params / 1e6:.1f}M parameters, {nbytes / 2**20:.0f} MiB; lang (Llama) {lang_params / 1e6:.1f}M"
+        )
+    print(
+        f"alpha={ALPHA}, linear; {args.repeat} run(s) per row, best kept; inputs read right before each run (warm cache)\n"
+    )
 
     rows: list[Row] = [
         Row("bare python+torch", "-", "-", "bare", child_command("bare", {})),
@@ -422,19 +434,54 @@ def main() -> int:
         for role in ("babymerge", "naive"):
             out = outs / f"{role}-{tag}"
             spec = {"mm": str(mm), "lang": str(lang), "out": str(out)}
-            rows.append(Row(f"{role} -> disk", "mm+llama", tag, f"{role}-{tag}", child_command(role, spec), (mm, lang), out))
+            rows.append(
+                Row(f"{role} -> disk", "mm+llama", tag, f"{role}-{tag}", child_command(role, spec), (mm, lang), out)
+            )
         out = outs / f"floor-{tag}"
-        rows.append(Row("I/O floor", "mm+llama", tag, f"floor-{tag}", child_command("floor", {"inputs": [str(mm), str(lang)], "out": str(out)}), (mm, lang), out))
+        rows.append(
+            Row(
+                "I/O floor",
+                "mm+llama",
+                tag,
+                f"floor-{tag}",
+                child_command("floor", {"inputs": [str(mm), str(lang)], "out": str(out)}),
+                (mm, lang),
+                out,
+            )
+        )
         spec = {"mm": str(mm), "lang": str(lang), "out": None}
-        rows.append(Row("babymerge -> memory", "mm+llama", tag, f"memory-{tag}", child_command("babymerge", spec), (mm, lang)))
+        rows.append(
+            Row("babymerge -> memory", "mm+llama", tag, f"memory-{tag}", child_command("babymerge", spec), (mm, lang))
+        )
         if mergekit is not None:
             out = outs / f"babymerge-llama-{tag}"
             spec = {"mm": str(lang), "lang": str(lang2), "out": str(out)}
-            rows.append(Row("babymerge -> disk", "llama+llama", tag, f"babymerge-llama-{tag}", child_command("babymerge", spec), (lang, lang2), out))
+            rows.append(
+                Row(
+                    "babymerge -> disk",
+                    "llama+llama",
+                    tag,
+                    f"babymerge-llama-{tag}",
+                    child_command("babymerge", spec),
+                    (lang, lang2),
+                    out,
+                )
+            )
             config = mergekit_yaml(workdir / f"mergekit-{tag}.yml", lang, lang2, dtype)
             out = outs / f"mergekit-{tag}"
             cmd = [str(mergekit), str(config), str(out), "--quiet"]
-            rows.append(Row("mergekit-yaml -> disk", "llama+llama", tag, f"mergekit-{tag}", cmd, (lang, lang2), out, optional=True))
+            rows.append(
+                Row(
+                    "mergekit-yaml -> disk",
+                    "llama+llama",
+                    tag,
+                    f"mergekit-{tag}",
+                    cmd,
+                    (lang, lang2),
+                    out,
+                    optional=True,
+                )
+            )
 
     # rounds: every row once per round, so that a slow spell of the machine hits all rows alike
     for i in range(args.repeat):
@@ -456,20 +503,30 @@ def main() -> int:
                 continue
             row.runs.append(m)
             work = f"work {m['work_s']:.2f}s, " if "work_s" in m else ""
-            print(f"  {row.label:<22} {row.pair:<12} {row.tag:<5} {work}process {m['process_s']:.2f}s, peak {m['peak_mb']:.0f} MiB", flush=True)
+            print(
+                f"  {row.label:<22} {row.pair:<12} {row.tag:<5} {work}process {m['process_s']:.2f}s, peak {m['peak_mb']:.0f} MiB",
+                flush=True,
+            )
     rows = [row for row in rows if row.runs]
     written = {str(row.out) for row in rows if row.out is not None}
 
     print("\nverifying outputs ...", flush=True)
-    pairs = {f"babymerge vs naive ({tag})": (str(outs / f"babymerge-{tag}"), str(outs / f"naive-{tag}")) for tag in DTYPES}
-    pairs |= {f"babymerge vs mergekit ({tag})": (str(outs / f"babymerge-llama-{tag}"), str(outs / f"mergekit-{tag}")) for tag in DTYPES}
+    pairs = {
+        f"babymerge vs naive ({tag})": (str(outs / f"babymerge-{tag}"), str(outs / f"naive-{tag}")) for tag in DTYPES
+    }
+    pairs |= {
+        f"babymerge vs mergekit ({tag})": (str(outs / f"babymerge-llama-{tag}"), str(outs / f"mergekit-{tag}"))
+        for tag in DTYPES
+    }
     pairs = {label: (a, b) for label, (a, b) in pairs.items() if a in written and b in written}  # this run's outputs
     checks = python_child("verify", {"pairs": pairs}, logs / "verify.log")
     for label, c in checks.items():
         if not isinstance(c, dict):
             continue
         extra = f"; only in first: {c['only_a']}, only in second: {c['only_b']}" if c["only_a"] or c["only_b"] else ""
-        print(f"  {label}: {c['tensors']} tensors, max |diff| = {c['max_abs_diff']:.3g}, bit-equal: {c['equal']}{extra}")
+        print(
+            f"  {label}: {c['tensors']} tensors, max |diff| = {c['max_abs_diff']:.3g}, bit-equal: {c['equal']}{extra}"
+        )
 
     # the table
     base = rows[0].best["peak_mb"]
@@ -482,7 +539,9 @@ def main() -> int:
         above = m["peak_mb"] - base
         ratio = f"{above * 2**20 / sizes[tag]:.2f}" if tag in sizes else "-"
         above_import = f"{m['peak_mb'] - m['rss_import_mb']:.0f}" if "rss_import_mb" in m else "-"
-        print(f"{label:<22} {pair:<12} {tag:<5} {work:>7} {m['process_s']:>9.2f} {m['peak_mb']:>9.0f} {above:>10.0f} {ratio:>7} {above_import:>12}")
+        print(
+            f"{label:<22} {pair:<12} {tag:<5} {work:>7} {m['process_s']:>9.2f} {m['peak_mb']:>9.0f} {above:>10.0f} {ratio:>7} {above_import:>12}"
+        )
 
     def row(label: str, pair: str, tag: str) -> dict | None:
         return next((r.best for r in rows if (r.label, r.pair, r.tag) == (label, pair, tag)), None)
@@ -493,16 +552,42 @@ def main() -> int:
         memory = row("babymerge -> memory", "mm+llama", tag)
         lines.append((f"wall babymerge/naive, work ({tag})", disk["work_s"] / naive["work_s"], TARGETS["naive"]))
         floor = row("I/O floor", "mm+llama", tag)
-        lines.append((f"wall babymerge to disk / I/O floor, work ({tag})", disk["work_s"] / floor["work_s"], TARGETS["floor"]))
+        lines.append(
+            (f"wall babymerge to disk / I/O floor, work ({tag})", disk["work_s"] / floor["work_s"], TARGETS["floor"])
+        )
         bm_llama, mk = row("babymerge -> disk", "llama+llama", tag), row("mergekit-yaml -> disk", "llama+llama", tag)
         if mk is not None:
-            lines.append((f"wall babymerge/mergekit, process, llama pair ({tag})", bm_llama["process_s"] / mk["process_s"], TARGETS["mergekit"]))
+            lines.append(
+                (
+                    f"wall babymerge/mergekit, process, llama pair ({tag})",
+                    bm_llama["process_s"] / mk["process_s"],
+                    TARGETS["mergekit"],
+                )
+            )
         for name, m in (("disk", disk), ("memory", memory)):
-            lines.append((f"RSS above bare / checkpoint size ({'to disk' if name == 'disk' else 'in memory'}, {tag})", (m["peak_mb"] - base) * 2**20 / sizes[tag], TARGETS[name]))
-        full = next(r.best["peak_mb"] for r in rows if r.name == "bare-full")  # python + torch + transformers + babymerge
-        lines.append((f"RSS above python+torch+transformers / checkpoint size (in memory, {tag})", (memory["peak_mb"] - full) * 2**20 / sizes[tag], TARGETS["memory_full"]))
+            lines.append(
+                (
+                    f"RSS above bare / checkpoint size ({'to disk' if name == 'disk' else 'in memory'}, {tag})",
+                    (m["peak_mb"] - base) * 2**20 / sizes[tag],
+                    TARGETS[name],
+                )
+            )
+        full = next(
+            r.best["peak_mb"] for r in rows if r.name == "bare-full"
+        )  # python + torch + transformers + babymerge
+        lines.append(
+            (
+                f"RSS above python+torch+transformers / checkpoint size (in memory, {tag})",
+                (memory["peak_mb"] - full) * 2**20 / sizes[tag],
+                TARGETS["memory_full"],
+            )
+        )
     if mergekit is None:
-        print("\n(no mergekit rows: " + ("--skip-mergekit" if args.skip_mergekit else "mergekit could not be installed") + ")")
+        print(
+            "\n(no mergekit rows: "
+            + ("--skip-mergekit" if args.skip_mergekit else "mergekit could not be installed")
+            + ")"
+        )
     print(f"\ntotal {time.perf_counter() - t0:.0f}s\n")
     width = max(len(text) for text, _, _ in lines)
     for text, value, target in lines:

@@ -29,7 +29,9 @@ BLIMP = REPO.parent / "shared" / "data" / "blimp"
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=None, help="comma-separated (default: winoground + 3 BLiMP paradigms if present)")
+    parser.add_argument(
+        "--tasks", default=None, help="comma-separated (default: winoground + 3 BLiMP paradigms if present)"
+    )
     parser.add_argument("--limit", type=int, default=20)
     args = parser.parse_args()
 
@@ -45,7 +47,11 @@ def main() -> int:
         tasks = ["winoground"]
         if BLIMP.is_dir() and (REPO / "lm_eval_tasks" / "blimp").is_dir():
             (data / "blimp").symlink_to(BLIMP)
-            tasks += ["blimp_anaphor_gender_agreement", "blimp_regular_plural_subject_verb_agreement_1", "blimp_wh_island"]
+            tasks += [
+                "blimp_anaphor_gender_agreement",
+                "blimp_regular_plural_subject_verb_agreement_1",
+                "blimp_wh_island",
+            ]
         tasks = args.tasks.split(",") if args.tasks else tasks
         env = {**os.environ, "BABYMERGE_DATA": str(data)}
         common = ["--tasks", ",".join(tasks), "--limit", str(args.limit)]

@@ -34,13 +34,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(REPO))  # the demo package (workspace and config)
 from demo import data as demo_data  # noqa: E402
+
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10": 125.0, "L4": 121.0, "A6000": 155.0}
 
 
 def write_config(ws: Path, name: str, args, **extra) -> Path:
     top = dict(seed=42, epochs=1, max_steps=args.steps, micro_batch_size=args.micro, global_batch_size=args.global_batch,
                log_every_steps=1, keep_optimizer_states=0)  # fmt: skip
-    model = {"num_layers": args.layers, "hidden_size": args.hidden, "intermediate_size": 3 * args.hidden, "num_heads": args.hidden // 64, "context_length": 128}
+    model = {
+        "num_layers": args.layers,
+        "hidden_size": args.hidden,
+        "intermediate_size": 3 * args.hidden,
+        "num_heads": args.hidden // 64,
+        "context_length": 128,
+    }
     config = demo_data.tiny_config(ws, name, model=model, optim={}, **{**top, **extra})
     return demo_data.write_config(ws / f"{name}.yaml", config)
 
@@ -84,7 +91,21 @@ def main() -> int:
     shutil.rmtree(ws / "runs", ignore_errors=True)
     cpu = {"CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}  # CPU ranks even on a GPU machine
     run([sys.executable, "-m", "train", "--config", str(write_config(ws, "torch", args, engine="torch"))], ws, cpu)
-    run(["deepspeed", "--num_gpus", "2", "--master_port", port(), "--module", "train", "--config", str(write_config(ws, "zero2", args))], ws, cpu)
+    run(
+        [
+            "deepspeed",
+            "--num_gpus",
+            "2",
+            "--master_port",
+            port(),
+            "--module",
+            "train",
+            "--config",
+            str(write_config(ws, "zero2", args)),
+        ],
+        ws,
+        cpu,
+    )
     single_tps, single_loss = throughput(ws / "runs" / "torch", args.skip)
     zero_tps, zero_loss = throughput(ws / "runs" / "zero2", args.skip)
     state = json.loads((ws / "runs" / "zero2" / f"ckpt-step{args.steps}" / "trainer_state.json").read_text())
@@ -97,7 +118,9 @@ def main() -> int:
     print(f"plain PyTorch, 1 process     : {single_tps:9.0f} tokens/s   final loss {single_loss:.4f}")
     print(f"DeepSpeed ZeRO-2, 2 CPU ranks: {zero_tps:9.0f} tokens/s   final loss {zero_loss:.4f}")
     ratio = single_tps / zero_tps
-    print(f"ZeRO-2 overhead per token (time per token, ZeRO-2 / plain): {ratio:.2f}  target <= 1.3  {'PASS' if ratio <= 1.3 else 'FAIL'}")
+    print(
+        f"ZeRO-2 overhead per token (time per token, ZeRO-2 / plain): {ratio:.2f}  target <= 1.3  {'PASS' if ratio <= 1.3 else 'FAIL'}"
+    )
 
     import torch
 
@@ -108,7 +131,9 @@ def main() -> int:
         name = torch.cuda.get_device_name()
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
         mfu = 6 * n_params * gpu_tps / (peak * 1e12) if peak else float("nan")
-        print(f"GPU ({name}), bf16, ZeRO-2, 1 rank: {gpu_tps:9.0f} tokens/s   final loss {gpu_loss:.4f}   MFU {mfu:.3f} (peak {peak} TFLOP/s)")
+        print(
+            f"GPU ({name}), bf16, ZeRO-2, 1 rank: {gpu_tps:9.0f} tokens/s   final loss {gpu_loss:.4f}   MFU {mfu:.3f} (peak {peak} TFLOP/s)"
+        )
     return 0
 
 

@@ -47,10 +47,11 @@ def main() -> int:
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import utils as wino  # the task's module
     from babymerge.data.synthetic_winoground import write_dataset
     from babymerge.lm_eval_model import BabyMergeLM
     from demo.toy import build_toy_checkpoints
+
+    import utils as wino  # the task's module
 
     with tempfile.TemporaryDirectory() as tmp:
         toy = build_toy_checkpoints(Path(tmp) / "toy", hidden_size=128, num_layers=4)
@@ -73,7 +74,9 @@ def main() -> int:
         t_ours = time.perf_counter() - start
 
     diff = max(abs(a - b) for a, b in zip(naive, ours))
-    print(f"{args.items} synthetic items, {len(requests)} requests, tiny DINOv2 ({lm.images_encoded} images encoded by babymerge)")
+    print(
+        f"{args.items} synthetic items, {len(requests)} requests, tiny DINOv2 ({lm.images_encoded} images encoded by babymerge)"
+    )
     print(f"{'naive loop (encode per caption)':<34} {t_naive:7.2f}s {args.items / t_naive:8.1f} items/s")
     print(f"{'babymerge adapter':<34} {t_ours:7.2f}s {args.items / t_ours:8.1f} items/s")
     print(f"max |score difference| = {diff:.2e}")

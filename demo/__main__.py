@@ -38,9 +38,18 @@ SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
 BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
 # Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
 OWN_PAIRS = {
-    "anaphor_number_agreement": [("The girls saw themselves.", "The girls saw herself."), ("The boy helps himself.", "The boy helps themselves.")],
-    "determiner_noun_agreement_1": [("The dog sees this ball.", "The dog sees these ball."), ("A girl finds those trees.", "A girl finds that trees.")],
-    "regular_plural_subject_verb_agreement_1": [("The cats run.", "The cats runs."), ("The teacher draws.", "The teacher draw.")],
+    "anaphor_number_agreement": [
+        ("The girls saw themselves.", "The girls saw herself."),
+        ("The boy helps himself.", "The boy helps themselves."),
+    ],
+    "determiner_noun_agreement_1": [
+        ("The dog sees this ball.", "The dog sees these ball."),
+        ("A girl finds those trees.", "A girl finds that trees."),
+    ],
+    "regular_plural_subject_verb_agreement_1": [
+        ("The cats run.", "The cats runs."),
+        ("The teacher draws.", "The teacher draw."),
+    ],
 }
 
 
@@ -61,7 +70,11 @@ def write_blimp(data: Path) -> str:
                 lines = [json.dumps({"sentence_good": g, "sentence_bad": b, "UID": uid, "pairID": str(i), "field": "syntax",
                                      "linguistics_term": "agreement"}) for i, (g, b) in enumerate(OWN_PAIRS[uid])]  # fmt: skip
             target.write_text("\n".join(lines) + "\n")
-    return "the first 50 pairs of 3 official BLiMP paradigms" if SHARED_BLIMP.is_dir() else "a few minimal pairs written by the demo"
+    return (
+        "the first 50 pairs of 3 official BLiMP paradigms"
+        if SHARED_BLIMP.is_dir()
+        else "a few minimal pairs written by the demo"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,12 +88,26 @@ def main(argv: list[str] | None = None) -> int:
 
     print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
     run([py, "-m", "demo.data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
-    run([py, "-m", "train.tokenizer", "--data", str(out / "corpora"), "--vocab-size", "600", "--out", str(out / "tokenizer")])
+    run(
+        [
+            py,
+            "-m",
+            "train.tokenizer",
+            "--data",
+            str(out / "corpora"),
+            "--vocab-size",
+            "600",
+            "--out",
+            str(out / "tokenizer"),
+        ]
+    )
     build_toy_encoder(out / "encoder", feature_size=FEATURE_SIZE)
     run([py, "-m", "train.encode_images", "--captions", str(out / "corpora" / "multimodal" / "captions.jsonl"),
          "--encoder", str(out / "encoder"), "--out", str(out / "features")])  # fmt: skip
 
-    print("2/6 training the multimodal model and its language-only twin: deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)
+    print(
+        "2/6 training the multimodal model and its language-only twin: deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True
+    )
     for name, multimodal in (("mm", True), ("lang", False)):
         config = write_config(out / "configs" / f"{name}.yaml", tiny_config(out, name, multimodal=multimodal))
         run(["deepspeed", "--num_gpus", "2", "--module", "train", "--config", str(config)])
@@ -89,7 +116,22 @@ def main(argv: list[str] | None = None) -> int:
 
     print("3/6 merging the last checkpoints with `babymerge merge --alpha 0.3` ...", flush=True)
     merged = out / "merged-alpha0.3"
-    run([py, "-m", "babymerge", "merge", "--mm", str(mm_ckpt), "--lang", str(lang_ckpt), "--alpha", "0.3", "--out", str(merged)])
+    run(
+        [
+            py,
+            "-m",
+            "babymerge",
+            "merge",
+            "--mm",
+            str(mm_ckpt),
+            "--lang",
+            str(lang_ckpt),
+            "--alpha",
+            "0.3",
+            "--out",
+            str(merged),
+        ]
+    )
 
     print("4/6 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
     data = out / "evaluation_data"
@@ -118,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
          "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
 
     print("\nArtefacts:")
-    print(f"  training configs, logs                  {out / 'configs'}  {mm_run / 'log.jsonl'}  {lang_run / 'log.jsonl'}")
+    print(
+        f"  training configs, logs                  {out / 'configs'}  {mm_run / 'log.jsonl'}  {lang_run / 'log.jsonl'}"
+    )
     print(f"  checkpoints (one per epoch)             {mm_run}/ckpt-ep{{1,2,3}}  {lang_run}/ckpt-ep{{1,2,3}}")
     print(f"  merged checkpoint (alpha=0.3)           {merged}")
     print(f"  evaluation data (BLiMP: {blimp_source}; synthetic Winoground) {data}")
     print(f"  lm_eval results and samples             {results}")
-    print(f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")
+    print(
+        f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}"
+    )
     print(f"  submission                              {submission}")
     return 0
 

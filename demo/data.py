@@ -32,7 +32,9 @@ from babymerge.output import atomic_output_dir
 from demo.toy import synthetic_sentences
 
 
-def write_demo_corpora(out: str | Path, n_sentences: int = 4000, n_captions: int = 1000, seed: int = 0, overwrite: bool = True) -> Path:
+def write_demo_corpora(
+    out: str | Path, n_sentences: int = 4000, n_captions: int = 1000, seed: int = 0, overwrite: bool = True
+) -> Path:
     rng = random.Random(seed)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         (tmp / "text").mkdir()
@@ -62,14 +64,26 @@ def prepare_workspace(root: str | Path, n_sentences: int, n_captions: int, vocab
 
     root = Path(root)
     write_demo_corpora(root / "corpora", n_sentences=n_sentences, n_captions=n_captions, seed=seed)
-    if tokenizer_cli.main(["--data", str(root / "corpora"), "--vocab-size", str(vocab_size), "--out", str(root / "tokenizer"), "--overwrite"]):
+    if tokenizer_cli.main(
+        [
+            "--data",
+            str(root / "corpora"),
+            "--vocab-size",
+            str(vocab_size),
+            "--out",
+            str(root / "tokenizer"),
+            "--overwrite",
+        ]
+    ):
         raise RuntimeError(f"tokenizer training failed for {root / 'corpora'}")
     build_toy_encoder(root / "encoder", feature_size=FEATURE_SIZE)
     encode(root / "corpora" / "multimodal" / "captions.jsonl", str(root / "encoder"), root / "features")
     return root
 
 
-def tiny_config(root: str | Path, name: str, *, multimodal: bool = True, model: dict | None = None, optim: dict | None = None, **top) -> dict:
+def tiny_config(
+    root: str | Path, name: str, *, multimodal: bool = True, model: dict | None = None, optim: dict | None = None, **top
+) -> dict:
     """A training config (as a dict) for a tiny BabyLLaVA on ``prepare_workspace(root)``'s data,
     writing to ``root/runs/<name>``. ``model`` entries override the model's defaults, ``optim``
     replaces the optimiser section (``{}``: the config defaults), and top-level keys (whole

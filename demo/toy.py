@@ -61,7 +61,9 @@ class ToyCheckpoints:
     base: Path | None  # shared random init (same decoder shape), if asked for
 
 
-def toy_text_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2, intermediate_size: int | None = None, heads: int = 4) -> dict:
+def toy_text_config(
+    vocab_size: int, hidden_size: int = 64, num_layers: int = 2, intermediate_size: int | None = None, heads: int = 4
+) -> dict:
     return dict(
         model_type="llama",
         vocab_size=vocab_size,

@@ -50,9 +50,13 @@ def without_babymerge_env(tmp_path: Path, *extra_paths) -> dict:
 
 def run_without_babymerge(tmp_path, code: str, *extra_paths, cwd=None):
     env = without_babymerge_env(tmp_path, *extra_paths)
-    proof = subprocess.run([sys.executable, "-c", "import babymerge"], capture_output=True, text=True, env=env, cwd=cwd or tmp_path)
+    proof = subprocess.run(
+        [sys.executable, "-c", "import babymerge"], capture_output=True, text=True, env=env, cwd=cwd or tmp_path
+    )
     assert proof.returncode != 0 and "No module named 'babymerge'" in proof.stderr, proof.stderr[-500:]
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd or tmp_path, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd or tmp_path, timeout=600
+    )
 
 
 def legacy_image():
@@ -79,7 +83,11 @@ def sentence_logprob(model, tok, sentence: str, feature=None) -> float:
 # -- 1. image features as one recorded choice ------------------------------------------------------
 def test_poolings_equal_a_hand_computation_on_a_tiny_random_dinov2(tmp_path):
     torch.manual_seed(0)
-    encoder = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=28, patch_size=14)).eval()
+    encoder = Dinov2Model(
+        Dinov2Config(
+            hidden_size=16, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=28, patch_size=14
+        )
+    ).eval()
     pixels = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         out = encoder(pixel_values=pixels, output_hidden_states=True)
@@ -89,7 +97,9 @@ def test_poolings_equal_a_hand_computation_on_a_tiny_random_dinov2(tmp_path):
         ("cls", -2): out.hidden_states[2][:, 0],
     }
     for (pooling, layer), expected in by_hand.items():
-        torch.testing.assert_close(image_features(encoder, None, pixel_values=pixels, layer=layer, pooling=pooling), expected)
+        torch.testing.assert_close(
+            image_features(encoder, None, pixel_values=pixels, layer=layer, pooling=pooling), expected
+        )
     assert not torch.allclose(by_hand["patch_mean", -2], by_hand["mean", -1])
     with pytest.raises(BabyMergeError, match="image_pooling must be one of"):
         image_features(encoder, None, pixel_values=pixels, pooling="max")
@@ -97,7 +107,11 @@ def test_poolings_equal_a_hand_computation_on_a_tiny_random_dinov2(tmp_path):
 
 def test_new_checkpoints_record_the_authors_pooling(toy):
     config = json.loads((toy.mm / "config.json").read_text())
-    assert (config["vision_feature_layer"], config["image_pooling"], config["image_features_source"]) == (-2, "patch_mean", "encoder")
+    assert (config["vision_feature_layer"], config["image_pooling"], config["image_features_source"]) == (
+        -2,
+        "patch_mean",
+        "encoder",
+    )
     assert config["image_token_index"] == 4 == AutoTokenizer.from_pretrained(toy.mm).convert_tokens_to_ids("<image>")
 
 
@@ -107,7 +121,11 @@ def test_old_checkpoint_keeps_its_pooling_and_its_loglikelihoods():
     expected = json.loads((FIXTURE / "expected.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(FIXTURE / "model").eval()
     tok = AutoTokenizer.from_pretrained(FIXTURE / "model")
-    assert (model.config.vision_feature_layer, model.config.image_pooling, model.config.image_token_index) == (-1, "mean", 4)
+    assert (model.config.vision_feature_layer, model.config.image_pooling, model.config.image_token_index) == (
+        -1,
+        "mean",
+        4,
+    )
     model.config.vision_encoder = str(FIXTURE / "encoder")
     feature = model.encode_images(images=[legacy_image()])[0]
     torch.testing.assert_close(feature, torch.tensor(expected["image_feature"]))
@@ -125,10 +143,16 @@ def test_features_of_another_width_are_refused_with_both_widths(toy):
 def test_precomputed_features_refuse_raw_images_naming_what_is_needed(toy, tmp_path):
     shutil.copytree(toy.mm, tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    config.update(image_features_source="precomputed", precomputed_features={"files": ["cc_3M_dino_v2_states_1of2.npy"], "width": 32})
+    config.update(
+        image_features_source="precomputed",
+        precomputed_features={"files": ["cc_3M_dino_v2_states_1of2.npy"], "width": 32},
+    )
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
-    with pytest.raises(BabyMergeError, match="precomputed image features .*cc_3M_dino_v2_states_1of2.npy.*vision_encoder, vision_feature_layer and image_pooling"):
+    with pytest.raises(
+        BabyMergeError,
+        match="precomputed image features .*cc_3M_dino_v2_states_1of2.npy.*vision_encoder, vision_feature_layer and image_pooling",
+    ):
         model.encode_images(images=[Image.new("RGB", (28, 28))])
 
 
@@ -146,7 +170,11 @@ def test_merge_output_carries_auto_map_code_and_processor(merged):
     for name in (*CODE_FILES, "processor_config.json", "preprocessor_config.json", "tokenizer.json"):
         assert (merged / name).is_file(), name
     for name in CODE_FILES:
-        assert not re.search(r"^\s*(import\s+(babymerge|train)\b|from\s+(babymerge|train)[\w.]*\s+import\b)", (merged / name).read_text(), re.M), name
+        assert not re.search(
+            r"^\s*(import\s+(babymerge|train)\b|from\s+(babymerge|train)[\w.]*\s+import\b)",
+            (merged / name).read_text(),
+            re.M,
+        ), name
     check_remote_code(merged)
 
 
@@ -177,7 +205,10 @@ print(json.dumps(out))
     result = run_without_babymerge(tmp_path, code)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["classes"][0].startswith("transformers_modules") and out["classes"][1:] == ["BabyLlavaForConditionalGeneration", "BabyLlavaProcessor"]
+    assert out["classes"][0].startswith("transformers_modules") and out["classes"][1:] == [
+        "BabyLlavaForConditionalGeneration",
+        "BabyLlavaProcessor",
+    ]
     model = AutoModelForCausalLM.from_pretrained(merged).eval()
     tok = AutoTokenizer.from_pretrained(merged)
     assert out["ids"] == tok("<image> The dog sees a cat.")["input_ids"]
@@ -185,7 +216,9 @@ print(json.dumps(out))
     assert out["offsets"][-1] == [18, 19]  # "."
     assert abs(out["text"] - sentence_logprob(model, tok, "The dog sees a cat.")) < 1e-4
     encoder = Dinov2Model.from_pretrained(toy.encoder).eval()
-    pixels = AutoImageProcessor.from_pretrained(toy.encoder)(images=[Image.new("RGB", (50, 40), (200, 30, 30))], return_tensors="pt")["pixel_values"]
+    pixels = AutoImageProcessor.from_pretrained(toy.encoder)(
+        images=[Image.new("RGB", (50, 40), (200, 30, 30))], return_tensors="pt"
+    )["pixel_values"]
     assert out["pixels"] == list(pixels.shape)
     with torch.no_grad():
         feature = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)
@@ -199,7 +232,10 @@ def test_missing_code_files_give_a_clear_error(merged, tmp_path):
     (broken / "modeling.py").unlink()
     with pytest.raises(BabyMergeError, match=r"lacks modeling.py.*python -m babymerge.remote_code"):
         check_remote_code(broken)
-    assert subprocess.run([sys.executable, "-m", "babymerge.remote_code", str(broken)], capture_output=True).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-m", "babymerge.remote_code", str(broken)], capture_output=True).returncode
+        == 0
+    )
     check_remote_code(broken)
 
 
@@ -238,12 +274,13 @@ def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(m
     ours = []
     for r in rows:
         good, bad = sentence_logprob(model, tok, r["sentence_good"]), sentence_logprob(model, tok, r["sentence_bad"])
-        ours.append(r["sentence_good"] if good >= bad else r["sentence_bad"])  # the pipeline's argmax: a tie picks the first
+        ours.append(
+            r["sentence_good"] if good >= bad else r["sentence_bad"]
+        )  # the pipeline's argmax: a tie picks the first
     assert [p["pred"] for p in preds] == ours
     accuracy = 100 * sum(p == r["sentence_good"] for p, r in zip(ours, rows)) / len(rows)
     report = (out / "best_temperature_report.txt").read_text()
     assert f"{uid}: {accuracy:.2f}" in report, report
-
 
 
 @needs_pipeline
@@ -331,7 +368,9 @@ def test_release_config_packs_captions_with_the_prompt_and_reads_features_memory
     from train.config import load_config
     from train.data import build_blocks, read_feature_file
 
-    config = load_config(REPO / "train" / "configs" / "babylm2025_multimodal.yaml", [*SMALL, "data.cache_dir=" + str(release / "cache")])
+    config = load_config(
+        REPO / "train" / "configs" / "babylm2025_multimodal.yaml", [*SMALL, "data.cache_dir=" + str(release / "cache")]
+    )
     cwd = os.getcwd()
     os.chdir(release)
     try:
@@ -347,7 +386,10 @@ def test_release_config_packs_captions_with_the_prompt_and_reads_features_memory
     expected = tok("<image> " + cc[0])["input_ids"] + [tok.eos_token_id]
     assert first["input_ids"][: len(expected)].tolist() == expected and first["images"][0] == 0
     rows = data.features.rows(np.array([34, 35, 60]))  # last row of part 1, first of part 2, first of local_narr
-    parts = [np.load(release / "image_caption" / n) for n in ("cc_3M_dino_v2_states_1of2.npy", "cc_3M_dino_v2_states_2of2.npy", "local_narr_dino_v2_states.npy")]
+    parts = [
+        np.load(release / "image_caption" / n)
+        for n in ("cc_3M_dino_v2_states_1of2.npy", "cc_3M_dino_v2_states_2of2.npy", "local_narr_dino_v2_states.npy")
+    ]
     np.testing.assert_array_equal(rows, np.stack([parts[0][34], parts[1][0], parts[2][0]]))
 
 
@@ -369,7 +411,12 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sets = [*SMALL, f"deepspeed={REPO / 'train' / 'configs' / 'ds_zero2.json'}", f"output_dir={tmp_path / 'run'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    sets = [
+        *SMALL,
+        f"deepspeed={REPO / 'train' / 'configs' / 'ds_zero2.json'}",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    ]
     cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(port), "--module", "train",
            "--config", str(REPO / "train" / "configs" / "babylm2025_multimodal.yaml"), *[a for s in sets for a in ("--set", s)]]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -378,7 +425,11 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
     ckpt = tmp_path / "run" / "ckpt-ep1"
     config = json.loads((ckpt / "config.json").read_text())
     assert config["vision_config"]["hidden_size"] == 768 and config["image_features_source"] == "precomputed"
-    assert config["precomputed_features"]["files"] == ["cc_3M_dino_v2_states_1of2.npy", "cc_3M_dino_v2_states_2of2.npy", "local_narr_dino_v2_states.npy"]
+    assert config["precomputed_features"]["files"] == [
+        "cc_3M_dino_v2_states_1of2.npy",
+        "cc_3M_dino_v2_states_2of2.npy",
+        "local_narr_dino_v2_states.npy",
+    ]
     check_remote_code(ckpt)  # training checkpoints are self-contained too
     model = AutoModelForCausalLM.from_pretrained(ckpt)
     assert model.model.multi_modal_projector.linear_1.in_features == 768
@@ -387,7 +438,9 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
 
 
 @needs_pipeline
-def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encodes_images_as_recorded(merged, toy, tmp_path):
+def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encodes_images_as_recorded(
+    merged, toy, tmp_path
+):
     """The pipeline reads images with ``datasets.load_dataset(images_path, split=image_split)``:
     a local folder works when it holds the test split as ``test-*.parquet`` with ``image_0`` /
     ``image_1`` image columns (the README says why other layouts fail). The pipeline then gives
@@ -400,10 +453,22 @@ def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encod
 
     source = write_dataset(tmp_path / "synthetic", n=3)
     items = [json.loads(line) for line in (source / "winoground.jsonl").read_text().splitlines()]
-    columns = {"id": [it["id"] for it in items], "caption_0": [it["caption_0"] for it in items], "caption_1": [it["caption_1"] for it in items]}
+    columns = {
+        "id": [it["id"] for it in items],
+        "caption_0": [it["caption_0"] for it in items],
+        "caption_1": [it["caption_1"] for it in items],
+    }
     for key in ("image_0", "image_1"):
         columns[key] = [Image.open(source / it[key]).convert("RGB") for it in items]
-    features = Features({"id": Value("int64"), "caption_0": Value("string"), "caption_1": Value("string"), "image_0": ImageFeature(), "image_1": ImageFeature()})
+    features = Features(
+        {
+            "id": Value("int64"),
+            "caption_0": Value("string"),
+            "caption_1": Value("string"),
+            "image_0": ImageFeature(),
+            "image_1": ImageFeature(),
+        }
+    )
     (tmp_path / "images").mkdir()
     Dataset.from_dict(columns, features=features).to_parquet(str(tmp_path / "images" / "test-00000-of-00001.parquet"))
     rows = []  # the pipeline's winoground_filtered rows: one image, its own caption first
@@ -432,7 +497,9 @@ def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encod
     for r in rows:
         pixels = processor(images=[columns[r["image_key"]][r["image_idx"]]], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            feature = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)  # the recorded pooling
+            feature = (
+                encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)
+            )  # the recorded pooling
         s0, s1 = (sentence_logprob(model, tok, r[c], feature) for c in ("caption_0", "caption_1"))
         ours.append(r["caption_0"] if s0 >= s1 else r["caption_1"])
     assert preds == ours

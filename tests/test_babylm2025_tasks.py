@@ -39,6 +39,7 @@ from babymerge.babylm2025 import (
 )
 from babymerge.tokenization import train_bpe_tokenizer
 from demo.toy import synthetic_sentences, toy_text_config
+
 from conftest import BLIMP as BLIMP_DATA
 from conftest import load_task_module
 
@@ -361,10 +362,8 @@ def test_subtask_and_group_scores_equal_the_pipeline(pipeline, ours):
                 continue
             assert mine["acc_pipeline,none"] * 100 == pytest.approx(run["accuracies"]["UID"][entry.subtask], abs=1e-9)
             assert mine["acc,none"] == pytest.approx(mine["acc_pipeline,none"] - mine["ties,none"], abs=1e-12)
-        for (
-            task,
-            kind,
-        ), reader in RUNS.items():  # group means are the pipeline's averages (ET: per split, then over them)
+        # group means are the pipeline's averages (ET: per split, then over them)
+        for task, kind in RUNS:
             group = f"babylm2025_{'fast_' if kind == 'fast' else ''}{task}"
             if group in results and group in GROUPS:
                 assert results[group]["acc_pipeline,none"] * 100 == pytest.approx(

@@ -24,13 +24,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import load_task_module
 from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
 from demo.toy import synthetic_sentences
+
+from conftest import load_task_module
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"

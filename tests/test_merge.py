@@ -86,7 +86,13 @@ def test_in_memory_merge_equals_the_checkpoint_on_disk(toy, tmp_path):
 def test_output_directory_is_a_complete_hugging_face_checkpoint(toy, tmp_path):
     merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "m", progress=False)
     files = {p.name for p in (tmp_path / "m").iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= files
     assert json.loads((tmp_path / "m" / "config.json").read_text()) == json.loads((toy.mm / "config.json").read_text())
     recipe = json.loads((tmp_path / "m" / "babymerge_recipe.json").read_text())
     assert recipe["method"] == "linear" and recipe["alpha"] == 0.3
@@ -141,7 +147,9 @@ def test_old_llava_key_layout_is_mapped_too(toy, tmp_path):
     merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "from_new", progress=False)
     a, b = weights(tmp_path / "from_old"), weights(tmp_path / "from_new")
     assert torch.equal(a["language_model.lm_head.weight"], b["lm_head.weight"])
-    assert torch.equal(a["language_model.model.layers.0.mlp.up_proj.weight"], b["model.language_model.layers.0.mlp.up_proj.weight"])
+    assert torch.equal(
+        a["language_model.model.layers.0.mlp.up_proj.weight"], b["model.language_model.layers.0.mlp.up_proj.weight"]
+    )
 
 
 def test_per_module_alpha_and_layer_gradient(toy, tmp_path):
@@ -209,7 +217,9 @@ def test_slerp():
     slerp = METHODS["slerp"].fn
     a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     torch.testing.assert_close(slerp(a, b, None, 0.5, "k"), torch.tensor([math.sqrt(0.5), math.sqrt(0.5)]))
-    torch.testing.assert_close(slerp(a, b, None, 1 / 3, "k"), torch.tensor([math.cos(math.pi / 6), math.sin(math.pi / 6)]))
+    torch.testing.assert_close(
+        slerp(a, b, None, 1 / 3, "k"), torch.tensor([math.cos(math.pi / 6), math.sin(math.pi / 6)])
+    )
     assert slerp(a, b, None, 0, "k") is a and slerp(a, b, None, 1, "k") is b
     near = torch.tensor([1.0, 1e-6])
     torch.testing.assert_close(slerp(a, near, None, 0.5, "k"), 0.5 * a + 0.5 * near)  # parallel: linear fallback
@@ -218,7 +228,15 @@ def test_slerp():
 def test_every_method_runs_end_to_end_and_loads(toy, tmp_path):
     for name in METHODS:
         out = tmp_path / name
-        merge(toy.mm, toy.lang, name, 0.3, base_ckpt=toy.base if METHODS[name].uses_base else None, out=out, progress=False)
+        merge(
+            toy.mm,
+            toy.lang,
+            name,
+            0.3,
+            base_ckpt=toy.base if METHODS[name].uses_base else None,
+            out=out,
+            progress=False,
+        )
         model = AutoModelForCausalLM.from_pretrained(out)
         with torch.no_grad():
             assert torch.isfinite(model(input_ids=torch.tensor([[4, 5, 6]])).logits).all()

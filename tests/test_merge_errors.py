@@ -67,7 +67,9 @@ def test_truncated_and_corrupt_safetensors(toy, tmp_path):
     (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
     expect_error(tmp_path, "model.safetensors is truncated or corrupt", toy.mm, truncated)
     corrupt = copy_ckpt(toy.lang, tmp_path / "corrupt")
-    (corrupt / "model.safetensors").write_bytes(struct.pack("<Q", 40) + b"{this is not a json header at all!!!!!!}" + data[48:])
+    (corrupt / "model.safetensors").write_bytes(
+        struct.pack("<Q", 40) + b"{this is not a json header at all!!!!!!}" + data[48:]
+    )
     expect_error(tmp_path, "truncated or corrupt", toy.mm, corrupt)
 
 
@@ -99,7 +101,9 @@ def test_different_tokenizers_are_refused_unless_forced(toy, tmp_path):
     a, b = [k for k in vocab if vocab[k] in (100, 101)]
     vocab[a], vocab[b] = vocab[b], vocab[a]  # same size, two ids swapped: rows no longer line up
     (lang / "tokenizer.json").write_text(json.dumps(tok))
-    expect_error(tmp_path, "tokenizers of .* differ .*2 tokens with different ids.*allow_different_tokenizers", toy.mm, lang)
+    expect_error(
+        tmp_path, "tokenizers of .* differ .*2 tokens with different ids.*allow_different_tokenizers", toy.mm, lang
+    )
     report = merge(toy.mm, lang, out=tmp_path / "forced", allow_different_tokenizers=True, progress=False)
     assert report.out.is_dir()
 
@@ -124,14 +128,33 @@ def test_a_checkpoint_sharing_no_parameter(toy, tmp_path):
 
 
 def test_unknown_method_and_options(toy, tmp_path):
-    expect_error(tmp_path, "unknown merge method 'average'; available: breadcrumbs, breadcrumbs_ties, dare_linear", toy.mm, toy.lang, method="average")
-    expect_error(tmp_path, r"merge method 'linear' has no option\(s\) \['density'\]; its options are: compute_dtype", toy.mm, toy.lang, density=0.5)
+    expect_error(
+        tmp_path,
+        "unknown merge method 'average'; available: breadcrumbs, breadcrumbs_ties, dare_linear",
+        toy.mm,
+        toy.lang,
+        method="average",
+    )
+    expect_error(
+        tmp_path,
+        r"merge method 'linear' has no option\(s\) \['density'\]; its options are: compute_dtype",
+        toy.mm,
+        toy.lang,
+        density=0.5,
+    )
     expect_error(tmp_path, r"density must be in \[0, 1\], got 3", toy.mm, toy.lang, method="ties", density=3)
     expect_error(tmp_path, "unknown dtype 'int8'", toy.mm, toy.lang, dtype="int8")
 
 
 def test_base_checkpoint_must_have_the_shared_parameters(toy, tmp_path):
-    expect_error(tmp_path, "shape mismatch|has no parameter", toy.mm, toy.lang, method="ties", base_ckpt=build_toy_checkpoints(tmp_path / "b", hidden_size=32).mm)
+    expect_error(
+        tmp_path,
+        "shape mismatch|has no parameter",
+        toy.mm,
+        toy.lang,
+        method="ties",
+        base_ckpt=build_toy_checkpoints(tmp_path / "b", hidden_size=32).mm,
+    )
 
 
 def test_existing_output_is_not_overwritten_by_accident(toy, tmp_path):

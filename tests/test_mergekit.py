@@ -79,7 +79,10 @@ def assert_same_tensors(ours: dict, theirs: dict, exact: bool = True):
 
 def models(t, w_mm, w_lang, **per_model):
     """mergekit's `models:` list for (mm, lang) with weights and per-model parameters."""
-    entries = [{"model": str(t["mm"]), "parameters": {"weight": w_mm}}, {"model": str(t["lang"]), "parameters": {"weight": w_lang}}]
+    entries = [
+        {"model": str(t["mm"]), "parameters": {"weight": w_mm}},
+        {"model": str(t["lang"]), "parameters": {"weight": w_lang}},
+    ]
     for name, (a, b) in per_model.items():
         entries[0]["parameters"][name], entries[1]["parameters"][name] = a, b
     return entries
@@ -159,7 +162,17 @@ def test_random_mask_methods_equal_mergekit_with_the_same_generator(triple, tmp_
     """mergekit draws its masks from torch's global RNG; seeded as babymerge seeds each tensor,
     mergekit's merge of that tensor equals babymerge's."""
     base_ckpt = triple["base"] if with_base else None
-    merge(triple["mm"], triple["lang"], method, ALPHA, base_ckpt=base_ckpt, seed=7, out=tmp_path / "ours", progress=False, **options)
+    merge(
+        triple["mm"],
+        triple["lang"],
+        method,
+        ALPHA,
+        base_ckpt=base_ckpt,
+        seed=7,
+        out=tmp_path / "ours",
+        progress=False,
+        **options,
+    )
     ours = tensors(tmp_path / "ours")
     mm, lang, base = (tensors(triple[n]) for n in ("mm", "lang", "base"))
     per_model = {k: dict(zip(("mm", "lang"), v)) if isinstance(v, tuple) else v for k, v in options.items()}
@@ -202,7 +215,9 @@ def test_mergekit_example_recipe_through_the_cli_equals_mergekit_yaml(triple, tm
     recipe.write_text(BIO_MERGE.format(first=triple["mm"], second=triple["lang"], base=triple["base"]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     mergekit_yaml = Path(sys.executable).parent / "mergekit-yaml"
-    done = subprocess.run([str(mergekit_yaml), str(recipe), str(tmp_path / "mergekit")], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [str(mergekit_yaml), str(recipe), str(tmp_path / "mergekit")], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--out", str(tmp_path / "ours"),
                            "--no-progress"], capture_output=True, text=True, env=env)  # fmt: skip
@@ -251,9 +266,14 @@ def test_export_runs_in_mergekit_and_reads_back(triple, tmp_path):
     """Our --mergekit-yaml export, run by mergekit, gives our merge; read back by --config, too.
     A gradient with a per-module exception: mergekit's t = 0 outside the layers is written as filters."""
     alpha = {"model.layers.*.self_attn.*": 0.6, "*": [0.1, 0.5]}
-    for method, kwargs in (("linear", {}), ("ties", {"base_ckpt": triple["base"], "density": (0.4, 0.6), "scale": 1.2})):
+    for method, kwargs in (
+        ("linear", {}),
+        ("ties", {"base_ckpt": triple["base"], "density": (0.4, 0.6), "scale": 1.2}),
+    ):
         merge(triple["mm"], triple["lang"], method, alpha, out=tmp_path / f"ours-{method}", progress=False, **kwargs)
-        path = write_mergekit_yaml(tmp_path / f"{method}.yml", triple["mm"], triple["lang"], method, alpha, dtype="float32", **kwargs)
+        path = write_mergekit_yaml(
+            tmp_path / f"{method}.yml", triple["mm"], triple["lang"], method, alpha, dtype="float32", **kwargs
+        )
         ours = tensors(tmp_path / f"ours-{method}")
         theirs = mergekit(yaml.safe_load(path.read_text()), tmp_path / f"mergekit-{method}")
         assert_same_tensors(ours, theirs, exact=False)
@@ -281,7 +301,7 @@ def test_recipes_babymerge_cannot_express_are_refused_with_the_field(triple, tmp
         "method": ({"merge_method": "karcher", "models": two}, "karcher"),
         "tokenizer": ({"merge_method": "linear", "models": two, "tokenizer_source": "union"}, "tokenizer_source"),
     }  # fmt: skip
-    for name, (config, field) in bad.items():
+    for config, field in bad.values():
         path = tmp_path / "r.yml"
         path.write_text(yaml.safe_dump(config))
         with pytest.raises(BabyMergeError, match=field):
@@ -305,11 +325,16 @@ def test_lm_eval_model_args_mergekit_config_builds_the_same_model(toy_same_class
 
 def test_cli_config_errors_exit_2_and_write_nothing(triple, tmp_path):
     recipe = tmp_path / "r.yml"
-    recipe.write_text(yaml.safe_dump({"merge_method": "linear", "slices": [{"sources": [{"model": str(triple["mm"])}]}]}))
+    recipe.write_text(
+        yaml.safe_dump({"merge_method": "linear", "slices": [{"sources": [{"model": str(triple["mm"])}]}]})
+    )
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--out", str(out)],
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert done.returncode == 2 and f"babymerge: error: mergekit config '{recipe}': slices: babymerge merges whole models" in done.stderr
+    assert (
+        done.returncode == 2
+        and f"babymerge: error: mergekit config '{recipe}': slices: babymerge merges whole models" in done.stderr
+    )
     done = subprocess.run([sys.executable, "-m", "babymerge", "merge", "--config", str(recipe), "--mm", str(triple["mm"]), "--out", str(out)],
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 2 and "--config is the whole recipe" in done.stderr

@@ -36,13 +36,22 @@ def test_gradient_slerp_and_task_vectors(toy_same_class, tmp_path):
     *filters, default = slerp["parameters"]["t"]
     assert default == {"value": [0.0, 0.5]}
     assert sorted(f["filter"] for f in filters) == sorted(
-        ["lm_head.weight", "model.language_model.norm.weight", *(f"model.multi_modal_projector.linear_{i}.{p}" for i in (1, 2) for p in ("weight", "bias"))]
+        [
+            "lm_head.weight",
+            "model.language_model.norm.weight",
+            *(f"model.multi_modal_projector.linear_{i}.{p}" for i in (1, 2) for p in ("weight", "bias")),
+        ]
     )
     assert all(f["value"] == 0.5 for f in filters)
-    ties_file = write_mergekit_yaml(tmp_path / "t.yml", t.mm, t.lang, "ties", 0.25, base_ckpt=t.mm, density=0.4, scale=1.2)
+    ties_file = write_mergekit_yaml(
+        tmp_path / "t.yml", t.mm, t.lang, "ties", 0.25, base_ckpt=t.mm, density=0.4, scale=1.2
+    )
     ties = yaml.safe_load(ties_file.read_text())
     assert ties["parameters"] == {"lambda": 1.2, "normalize": True, "rescale": False}
-    assert [m["parameters"] for m in ties["models"]] == [{"weight": 0.75, "density": 0.4}, {"weight": 0.25, "density": 0.4}]
+    assert [m["parameters"] for m in ties["models"]] == [
+        {"weight": 0.75, "density": 0.4},
+        {"weight": 0.25, "density": 0.4},
+    ]
     assert "note" not in ties_file.read_text()  # the same method: nothing to warn about
 
 

@@ -107,7 +107,12 @@ def test_image_features_of_the_wrong_width_are_refused(toy):
 def test_missing_vision_encoder_gives_a_clear_error(toy, tmp_path):
     config = json.loads((toy.mm / "config.json").read_text())
     config["vision_encoder"] = str(tmp_path / "no-such-encoder")
-    model = AutoModelForCausalLM.from_pretrained(toy.mm, config=BabyLlavaConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")}))
+    model = AutoModelForCausalLM.from_pretrained(
+        toy.mm,
+        config=BabyLlavaConfig(
+            **{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")}
+        ),
+    )
     with pytest.raises(BabyMergeError, match="could not load the vision encoder .*no-such-encoder.*image_features"):
         model.encode_images(images=[Image.new("RGB", (28, 28))])
 

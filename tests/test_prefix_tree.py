@@ -9,6 +9,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from babymerge.lm_eval_model import BabyMergeLM
 from babymerge.prefix_tree import pack_prefix_tree
+
 from conftest import blimp_sentences, requests
 
 
@@ -59,7 +60,9 @@ def test_sharing_changes_no_score_text_images_and_black_prefix(toy):
     """Packed and unpacked scores agree; sequences after different images share nothing."""
     red, blue = Image.new("RGB", (30, 30), (255, 0, 0)), Image.new("RGB", (30, 30), (0, 0, 255))
     sentences = blimp_sentences(n=20)
-    reqs = requests(sentences) + [req for s in sentences[:6] for img in (red, blue) for req in requests([s], visual=[img])]
+    reqs = requests(sentences) + [
+        req for s in sentences[:6] for img in (red, blue) for req in requests([s], visual=[img])
+    ]
     shared = BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), alpha=0.3, device="cpu", row_width=32)
     apart = BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), alpha=0.3, device="cpu", prefix_sharing=False)
     text_only, with_images = shared.loglikelihood(reqs[: len(sentences)]), shared.loglikelihood(reqs[len(sentences) :])
@@ -74,7 +77,9 @@ def test_model_that_ignores_tree_masks_falls_back_to_unshared_rows(toy, caplog):
     """A body that drops the 4D mask and position ids would score shared prefixes wrongly:
     the first scoring call detects it, warns and scores one sequence per row."""
     lm = BabyMergeLM(pretrained=str(toy.lang), device="cpu")
-    reference = BabyMergeLM(pretrained=str(toy.lang), device="cpu", prefix_sharing=False).loglikelihood(requests(blimp_sentences()))
+    reference = BabyMergeLM(pretrained=str(toy.lang), device="cpu", prefix_sharing=False).loglikelihood(
+        requests(blimp_sentences())
+    )
     forward = lm.model.model.forward
     lm.model.model.forward = lambda attention_mask=None, position_ids=None, **kw: forward(**kw)
     with caplog.at_level("WARNING"):

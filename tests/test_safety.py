@@ -5,6 +5,7 @@ that a test could destroy are copies; inputs are checksummed before and after.
 """
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -19,10 +20,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-import importlib
+import babymerge.output as output
 from babymerge import BabyMergeError, merge
 from babymerge.cli import main
-import babymerge.output as output
 from demo.toy import build_toy_checkpoints, toy_text_config
 
 RECIPE = "babymerge_recipe.json"
@@ -74,7 +74,9 @@ def cli(capsys, *argv):
 )
 def test_out_that_is_contains_or_lies_inside_an_input_is_refused(runs, tmp_path, capsys, out, flag, how):
     before = checksums(runs)
-    rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", tmp_path / out, *([flag] if flag else []))
+    rc, last = cli(
+        capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", tmp_path / out, *([flag] if flag else [])
+    )
     assert rc == 2 and last.startswith("babymerge: error: output directory") and how in last
     assert "would destroy that input" in last
     assert checksums(runs) == before and not (runs / "lang" / "merged").exists()
@@ -84,7 +86,20 @@ def test_base_is_protected_too(toy, runs, capsys):
     base = runs / "base"
     shutil.copytree(toy.base, base)
     before = checksums(base)
-    rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--base", base, "--method", "ties", "--out", base, "--overwrite-any")
+    rc, last = cli(
+        capsys,
+        "--mm",
+        runs / "mm",
+        "--lang",
+        runs / "lang",
+        "--base",
+        base,
+        "--method",
+        "ties",
+        "--out",
+        base,
+        "--overwrite-any",
+    )
     assert rc == 2 and "is the input" in last and checksums(base) == before
 
 
@@ -101,11 +116,17 @@ def test_overwrite_replaces_only_an_earlier_merge(runs, tmp_path, capsys):
     out.mkdir()
     (out / "todo.txt").write_text("mine")
     rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", out, "--overwrite")
-    assert rc == 2 and "was not written by babymerge (it has no babymerge_recipe.json)" in last and "--overwrite-any" in last
+    assert (
+        rc == 2
+        and "was not written by babymerge (it has no babymerge_recipe.json)" in last
+        and "--overwrite-any" in last
+    )
     assert (out / "todo.txt").read_text() == "mine"
     assert cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", out, "--overwrite-any")[0] == 0
     assert (out / RECIPE).is_file() and not (out / "todo.txt").exists()
-    assert cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", out, "--overwrite", "--alpha", "0.6")[0] == 0
+    assert (
+        cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--out", out, "--overwrite", "--alpha", "0.6")[0] == 0
+    )
     assert json.loads((out / RECIPE).read_text())["alpha"] == 0.6 and leftovers(tmp_path, "notes") == []
 
 
@@ -158,7 +179,10 @@ def test_overwrite_replaces_only_the_directory_it_checked(toy, tmp_path, monkeyp
     the first one's fresh result. before: it did (rc 0 for both)."""
     out = tmp_path / "out"
     merge(toy.mm, toy.lang, alpha=0.1, out=out, progress=False)
-    during_merge(monkeypatch, lambda: (monkeypatch.undo(), merge(toy.mm, toy.lang, alpha=0.7, out=out, overwrite=True, progress=False)))
+    during_merge(
+        monkeypatch,
+        lambda: (monkeypatch.undo(), merge(toy.mm, toy.lang, alpha=0.7, out=out, overwrite=True, progress=False)),
+    )
     with pytest.raises(BabyMergeError, match="was replaced or removed by another process"):
         merge(toy.mm, toy.lang, alpha=0.2, out=out, overwrite=True, progress=False)
     assert json.loads((out / RECIPE).read_text())["alpha"] == 0.7 and leftovers(tmp_path) == []
@@ -319,12 +343,24 @@ def test_read_only_disk_keeps_the_old_output_and_leaves_no_old_dir(toy, tmp_path
         # before: NotADirectoryError / FileExistsError traceback
         (["--out", "{tmp}/file.txt/out"], r"'.*file.txt' is a file, not a directory; choose another --out"),
         # before: ValueError: invalid literal for int() with base 10: 'ABC' (after reading both checkpoints)
-        (["--out", "{tmp}/out", "--max-shard-size", "abc"], r"--max-shard-size must be a positive size such as 500MB.*got 'abc'"),
+        (
+            ["--out", "{tmp}/out", "--max-shard-size", "abc"],
+            r"--max-shard-size must be a positive size such as 500MB.*got 'abc'",
+        ),
         (["--out", "{tmp}/out", "--max-shard-size", "0"], r"--max-shard-size must be a positive size"),
         # before: a TypeError deep inside the TIES code
-        (["--out", "{tmp}/out", "--method", "ties", "--density", "abc"], r"option density of merge method 'ties' must be a number .*got 'abc'"),
-        (["--out", "{tmp}/out", "--method", "ties_peft", "--majority-sign-method", "total", "--scale", "x"], r"option scale of merge method 'ties_peft' must be a number"),
-        (["--out", "{tmp}/out", "--method", "dare_linear", "--seed", "1.5"], r"option seed of merge method 'dare_linear' must be an integer"),
+        (
+            ["--out", "{tmp}/out", "--method", "ties", "--density", "abc"],
+            r"option density of merge method 'ties' must be a number .*got 'abc'",
+        ),
+        (
+            ["--out", "{tmp}/out", "--method", "ties_peft", "--majority-sign-method", "total", "--scale", "x"],
+            r"option scale of merge method 'ties_peft' must be a number",
+        ),
+        (
+            ["--out", "{tmp}/out", "--method", "dare_linear", "--seed", "1.5"],
+            r"option seed of merge method 'dare_linear' must be an integer",
+        ),
     ],
 )
 def test_bad_merge_arguments_are_one_line(toy, tmp_path, capsys, args, match):
@@ -385,7 +421,9 @@ def tied_pair(root, kind, tokenizer):
     for seed in (1, 2):
         torch.manual_seed(seed)
         if kind == "gpt2":
-            model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64))
+            model = GPT2LMHeadModel(
+                GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+            )
         else:
             config = {k: v for k, v in toy_text_config(len(tokenizer), hidden_size=32).items() if k != "model_type"}
             model = LlamaForCausalLM(LlamaConfig(**config, tie_word_embeddings=True))
@@ -424,7 +462,9 @@ def test_remerger_keeps_two_float32_copies_without_a_base(toy):
     remerge = merge(toy.mm, toy.lang, alpha=0.3, keep_sources=True, progress=False).remerge
     for m, l, b in remerge.sources.values():
         assert b is m and m.data_ptr() != l.data_ptr()
-    with_base = merge(toy.mm, toy.lang, "task_arithmetic", 0.3, base_ckpt=toy.base, keep_sources=True, progress=False).remerge
+    with_base = merge(
+        toy.mm, toy.lang, "task_arithmetic", 0.3, base_ckpt=toy.base, keep_sources=True, progress=False
+    ).remerge
     assert all(len({t.data_ptr() for t in ts}) == 3 for ts in with_base.sources.values())
     fresh = merge(toy.mm, toy.lang, alpha=0.5, progress=False).model.state_dict()
     remerge.set_alpha(0.5)
@@ -460,7 +500,12 @@ def test_lm_eval_cli_ends_with_our_message(tmp_path):
     missing = tmp_path / "runs" / "mm"
     cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={missing}", "--tasks", "blimp_anaphor_gender_agreement",
            "--include_path", str(Path(__file__).parents[1] / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         f"babymerge.errors.BabyMergeError: pretrained='{missing}' does not exist; give the checkpoint directory (written by save_pretrained)"
@@ -476,7 +521,9 @@ def test_lm_eval_batch_size_model_arg_wins_over_the_cli_default(toy):
     lm = BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none,batch_size=4", cli_config)
     assert lm.batch_size == 4 and lm.device.type == "cpu"
     assert BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none", cli_config).batch_size == 1
-    lm = BabyMergeLM.create_from_arg_obj({"pretrained": str(toy.lang), "image_prefix": "none", "batch_size": "auto"}, cli_config)
+    lm = BabyMergeLM.create_from_arg_obj(
+        {"pretrained": str(toy.lang), "image_prefix": "none", "batch_size": "auto"}, cli_config
+    )
     assert lm.batch_size == "auto"
 
 
@@ -515,6 +562,7 @@ def test_use_cache_keeps_what_an_interrupted_run_scored(toy, tmp_path):
     from lm_eval.api.model import CachingLM
 
     from babymerge.lm_eval_model import BabyMergeLM
+
     from conftest import requests
 
     sentences = [f"The {w} sees a cat." for w in ("dog", "girl", "boy", "teacher", "bird", "tree")]

@@ -12,6 +12,7 @@ import pytest
 
 from babymerge import BabyMergeError
 from babymerge.submission import submit
+
 from conftest import BLIMP, needs_blimp
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +58,27 @@ def test_prediction_file_matches_the_pipeline_format(results, tmp_path):
 
 def test_cli_refuses_a_partial_submission_without_the_flag(results, tmp_path):
     res, data = results
-    cmd = [sys.executable, "-m", "babymerge", "submit", "--results", str(res), "--model", "mm", "--out", str(tmp_path / "out"), "--data", str(data)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "babymerge",
+        "submit",
+        "--results",
+        str(res),
+        "--model",
+        "mm",
+        "--out",
+        str(tmp_path / "out"),
+        "--data",
+        str(data),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 2 and "lacks" in result.stderr and "glue/cola" in result.stderr and "--allow-partial" in result.stderr
+    assert (
+        result.returncode == 2
+        and "lacks" in result.stderr
+        and "glue/cola" in result.stderr
+        and "--allow-partial" in result.stderr
+    )
     assert not (tmp_path / "out" / "mm_textonly_predictions.json.gz").exists()
     result = subprocess.run(cmd + ["--allow-partial"], capture_output=True, text=True)
     assert result.returncode == 0 and "partial submission" in result.stdout
@@ -97,7 +116,11 @@ def test_model_must_be_a_name_not_a_path(results, tmp_path):
     cmd = [sys.executable, "-m", "babymerge", "submit", "--results", str(res), "--model", str(tmp_path / "abs" / "mm"),
            "--out", str(tmp_path / "out"), "--data", str(data), "--allow-partial"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 2 and result.stderr.startswith("babymerge: error: --model") and result.stderr.count("\n") == 1
+    assert (
+        result.returncode == 2
+        and result.stderr.startswith("babymerge: error: --model")
+        and result.stderr.count("\n") == 1
+    )
     assert not (tmp_path / "abs").exists() and not (tmp_path / "out").exists()
 
 
@@ -109,7 +132,9 @@ def test_results_without_results_json_are_refused(results, tmp_path):
     for path in bare.rglob("results_*.json"):
         path.unlink()
     for model in ("mm", "other-model"):
-        with pytest.raises(BabyMergeError, match=r"samples_blimp_filtered_.*\.jsonl has no results_.*\.json beside it.*--output_path"):
+        with pytest.raises(
+            BabyMergeError, match=r"samples_blimp_filtered_.*\.jsonl has no results_.*\.json beside it.*--output_path"
+        ):
             submit(bare, model, tmp_path / "out", data_dir=data, allow_partial=True)
     assert not (tmp_path / "out").exists()
 
@@ -119,7 +144,10 @@ def test_a_subtask_without_its_data_file_is_refused(results, tmp_path):
     partial = tmp_path / "data"
     shutil.copytree(data, partial)
     (partial / "blimp_filtered" / "wh_island.jsonl").unlink()
-    with pytest.raises(BabyMergeError, match=r"blimp/wh_island: no data file .*wh_island.jsonl to check samples_blimp_filtered_wh_island_"):
+    with pytest.raises(
+        BabyMergeError,
+        match=r"blimp/wh_island: no data file .*wh_island.jsonl to check samples_blimp_filtered_wh_island_",
+    ):
         submit(res, "mm", tmp_path / "out", data_dir=partial, allow_partial=True)
     assert not (tmp_path / "out").exists()
 

@@ -29,7 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher.")]  # fmt: skip
 # (name, words_seen in the multimodal run's trainer_state, in the language-only run's; None: no trainer_state)
-WORD_CHECKPOINTS = [("chck_2M", 2_000_517, 2_003_210), ("chck_1M", 1_000_104, None), ("chck_10M", 10_001_000, 10_000_020)]
+WORD_CHECKPOINTS = [
+    ("chck_2M", 2_000_517, 2_003_210),
+    ("chck_1M", 1_000_104, None),
+    ("chck_10M", 10_001_000, 10_000_020),
+]
 
 
 def write_tasks(root: Path) -> Path:
@@ -37,7 +41,8 @@ def write_tasks(root: Path) -> Path:
     (root / "tasks").mkdir(parents=True)
     data = root / "pairs.jsonl"
     data.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in PAIRS))
-    (root / "tasks" / "mini_pairs.yaml").write_text(textwrap.dedent(f"""\
+    (root / "tasks" / "mini_pairs.yaml").write_text(
+        textwrap.dedent(f"""\
         task: mini_pairs
         dataset_path: json
         dataset_kwargs:
@@ -51,7 +56,8 @@ def write_tasks(root: Path) -> Path:
         target_delimiter: " "
         metric_list:
           - metric: acc
-        """))
+        """)
+    )
     return root / "tasks"
 
 
@@ -60,7 +66,9 @@ def fake_run(root: Path, source: Path, role: int) -> Path:
     for i, (name, *words) in enumerate(WORD_CHECKPOINTS + [("ckpt-ep1", 12_345_678, 12_000_000)]):
         shutil.copytree(source, root / name)
         if words[role] is not None:
-            (root / name / "trainer_state.json").write_text(json.dumps({"global_step": 10 * (i + 1), "words_seen": words[role]}))
+            (root / name / "trainer_state.json").write_text(
+                json.dumps({"global_step": 10 * (i + 1), "words_seen": words[role]})
+            )
     return root
 
 
@@ -75,7 +83,9 @@ def swept(runs, tmp_path_factory):
     """One sweep over the three word-count checkpoints and two alphas."""
     mm, lang, include = runs
     out = tmp_path_factory.mktemp("swept") / "sweep"
-    cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, checkpoints="words", include_path=include, limit=3, progress=False)
+    cells = sweep(
+        mm, lang, [0.0, 1.0], ["mini_pairs"], out, checkpoints="words", include_path=include, limit=3, progress=False
+    )
     return out, cells
 
 
@@ -84,7 +94,11 @@ def test_word_count_checkpoints_pair_by_words_seen_in_training_order(runs):
     # chck_1M of the language-only run has no trainer_state.json: paired by its name's 1M
     pairs = checkpoint_pairs(mm, lang)
     assert [(n, m.parent.name, l.parent.name) for n, m, l in pairs] == [
-        ("chck_1M", "mm", "lang"), ("chck_2M", "mm", "lang"), ("chck_10M", "mm", "lang"), ("ckpt-ep1", "mm", "lang")]
+        ("chck_1M", "mm", "lang"),
+        ("chck_2M", "mm", "lang"),
+        ("chck_10M", "mm", "lang"),
+        ("ckpt-ep1", "mm", "lang"),
+    ]
     assert all(m.name == l.name == n for n, m, l in pairs)
     assert [n for n, _, _ in checkpoint_pairs(mm, lang, "words")] == ["chck_1M", "chck_2M", "chck_10M"]
     assert [n for n, _, _ in checkpoint_pairs(mm, lang, "latest")] == ["ckpt-ep1"]
@@ -127,7 +141,9 @@ def test_words_plot_is_log_scale_one_line_per_alpha(swept, monkeypatch):
     out, cells = swept
     figures = {}
     monkeypatch.setattr(sweep_module, "_save", lambda fig, path: figures.setdefault(path.name, fig))
-    rows = [r for c in cells for r in sweep_module.tidy_rows(c["checkpoint"], c["alpha"], c["results"], c["words_seen"])]
+    rows = [
+        r for c in cells for r in sweep_module.tidy_rows(c["checkpoint"], c["alpha"], c["results"], c["words_seen"])
+    ]
     sweep_module.plot(out, rows, ["mini_pairs"])
     ax = figures["score_vs_words.png"].axes[0]
     assert ax.get_xscale() == "log" and ax.get_title() == "mini_pairs: acc"
@@ -150,13 +166,17 @@ def test_resume_with_other_settings_is_refused_saying_what_differs(swept, runs, 
         with pytest.raises(BabyMergeError, match=message + r".*new --out"):
             sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **kwargs)
     with pytest.raises(BabyMergeError, match=r"tasks: recorded \['mini_pairs'\], now \['mini_pairs', 'other'\]"):
-        (Path(include[0]) / "other.yaml").write_text((Path(include[0]) / "mini_pairs.yaml").read_text().replace("mini_pairs", "other"))
+        (Path(include[0]) / "other.yaml").write_text(
+            (Path(include[0]) / "mini_pairs.yaml").read_text().replace("mini_pairs", "other")
+        )
         try:
             sweep(mm, lang, [0.0], ["mini_pairs", "other"], out, **run)
         finally:
             (Path(include[0]) / "other.yaml").unlink()
     other_lang = fake_run(tmp_path / "lang2", toy.base, 1)  # same checkpoint names, other weights
-    with pytest.raises(BabyMergeError, match=r"lang_run: recorded .*checkpoint chck_1M \(lang\): .* its weights changed"):
+    with pytest.raises(
+        BabyMergeError, match=r"lang_run: recorded .*checkpoint chck_1M \(lang\): .* its weights changed"
+    ):
         sweep(mm, other_lang, [0.0], ["mini_pairs"], out, **run)
     assert (out / CELLS).read_bytes() == before  # nothing evaluated, nothing appended
 
@@ -170,8 +190,20 @@ def test_a_second_sweep_into_a_folder_in_use_is_refused(swept, runs):
          "print('locked', flush=True); time.sleep(60)", str(out / ".sweep.lock")], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(BabyMergeError, match=r"another sweep .* is writing to .*wait for it to finish or choose another --out"):
-            sweep(mm, lang, [0.0, 0.5], ["mini_pairs"], out, checkpoints="words", include_path=include, limit=3, progress=False)
+        with pytest.raises(
+            BabyMergeError, match=r"another sweep .* is writing to .*wait for it to finish or choose another --out"
+        ):
+            sweep(
+                mm,
+                lang,
+                [0.0, 0.5],
+                ["mini_pairs"],
+                out,
+                checkpoints="words",
+                include_path=include,
+                limit=3,
+                progress=False,
+            )
     finally:
         holder.kill()
         holder.wait()
@@ -192,8 +224,16 @@ def test_damaged_cells_are_skipped_with_a_warning_and_recomputed(runs, tmp_path)
     (out / CELLS).write_text(lines[0] + "\n" + "[1, 2]\n" + lines[2] + "\n" + lines[3][: len(lines[3]) // 2])
     with pytest.warns(UserWarning, match=r"cells.jsonl line \d is not a finished cell") as record:
         cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
-    assert sorted(str(w.message).split(" line ")[1][0] for w in record if "finished cell" in str(w.message)) == ["2", "4"]
-    assert sorted((c["checkpoint"], c["alpha"]) for c in cells) == [("chck_1M", 0.0), ("chck_1M", 1.0), ("chck_2M", 0.0), ("chck_2M", 1.0)]
+    assert sorted(str(w.message).split(" line ")[1][0] for w in record if "finished cell" in str(w.message)) == [
+        "2",
+        "4",
+    ]
+    assert sorted((c["checkpoint"], c["alpha"]) for c in cells) == [
+        ("chck_1M", 0.0),
+        ("chck_1M", 1.0),
+        ("chck_2M", 0.0),
+        ("chck_2M", 1.0),
+    ]
     new_lines = (out / CELLS).read_text().split("\n")
     assert new_lines[3] == lines[3][: len(lines[3]) // 2] and new_lines[-1] == ""  # the cut line stays on its own line
     redone = [json.loads(line) for line in new_lines[4:-1]]
@@ -203,11 +243,25 @@ def test_damaged_cells_are_skipped_with_a_warning_and_recomputed(runs, tmp_path)
 
 def test_sweep_argument_errors_are_one_line(runs, tmp_path, capsys):
     mm, lang, include = runs
-    common = ["sweep", "--mm", str(mm), "--lang", str(lang), "--tasks", "mini_pairs", "--out", str(tmp_path / "s"), "--no-progress"]
+    common = [
+        "sweep",
+        "--mm",
+        str(mm),
+        "--lang",
+        str(lang),
+        "--tasks",
+        "mini_pairs",
+        "--out",
+        str(tmp_path / "s"),
+        "--no-progress",
+    ]
     cases = [
         (["--alphas", "0:1:0"], "--alphas '0:1:0': a range start:stop:step needs step > 0"),
         (["--alphas", "1:0:0.1"], "needs step > 0 and stop >= start"),
-        (["--include-path", include[0], "--model-args", "alpha=0.5"], "--model-args alpha=0.5: a sweep sets alpha itself; use --alphas"),
+        (
+            ["--include-path", include[0], "--model-args", "alpha=0.5"],
+            "--model-args alpha=0.5: a sweep sets alpha itself; use --alphas",
+        ),
         (["--include-path", include[0], "--model-args", "pretrained=x"], "use --mm instead"),
         (["--include-path", include[0], "--model-args", "dtype"], "--model-args takes KEY=VALUE pairs"),
         (["--include-path", str(tmp_path / "nowhere")], "is not a directory"),

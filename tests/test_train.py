@@ -31,7 +31,9 @@ TOTAL_STEPS = 14  # 2 epochs of the workspace's 228 blocks at a global batch of 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """Corpora, tokenizer, a tiny DINOv2 and its features: everything a training run reads."""
-    return demo_data.prepare_workspace(tmp_path_factory.mktemp("train"), n_sentences=1200, n_captions=300, vocab_size=600)
+    return demo_data.prepare_workspace(
+        tmp_path_factory.mktemp("train"), n_sentences=1200, n_captions=300, vocab_size=600
+    )
 
 
 def write_config(ws: Path, name: str, multimodal: bool = True, **top) -> Path:
@@ -82,7 +84,11 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "train_tiny_weights.jso
 
 def _cpu_model() -> str:
     info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")] if info.is_file() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")]
+        if info.is_file()
+        else []
+    )
     return names[0] if names else platform.processor()
 
 
@@ -109,7 +115,9 @@ def test_tokenizer_cli_special_tokens_and_ratio(ws):
     assert [tok.convert_ids_to_tokens(i) for i in range(5)] == ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
     stats = json.loads((ws / "tokenizer" / "corpus_stats.json").read_text())
     lines = (ws / "corpora" / "text" / "corpus.train").read_text().splitlines()
-    lines += [json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()]
+    lines += [
+        json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()
+    ]
     words = sum(len(s.split()) for s in lines)
     subwords = sum(len(tok(s, add_special_tokens=False)["input_ids"]) for s in lines)
     assert (stats["words"], stats["subwords"]) == (words, subwords)
@@ -155,7 +163,9 @@ def test_batches_mask_padding_and_images_and_carry_the_right_features(ws):
     np.testing.assert_array_equal(batch["image_features"][0].numpy(), np.load(ws / "features" / "black.npy"))
     np.testing.assert_array_equal(batch["image_features"][1:].numpy(), feats[rows])
     # the captions behind the first block's image tokens, in order
-    captions = [json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()]
+    captions = [
+        json.loads(r)["caption"] for r in (ws / "corpora" / "multimodal" / "captions.jsonl").read_text().splitlines()
+    ]
     body = tok(" " + captions[rows[0]])["input_ids"]  # the prompt is "<image> " + caption (babymerge.prompt)
     assert tok.decode(ids[1][: 1 + len(body)]) == "<image> " + captions[rows[0]]
 
@@ -220,7 +230,10 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]  # ln(600) = 6.4 at the random init
     assert all(r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 for r in log)
     # the rate each step used: linear warm-up over 2 steps, then cosine from 1e-2 down to 1e-3
-    want = [1e-2 * ((i + 1) / 2 if i < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - 2) / (TOTAL_STEPS - 2)))) for i in range(TOTAL_STEPS)]
+    want = [
+        1e-2 * ((i + 1) / 2 if i < 2 else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - 2) / (TOTAL_STEPS - 2))))
+        for i in range(TOTAL_STEPS)
+    ]
     assert [r["lr"] for r in log] == pytest.approx(want)
     names = sorted(p.name for p in zero2.iterdir() if (p / "config.json").is_file() and not p.name.startswith("chck_"))
     assert names == ["ckpt-ep1", "ckpt-ep2", "ckpt-step10", "ckpt-step5"]
@@ -246,10 +259,14 @@ def test_final_weights_equal_the_stored_fixture_bit_for_bit(ws, workers):
     got = tiny_run_fingerprint(ws, f"fixture{workers}", dataloader_workers=workers)
     assert got["tensors"].keys() == want["tensors"].keys()
     if got["environment"] == want["environment"]:
-        assert {k: v["sha256"] for k, v in got["tensors"].items()} == {k: v["sha256"] for k, v in want["tensors"].items()}
+        assert {k: v["sha256"] for k, v in got["tensors"].items()} == {
+            k: v["sha256"] for k, v in want["tensors"].items()
+        }
     else:
         for k, v in want["tensors"].items():
-            assert (got["tensors"][k]["sum"], got["tensors"][k]["norm"]) == pytest.approx((v["sum"], v["norm"]), rel=1e-4, abs=1e-5), k
+            assert (got["tensors"][k]["sum"], got["tensors"][k]["norm"]) == pytest.approx(
+                (v["sum"], v["norm"]), rel=1e-4, abs=1e-5
+            ), k
 
 
 def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
@@ -258,7 +275,10 @@ def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     _, zero2 = reference
     model = AutoModelForImageTextToText.from_pretrained(zero2 / "ckpt-ep1")
     assert type(model).__name__ == "BabyLlavaForConditionalGeneration"
-    assert AutoTokenizer.from_pretrained(zero2 / "ckpt-ep1").convert_tokens_to_ids("<image>") == model.config.image_token_id
+    assert (
+        AutoTokenizer.from_pretrained(zero2 / "ckpt-ep1").convert_tokens_to_ids("<image>")
+        == model.config.image_token_id
+    )
     black = torch.from_numpy(np.load(zero2.parents[1] / "features" / "black.npy"))
     torch.testing.assert_close(model.model.black_image_features, black)
 
@@ -332,15 +352,26 @@ def test_zero_1_3_and_cpu_offload_match_single_process(ws, ds_config, stage):
     run_train(ws, write_config(ws, ds_config, deepspeed=str(REPO / "train" / "configs" / f"{ds_config}.json"), **steps))
     diff = max_diff(weights(single, "ckpt-step6"), weights(ws / "runs" / ds_config, "ckpt-step6"))
     assert diff < 1e-5, f"{ds_config}: max |dw| = {diff:.3g} vs single process"
-    assert json.loads((ws / "runs" / ds_config / "ckpt-step6" / "trainer_state.json").read_text())["zero_stage"] == stage
+    assert (
+        json.loads((ws / "runs" / ds_config / "ckpt-step6" / "trainer_state.json").read_text())["zero_stage"] == stage
+    )
 
 
 def test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model(ws, reference):
     _, zero2 = reference
     run_train(ws, write_config(ws, "lang", multimodal=False, engine="torch"), ranks=0)
-    run_train(ws, write_config(ws, "llama", multimodal=False, engine="torch", model__kind="llama", data__text_image_prefix="none"), ranks=0)
+    run_train(
+        ws,
+        write_config(
+            ws, "llama", multimodal=False, engine="torch", model__kind="llama", data__text_image_prefix="none"
+        ),
+        ranks=0,
+    )
     mm = weights(zero2, "ckpt-ep2")
-    for run, key in (("lang", "model.language_model.layers.0.mlp.up_proj.weight"), ("llama", "model.layers.0.mlp.up_proj.weight")):
+    for run, key in (
+        ("lang", "model.language_model.layers.0.mlp.up_proj.weight"),
+        ("llama", "model.layers.0.mlp.up_proj.weight"),
+    ):
         lang = weights(ws / "runs" / run, "ckpt-ep2")
         merged = merge(zero2 / "ckpt-ep2", ws / "runs" / run / "ckpt-ep2", alpha=0.3).model.state_dict()
         want = 0.3 * lang[key] + 0.7 * mm["model.language_model.layers.0.mlp.up_proj.weight"]
@@ -357,7 +388,9 @@ def test_bad_config_and_data_are_named(ws, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(ws / "tokenizer")
-    with pytest.raises(BabyMergeError, match=r"unknown config key\(s\) \['model.hiden_size'\].*valid keys in model: .*'hidden_size'"):
+    with pytest.raises(
+        BabyMergeError, match=r"unknown config key\(s\) \['model.hiden_size'\].*valid keys in model: .*'hidden_size'"
+    ):
         load_config(write_config(ws, "typo", model__hiden_size=8))
     with pytest.raises(BabyMergeError, match=r"unknown config key\(s\) \['epoch'\]"):
         load_config(write_config(ws, "typo2"), ["epoch=3"])
@@ -425,7 +458,9 @@ def test_resuming_two_rank_state_with_one_rank_is_refused_before_deepspeed_reads
 
 def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, reference):
     proc = run_train(ws, write_config(ws, "fresh", engine="torch"), "--resume", ranks=0, check=False)
-    assert proc.returncode == 2 and "--resume: no checkpoint in" in proc.stderr and "run without --resume" in proc.stderr
+    assert (
+        proc.returncode == 2 and "--resume: no checkpoint in" in proc.stderr and "run without --resume" in proc.stderr
+    )
     proc = run_train(ws, write_config(ws, "torch", engine="torch"), ranks=0, check=False)  # the reference run's folder
     assert proc.returncode == 2 and "already holds a run; pass --resume" in proc.stderr
 
@@ -442,11 +477,15 @@ def test_features_aligned_by_id_from_npz_and_by_index_from_safetensors(ws, tmp_p
     np.savez(tmp_path / "f.npz", features=feats[order], ids=np.array(ids)[order])
     save_file({"features": feats}, str(tmp_path / "f.safetensors"))
     for name in ("f.npz", "f.safetensors"):
-        config = load_config(write_config(ws, "align", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / name)}]))
+        config = load_config(
+            write_config(ws, "align", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / name)}])
+        )
         sources, table, _ = load_multimodal(config)
         np.testing.assert_array_equal(table.rows(sources[0].rows), feats)  # caption i -> its own feature row
     np.savez(tmp_path / "g.npz", features=feats[:2], ids=np.array([ids[0], 10**6]))
-    config = load_config(write_config(ws, "align2", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / "g.npz")}]))
+    config = load_config(
+        write_config(ws, "align2", data__multimodal=[{"captions": str(captions), "features": str(tmp_path / "g.npz")}])
+    )
     with pytest.raises(BabyMergeError, match="299 caption id\\(s\\) have no feature row"):
         load_multimodal(config)
 
@@ -460,7 +499,9 @@ def test_encode_images_matches_the_model_encoder_and_resumes_from_finished_chunk
     feats = np.load(ws / "features" / "features.npy")
     encoder, processor = Dinov2Model.from_pretrained(ws / "encoder"), AutoImageProcessor.from_pretrained(ws / "encoder")
     for i in (0, 123):  # the default, the paper's authors' pooling: hidden_states[-2], CLS dropped, patch mean
-        pixels = processor(images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")], return_tensors="pt")["pixel_values"]
+        pixels = processor(images=[Image.open(captions.parent / rows[i]["image"]).convert("RGB")], return_tensors="pt")[
+            "pixel_values"
+        ]
         with torch.no_grad():
             want = encoder(pixel_values=pixels, output_hidden_states=True).hidden_states[-2][0, 1:].mean(0)
         np.testing.assert_allclose(feats[i], want.numpy(), atol=1e-5)

@@ -141,10 +141,14 @@ def latest_checkpoint(out: Path) -> Path:
     """The checkpoint ``latest`` points to, checked to be complete and resumable."""
     pointer = out / LATEST
     if not pointer.is_file():
-        raise BabyMergeError(f"--resume: no checkpoint in {str(out)!r} (no '{LATEST}' file); run without --resume to start training")
+        raise BabyMergeError(
+            f"--resume: no checkpoint in {str(out)!r} (no '{LATEST}' file); run without --resume to start training"
+        )
     ckpt = out / pointer.read_text().strip()
     if not (ckpt / TRAINER_STATE).is_file() or not (ckpt / STATE_DIR / TAG).is_dir():
-        raise BabyMergeError(f"--resume: {str(ckpt)!r} (named by {pointer}) is missing {TRAINER_STATE} or its optimiser state")
+        raise BabyMergeError(
+            f"--resume: {str(ckpt)!r} (named by {pointer}) is missing {TRAINER_STATE} or its optimiser state"
+        )
     return ckpt
 
 

@@ -60,7 +60,9 @@ def expand_paths(patterns: list[str], suffixes: tuple[str, ...], what: str) -> l
     for pattern in patterns:
         matches = [Path(p) for p in sorted(glob.glob(str(pattern), recursive=True))]
         if not matches:
-            raise BabyMergeError(f"{what}: {pattern!r} matches no file (check data.* in the config; paths are relative to the current directory)")
+            raise BabyMergeError(
+                f"{what}: {pattern!r} matches no file (check data.* in the config; paths are relative to the current directory)"
+            )
         for m in matches:
             files += sorted(p for p in m.rglob("*") if p.suffix in suffixes) if m.is_dir() else [m]
     if patterns and not files:
@@ -136,7 +138,9 @@ def read_feature_file(path: Path) -> tuple[np.ndarray, list | None]:
             names = [n for n in z.files if n != "ids"]
             name = "features" if "features" in names else (names[0] if len(names) == 1 else None)
             if name is None:
-                raise BabyMergeError(f"{path}: expected an array named 'features' (and optionally 'ids'), found {z.files}")
+                raise BabyMergeError(
+                    f"{path}: expected an array named 'features' (and optionally 'ids'), found {z.files}"
+                )
             array, ids = z[name], (z["ids"].tolist() if "ids" in z.files else None)
     elif path.suffix == ".safetensors":
         from safetensors.numpy import load_file
@@ -179,8 +183,14 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
     sources, arrays, files, offset = [], [], [], 0
     width = config.model.feature_size  # None: whatever the feature files hold (all alike)
     for n, spec in enumerate(config.data.multimodal):
-        if not isinstance(spec, dict) or set(spec) - {"captions", "features"} or not {"captions", "features"} <= set(spec):
-            raise BabyMergeError(f"data.multimodal[{n}] must be {{captions: FILE, features: FILE or [FILES]}}, got {spec!r}")
+        if (
+            not isinstance(spec, dict)
+            or set(spec) - {"captions", "features"}
+            or not {"captions", "features"} <= set(spec)
+        ):
+            raise BabyMergeError(
+                f"data.multimodal[{n}] must be {{captions: FILE, features: FILE or [FILES]}}, got {spec!r}"
+            )
         cap_path = Path(spec["captions"])
         captions, cap_ids = read_captions(cap_path)
         feat_paths = [Path(p) for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])]
@@ -200,7 +210,9 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
             where = {i: r for r, i in enumerate(feat_ids)}
             missing = [i for i in cap_ids if i not in where]
             if missing:
-                raise BabyMergeError(f"{cap_path}: {len(missing)} caption id(s) have no feature row in {[str(p) for p in feat_paths]}, e.g. {missing[:3]}")
+                raise BabyMergeError(
+                    f"{cap_path}: {len(missing)} caption id(s) have no feature row in {[str(p) for p in feat_paths]}, e.g. {missing[:3]}"
+                )
             rows = np.array([where[i] for i in cap_ids], dtype=np.int64)
         elif count != len(captions):
             raise BabyMergeError(
@@ -225,11 +237,18 @@ def describe_features(config: TrainConfig) -> dict:
     Without multimodal data: the encoder named by the config, with the default pooling."""
     from babymerge.image_features import DEFAULT_LAYER, DEFAULT_POOLING
 
-    files = [Path(p) for spec in config.data.multimodal for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])]
+    files = [
+        Path(p)
+        for spec in config.data.multimodal
+        for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])
+    ]
     if not files:
         return {"image_features_source": "encoder", "vision_encoder": config.model.vision_encoder,
                 "vision_feature_layer": DEFAULT_LAYER, "image_pooling": DEFAULT_POOLING}  # fmt: skip
-    sidecars = [json.loads((f.parent / "features.json").read_text()) if (f.parent / "features.json").is_file() else None for f in files]
+    sidecars = [
+        json.loads((f.parent / "features.json").read_text()) if (f.parent / "features.json").is_file() else None
+        for f in files
+    ]
     if all(sidecars) and all(s == sidecars[0] for s in sidecars):
         meta = sidecars[0]
         return {"image_features_source": "encoder", "vision_encoder": meta["vision_encoder"],
@@ -313,7 +332,7 @@ def _fingerprint(config: TrainConfig, tokenizer, files: list[Path]) -> str:
 
 @dataclass
 class TrainingData:
-    blocks: "datasets.Dataset"  # noqa: F821  columns input_ids [ctx], images [n], n_tokens
+    blocks: datasets.Dataset  # noqa: F821  columns input_ids [ctx], images [n], n_tokens
     features: FeatureTable
     black: np.ndarray | None  # the black-image feature (width feature_size)
 
@@ -330,7 +349,9 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
 
     image_token = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) if config.model.kind == "babyllava" else None
     if config.model.kind == "babyllava" and (image_token is None or image_token == tokenizer.unk_token_id):
-        raise BabyMergeError(f"the tokenizer in {config.tokenizer!r} has no <image> token; train it with `python -m train.tokenizer`")
+        raise BabyMergeError(
+            f"the tokenizer in {config.tokenizer!r} has no <image> token; train it with `python -m train.tokenizer`"
+        )
     text_files = expand_paths(config.data.text, TEXT_SUFFIXES, "data.text")
     sources, features, mm_files = load_multimodal(config)
     if not text_files and not sources:
@@ -355,7 +376,9 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
             parts.append(pack_captions(token_lists, src.rows, ctx, eos, pad, image_token, words))
         blocks = np.concatenate([p[0] for p in parts])
         if len(blocks) == 0:
-            raise BabyMergeError(f"the corpora hold fewer than {ctx} tokens: not one block of model.context_length={ctx}")
+            raise BabyMergeError(
+                f"the corpora hold fewer than {ctx} tokens: not one block of model.context_length={ctx}"
+            )
         dataset = datasets.Dataset.from_dict(
             {"input_ids": blocks, "images": sum((p[1] for p in parts), []),
              "n_tokens": np.concatenate([p[2] for p in parts]), "n_words": np.concatenate([p[3] for p in parts])},
@@ -386,12 +409,16 @@ def load_black_feature(config: TrainConfig, width: int | None = None) -> np.ndar
     width = width or config.model.feature_size
     if config.data.black_image_feature == "zeros":
         if not width:
-            raise BabyMergeError("data.black_image_feature: zeros needs the feature width: set model.feature_size or give multimodal features")
+            raise BabyMergeError(
+                "data.black_image_feature: zeros needs the feature width: set model.feature_size or give multimodal features"
+            )
         black = np.zeros(width, dtype=np.float32)
     elif config.data.black_image_feature:
         path = Path(config.data.black_image_feature)
         if not path.is_file():
-            raise BabyMergeError(f"data.black_image_feature {str(path)!r} not found (python -m train.encode_images writes black.npy)")
+            raise BabyMergeError(
+                f"data.black_image_feature {str(path)!r} not found (python -m train.encode_images writes black.npy)"
+            )
         black = np.load(path).reshape(-1).astype(np.float32)
     else:
         from babymerge.image_features import black_image, image_features
@@ -404,10 +431,18 @@ def load_black_feature(config: TrainConfig, width: int | None = None) -> np.ndar
                 "be computed to match: set data.black_image_feature to a .npy made with their encoder, or to zeros"
             )
         encoder, processor = load_vision_encoder(made["vision_encoder"])
-        black = image_features(encoder, processor, images=[black_image()], layer=made["vision_feature_layer"], pooling=made["image_pooling"])
+        black = image_features(
+            encoder,
+            processor,
+            images=[black_image()],
+            layer=made["vision_feature_layer"],
+            pooling=made["image_pooling"],
+        )
         black = black[0].numpy()
     if width and black.shape != (width,):
-        raise BabyMergeError(f"the black-image feature has {black.shape[0]} values but the image features are {width}-d")
+        raise BabyMergeError(
+            f"the black-image feature has {black.shape[0]} values but the image features are {width}-d"
+        )
     return black
 
 
@@ -417,7 +452,9 @@ def make_batch(data: TrainingData, index: np.ndarray, image_token: int | None) -
     rows = data.blocks[np.asarray(index)]
     input_ids = torch.from_numpy(np.asarray(rows["input_ids"], dtype=np.int64))
     labels = input_ids.clone()
-    labels[torch.arange(input_ids.shape[1]) >= torch.from_numpy(np.asarray(rows["n_tokens"], dtype=np.int64))[:, None]] = -100
+    labels[
+        torch.arange(input_ids.shape[1]) >= torch.from_numpy(np.asarray(rows["n_tokens"], dtype=np.int64))[:, None]
+    ] = -100
     batch = {"input_ids": input_ids, "labels": labels}
     if image_token is not None:
         labels[input_ids == image_token] = -100

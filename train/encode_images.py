@@ -32,7 +32,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
-from babymerge.image_features import DEFAULT_LAYER, DEFAULT_POOLING, POOLINGS, black_image, check_pooling, image_features
+from babymerge.image_features import (
+    DEFAULT_LAYER,
+    DEFAULT_POOLING,
+    POOLINGS,
+    black_image,
+    check_pooling,
+    image_features,
+)
 from babymerge.modeling import load_vision_encoder
 
 SIDECAR = "features.json"  # beside features.npy: how the features were made
@@ -76,7 +83,12 @@ def encode(
             feats = []
             for s in range(0, len(todo), batch_size):
                 images = [Image.open(p).convert("RGB") for p in todo[s : s + batch_size]]
-                feats.append(image_features(encoder, processor, images=images, layer=layer, pooling=pooling).float().cpu().numpy())
+                feats.append(
+                    image_features(encoder, processor, images=images, layer=layer, pooling=pooling)
+                    .float()
+                    .cpu()
+                    .numpy()
+                )
             np.save(part.with_suffix(".tmp.npy"), np.concatenate(feats))
             part.with_suffix(".tmp.npy").rename(part)
         bar.update(len(todo))
@@ -92,10 +104,20 @@ def encode(
     features.flush()
     del features
     tmp.rename(out / "features.npy")
-    black = image_features(encoder, processor, images=[black_image()], layer=layer, pooling=pooling)[0].float().cpu().numpy()
+    black = (
+        image_features(encoder, processor, images=[black_image()], layer=layer, pooling=pooling)[0]
+        .float()
+        .cpu()
+        .numpy()
+    )
     np.save(out / ".black.npy", black)
     (out / ".black.npy").rename(out / "black.npy")
-    sidecar = {"vision_encoder": encoder_name, "vision_feature_layer": layer, "image_pooling": pooling, "width": int(black.shape[0])}
+    sidecar = {
+        "vision_encoder": encoder_name,
+        "vision_feature_layer": layer,
+        "image_pooling": pooling,
+        "width": int(black.shape[0]),
+    }
     (out / f".{SIDECAR}").write_text(json.dumps(sidecar, indent=2) + "\n")
     (out / f".{SIDECAR}").rename(out / SIDECAR)
     shutil.rmtree(parts)
@@ -108,12 +130,22 @@ def main(argv=None) -> int:
     p.add_argument("--encoder", default="facebook/dinov2-large", help="DINOv2 hub id or local directory")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--layer", type=int, default=DEFAULT_LAYER, help="hidden layer to pool (default -2, the authors')")
-    p.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING, help="patch_mean (CLS dropped; default), mean, cls")
+    p.add_argument(
+        "--pooling", choices=POOLINGS, default=DEFAULT_POOLING, help="patch_mean (CLS dropped; default), mean, cls"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
     try:
-        path = encode(args.captions, args.encoder, args.out, args.batch_size, device=args.device, layer=args.layer, pooling=args.pooling)
+        path = encode(
+            args.captions,
+            args.encoder,
+            args.out,
+            args.batch_size,
+            device=args.device,
+            layer=args.layer,
+            pooling=args.pooling,
+        )
     except BabyMergeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -63,7 +63,9 @@ def deepspeed_config(config: TrainConfig, world_size: int) -> dict:
     """The ZeRO JSON with every ``"auto"`` replaced by the training config's value."""
     path = Path(config.deepspeed)
     if not path.is_file():
-        raise BabyMergeError(f"deepspeed config {str(path)!r} not found (shipped: train/configs/ds_zero{{1,2,3}}.json, ds_zero2_offload.json)")
+        raise BabyMergeError(
+            f"deepspeed config {str(path)!r} not found (shipped: train/configs/ds_zero{{1,2,3}}.json, ds_zero2_offload.json)"
+        )
     ds = json.loads(path.read_text())
     o = config.optim
     auto = {
@@ -87,7 +89,7 @@ def deepspeed_config(config: TrainConfig, world_size: int) -> dict:
     ds.setdefault("steps_per_print", 10**9)  # the loop logs; keep DeepSpeed quiet
     leftover = [k for k, v in _walk(ds) if v == "auto"]
     if leftover:
-        raise BabyMergeError(f"{path}: no value for \"auto\" key(s) {leftover}; fillable: {sorted(auto)}")
+        raise BabyMergeError(f'{path}: no value for "auto" key(s) {leftover}; fillable: {sorted(auto)}')
     return ds
 
 
@@ -111,7 +113,9 @@ def build_engine(config: TrainConfig, model: torch.nn.Module, world_size: int, t
     schedule = cosine_with_warmup(config, total_steps)
     if config.engine == "torch":
         if world_size != 1:
-            raise BabyMergeError("engine: torch is single-process; launch it with python -m train, not the deepspeed launcher")
+            raise BabyMergeError(
+                "engine: torch is single-process; launch it with python -m train, not the deepspeed launcher"
+            )
         return TorchEngine(config, model, schedule)
     import deepspeed
 

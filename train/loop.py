@@ -50,8 +50,13 @@ RESUME_INVARIANTS = ("world_size", "global_batch_size", "micro_batch_size", "see
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML training config (see train/configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     return p.parse_args(argv)

@@ -34,7 +34,14 @@ def text_config(config: TrainConfig, tokenizer) -> dict:
 
 
 # DINOv2-base's shape: the nominal vision_config of 768-d features whose encoder is not recorded.
-DINOV2_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "mlp_ratio": 4, "patch_size": 14, "image_size": 518}
+DINOV2_BASE = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "mlp_ratio": 4,
+    "patch_size": 14,
+    "image_size": 518,
+}
 
 
 def vision_config(config: TrainConfig, width: int | None = None, encoder: str | None = None) -> dict:
@@ -48,7 +55,9 @@ def vision_config(config: TrainConfig, width: int | None = None, encoder: str | 
 
         vision = AutoConfig.from_pretrained(encoder).to_dict()
         if vision.get("hidden_size") != width:
-            raise BabyMergeError(f"model.vision_encoder {encoder!r} is {vision.get('hidden_size')}-d but the image features are {width}-d")
+            raise BabyMergeError(
+                f"model.vision_encoder {encoder!r} is {vision.get('hidden_size')}-d but the image features are {width}-d"
+            )
         return vision
     shape = DINOV2_LARGE if width == DINOV2_LARGE["hidden_size"] else {**DINOV2_BASE, "hidden_size": width}
     return {"model_type": "dinov2", **shape}

@@ -54,13 +54,21 @@ def main(argv=None) -> int:
         ratio, words, subwords = word_to_subword_ratio(tokenizer, segments)
         with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
             tokenizer.save_pretrained(tmp)
-            stats = {"files": [str(f) for f in files], "vocab_size": len(tokenizer), "words": words, "subwords": subwords, "word_to_subword_ratio": ratio}
+            stats = {
+                "files": [str(f) for f in files],
+                "vocab_size": len(tokenizer),
+                "words": words,
+                "subwords": subwords,
+                "word_to_subword_ratio": ratio,
+            }
             (tmp / "corpus_stats.json").write_text(json.dumps(stats, indent=2))
     except BabyMergeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"tokenizer: {args.out} ({len(tokenizer)} tokens, trained on {len(files)} files)")
-    print(f"word-to-subword ratio: {ratio:.2f} ({subwords} subwords / {words} words; the paper's BabyLM tokenizer: 1.36)")
+    print(
+        f"word-to-subword ratio: {ratio:.2f} ({subwords} subwords / {words} words; the paper's BabyLM tokenizer: 1.36)"
+    )
     return 0
 
 

@@ -24,4 +24,6 @@ def quiet_custom_dataset_warning() -> None:
     with 67 BLiMP paradigms that buries useful output. Drop that one message only."""
     import logging
 
-    logging.getLogger("lm_eval.api.task").addFilter(lambda record: "Custom kwargs can be passed" not in record.getMessage())
+    logging.getLogger("lm_eval.api.task").addFilter(
+        lambda record: "Custom kwargs can be passed" not in record.getMessage()
+    )

@@ -84,7 +84,9 @@ class MergeReport:
         ]
         if self.ignored_language_only:
             lines.append(f"ignored {len(self.ignored_language_only)} tensors only the language-only model has")
-        lines.append(f"took {self.seconds:.1f}s" + (f"; wrote {self.out}" if self.out else "; merged into a model in memory"))
+        lines.append(
+            f"took {self.seconds:.1f}s" + (f"; wrote {self.out}" if self.out else "; merged into a model in memory")
+        )
         return "\n".join(lines)
 
 
@@ -162,9 +164,13 @@ def merge(
     bar = tqdm(plan, desc=f"merging ({method})", unit="tensor", disable=not progress)
     if out is None:
         kept = {} if keep_sources else None
-        report.model = _merge_into_model(mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept))
+        report.model = _merge_into_model(
+            mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept)
+        )
         if keep_sources:
-            report.remerge = Remerger(report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers)
+            report.remerge = Remerger(
+                report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers
+            )
     elif keep_sources:
         raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
     else:
@@ -189,7 +195,9 @@ class Remerger:
     function as ``merge()``, so a swept alpha gives bit-identical weights to a fresh merge.
     """
 
-    def __init__(self, model, entries: list[_Entry], sources: dict, method: MergeMethod, options: dict, num_layers: int):
+    def __init__(
+        self, model, entries: list[_Entry], sources: dict, method: MergeMethod, options: dict, num_layers: int
+    ):
         self.model, self.entries, self.sources = model, entries, sources
         self.method, self.options, self.num_layers = method, options, num_layers
         self.alpha: Any = None
@@ -209,7 +217,9 @@ class Remerger:
 
 
 # -- planning ---------------------------------------------------------------------------------
-def _plan(mm: Checkpoint, lang: Checkpoint, base: Checkpoint | None, schedule: AlphaSchedule, out_dtype) -> list[_Entry]:
+def _plan(
+    mm: Checkpoint, lang: Checkpoint, base: Checkpoint | None, schedule: AlphaSchedule, out_dtype
+) -> list[_Entry]:
     lang_names = {lang.text_key(k): k for k in lang.tensors}
     base_names = {base.text_key(k): k for k in base.tensors} if base else {}
     plan = []
@@ -225,7 +235,9 @@ def _plan(mm: Checkpoint, lang: Checkpoint, base: Checkpoint | None, schedule: A
         if base is not None:
             entry.base_key = base_names.get(text_key)
             if entry.base_key is None:
-                raise BabyMergeError(f"base checkpoint {str(base.path)!r} has no parameter {text_key!r} that both models share")
+                raise BabyMergeError(
+                    f"base checkpoint {str(base.path)!r} has no parameter {text_key!r} that both models share"
+                )
             _check_shape(key, info.shape, base, entry.base_key)
         entry.lang_key = lang_key
         plan.append(entry)
@@ -246,7 +258,11 @@ def _check_shape(key: str, shape, other: Checkpoint, other_key: str) -> None:
     other_shape = other.tensors[other_key].shape
     if tuple(other_shape) != tuple(shape):
         vocab_differs = ("embed" in key or "lm_head" in key) and shape[0] != other_shape[0]
-        hint = " (different vocabulary sizes: were both trained with the same tokenizer?)" if vocab_differs else " (not the same decoder shape)"
+        hint = (
+            " (different vocabulary sizes: were both trained with the same tokenizer?)"
+            if vocab_differs
+            else " (not the same decoder shape)"
+        )
         raise BabyMergeError(
             f"shape mismatch for tensor {key!r}: multimodal {list(shape)} vs {other.role} {list(other_shape)} "
             f"({other_key!r} in {str(other.path)!r}){hint}"
@@ -303,7 +319,9 @@ def _row_spans(shape) -> list[tuple[int, int] | None]:
     return [(start, min(shape[0], start + per)) for start in range(0, shape[0], per)]
 
 
-def _merged_chunks(entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None) -> Iterator[torch.Tensor]:
+def _merged_chunks(
+    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None
+) -> Iterator[torch.Tensor]:
     """The output tensor as consecutive flat chunks of rows; whole for methods that need the
     whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources."""
     if entry.lang_key is None:
@@ -356,12 +374,18 @@ def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):
     tied = {name for name, p in model.state_dict().items() if p.untyped_storage().data_ptr() in filled_storages}
     missing = sorted(set(state) - filled - tied - _non_persistent(model))
     if missing:
-        raise BabyMergeError(f"the multimodal checkpoint {str(mm.path)!r} lacks parameters of {model_class.__name__}: {missing[:5]}")
+        raise BabyMergeError(
+            f"the multimodal checkpoint {str(mm.path)!r} lacks parameters of {model_class.__name__}: {missing[:5]}"
+        )
     return model.eval()
 
 
 def _non_persistent(model) -> set[str]:
-    return {f"{prefix}.{b}".lstrip(".") for prefix, module in model.named_modules() for b in module._non_persistent_buffers_set}
+    return {
+        f"{prefix}.{b}".lstrip(".")
+        for prefix, module in model.named_modules()
+        for b in module._non_persistent_buffers_set
+    }
 
 
 def _model_class(config):

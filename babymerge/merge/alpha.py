@@ -95,6 +95,8 @@ class AlphaSchedule:
         for pattern, _ in self.rules:
             if not any(fnmatch.fnmatchcase(k, pattern) for k in keys):
                 example = keys[0] if keys else "?"
-                raise BabyMergeError(f"alpha pattern {pattern!r} matches no merged parameter (names look like {example!r})")
+                raise BabyMergeError(
+                    f"alpha pattern {pattern!r} matches no merged parameter (names look like {example!r})"
+                )
         for key in keys:
             self(key)

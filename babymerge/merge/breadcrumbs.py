@@ -20,12 +20,36 @@ def _breadcrumbs(mm, lang, base, alpha, key, consensus, density, gamma, normaliz
 
 
 @register("breadcrumbs", uses_base=True, mergekit_name="breadcrumbs")
-def breadcrumbs(mm, lang, base, alpha, key, *, density=1.0, gamma=0.01, normalize: bool = False, rescale: bool = False, scale: float = 1.0):
+def breadcrumbs(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    gamma=0.01,
+    normalize: bool = False,
+    rescale: bool = False,
+    scale: float = 1.0,
+):
     """merged = base + scale * sum_i w_i B(d_i), B dropping the gamma largest and the smallest entries"""
     return _breadcrumbs(mm, lang, base, alpha, key, False, density, gamma, normalize, rescale, scale)
 
 
 @register("breadcrumbs_ties", uses_base=True, mergekit_name="breadcrumbs_ties")
-def breadcrumbs_ties(mm, lang, base, alpha, key, *, density=1.0, gamma=0.01, normalize: bool = False, rescale: bool = False, scale: float = 1.0):
+def breadcrumbs_ties(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    gamma=0.01,
+    normalize: bool = False,
+    rescale: bool = False,
+    scale: float = 1.0,
+):
     """merged = base + scale * sum_i w_i B(d_i) m_i, m_i TIES' sign agreement mask"""
     return _breadcrumbs(mm, lang, base, alpha, key, True, density, gamma, normalize, rescale, scale)

@@ -27,13 +27,37 @@ def _dare(mm, lang, base, alpha, key, consensus, density, normalize, rescale, sc
 
 
 @register("dare_linear", uses_base=True, mergekit_name="dare_linear")
-def dare_linear(mm, lang, base, alpha, key, *, density=1.0, normalize: bool = False, rescale: bool = True, scale: float = 1.0, seed: int = 0):
+def dare_linear(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    normalize: bool = False,
+    rescale: bool = True,
+    scale: float = 1.0,
+    seed: int = 0,
+):
     """merged = base + scale * sum_i w_i DARE(d_i): entries kept with probability density, L1 norm restored"""
     return _dare(mm, lang, base, alpha, key, False, density, normalize, rescale, scale, seed)
 
 
 @register("dare_ties", uses_base=True, mergekit_name="dare_ties")
-def dare_ties(mm, lang, base, alpha, key, *, density=1.0, normalize: bool = False, rescale: bool = True, scale: float = 1.0, seed: int = 0):
+def dare_ties(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    normalize: bool = False,
+    rescale: bool = True,
+    scale: float = 1.0,
+    seed: int = 0,
+):
     """merged = base + scale * sum_i w_i DARE(d_i) m_i, m_i TIES' sign agreement mask"""
     return _dare(mm, lang, base, alpha, key, True, density, normalize, rescale, scale, seed)
 
@@ -53,8 +77,18 @@ def dare_linear_peft(mm, lang, base, alpha, key, *, density: float = 0.5, seed: 
 
 
 @register("dare_ties_peft", uses_base=True)
-def dare_ties_peft(mm, lang, base, alpha, key, *, density: float = 0.5, majority_sign_method: str = "total", seed: int = 0, scale: float = 1.0):
+def dare_ties_peft(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density: float = 0.5,
+    majority_sign_method: str = "total",
+    seed: int = 0,
+    scale: float = 1.0,
+):
     """merged = base + scale * peft dare_ties([mm - base, lang - base], [1 - alpha, alpha], density)"""
     return _dare_peft(peft_merge_utils().dare_ties, mm, lang, base, alpha, key, density, seed, scale,
                       majority_sign_method=majority_sign_method)  # fmt: skip
-

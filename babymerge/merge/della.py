@@ -22,12 +22,38 @@ def _della(mm, lang, base, alpha, key, consensus, density, epsilon, normalize, r
 
 
 @register("della", uses_base=True, mergekit_name="della")
-def della(mm, lang, base, alpha, key, *, density=1.0, epsilon=0.15, normalize: bool = True, rescale: bool = True, scale: float = 1.0, seed: int = 0):
+def della(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    epsilon=0.15,
+    normalize: bool = True,
+    rescale: bool = True,
+    scale: float = 1.0,
+    seed: int = 0,
+):
     """merged = base + scale * sum_i w_i M(d_i) m_i / sum_i w_i m_i, M MagPrune, m_i sign agreement"""
     return _della(mm, lang, base, alpha, key, True, density, epsilon, normalize, rescale, scale, seed)
 
 
 @register("della_linear", uses_base=True, mergekit_name="della_linear")
-def della_linear(mm, lang, base, alpha, key, *, density=1.0, epsilon=0.15, normalize: bool = False, rescale: bool = True, scale: float = 1.0, seed: int = 0):
+def della_linear(
+    mm,
+    lang,
+    base,
+    alpha,
+    key,
+    *,
+    density=1.0,
+    epsilon=0.15,
+    normalize: bool = False,
+    rescale: bool = True,
+    scale: float = 1.0,
+    seed: int = 0,
+):
     """merged = base + scale * sum_i w_i M(d_i), M MagPrune (rank-dependent random drop)"""
     return _della(mm, lang, base, alpha, key, False, density, epsilon, normalize, rescale, scale, seed)

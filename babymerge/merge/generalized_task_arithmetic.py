@@ -47,7 +47,9 @@ def per_model(name: str, value, *, fraction: bool = True) -> tuple[float, float]
     try:
         values = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise BabyMergeError(f"{name} must be a number or two numbers (multimodal, language-only), got {value!r}") from None
+        raise BabyMergeError(
+            f"{name} must be a number or two numbers (multimodal, language-only), got {value!r}"
+        ) from None
     if len(values) != 2:
         raise BabyMergeError(f"{name} takes one number or two (multimodal, language-only), got {value!r}")
     if fraction:

@@ -47,8 +47,27 @@ from . import KEEP_FROM_MULTIMODAL
 from .registry import get_method
 
 PER_MODEL = ("weight", "density", "gamma", "epsilon")
-SHARED = ("normalize", "rescale", "lambda", "int8_mask", "t", "nuslerp_row_wise", "nuslerp_flatten", "filter_wise", "select_topk")
-WEIGHTED_TASK_VECTOR = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear")
+SHARED = (
+    "normalize",
+    "rescale",
+    "lambda",
+    "int8_mask",
+    "t",
+    "nuslerp_row_wise",
+    "nuslerp_flatten",
+    "filter_wise",
+    "select_topk",
+)
+WEIGHTED_TASK_VECTOR = (
+    "task_arithmetic",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+)
 UNWEIGHTED = ("model_stock", "sce")
 TOP_LEVEL = ("merge_method", "models", "base_model", "parameters", "dtype", "out_dtype", "tokenizer_source")
 # mergekit's defaults where they decide how weights become alpha
@@ -99,7 +118,9 @@ class _Reader:
         config = self.config
         for key in config:
             if key in ("slices", "modules"):
-                self.fail(key, "babymerge merges whole models (no layer slices or modules); write the recipe with `models:`")
+                self.fail(
+                    key, "babymerge merges whole models (no layer slices or modules); write the recipe with `models:`"
+                )
             if key not in TOP_LEVEL and not (key == "chat_template" and config[key] is None):
                 self.fail(key, f"not supported by babymerge (it reads {', '.join(TOP_LEVEL)})")
         method = config.get("merge_method")
@@ -110,7 +131,10 @@ class _Reader:
             self.fail("merge_method", f"{method!r} is not a mergekit method babymerge reproduces")
         tokenizer_source = config.get("tokenizer_source")
         if tokenizer_source not in (None, "base"):
-            self.fail("tokenizer_source", "babymerge keeps the multimodal model's tokenizer and refuses different ones; remove it")
+            self.fail(
+                "tokenizer_source",
+                "babymerge keeps the multimodal model's tokenizer and refuses different ones; remove it",
+            )
         compute_dtype, dtype = config.get("dtype"), config.get("out_dtype") or config.get("dtype")
 
         base_ref = config.get("base_model")
@@ -132,7 +156,10 @@ class _Reader:
         elif len(others) == 2:
             pair, base_is_member = others, False
         else:
-            self.fail("models", f"babymerge merges two models (plus an optional base_model); this recipe has {len(others)} besides the base")
+            self.fail(
+                "models",
+                f"babymerge merges two models (plus an optional base_model); this recipe has {len(others)} besides the base",
+            )
         self.names = {r: f"models[{refs.index(r)}]" if r in refs else "base_model" for r in {*pair, base} - {None}}
         self.params = {r: (models[refs.index(r)].get("parameters") or {}) if r in refs else {} for r in self.names}
         self.shared = config.get("parameters") or {}
@@ -146,35 +173,53 @@ class _Reader:
         self.mm_ckpt, self.lang_ckpt = Checkpoint(mm, "multimodal"), Checkpoint(lang, "language-only")
         if method == "slerp":
             if not base_is_member:
-                self.fail("base_model", "slerp interpolates from the base_model towards the other model: name one of the two")
+                self.fail(
+                    "base_model", "slerp interpolates from the base_model towards the other model: name one of the two"
+                )
             alpha, options = self._slerp(flipped=(base != mm)), {}
             base_out = None
         else:
             if self.method.uses_base and method != "nuslerp" and base is None:
-                self.fail("base_model", f"mergekit's {method} needs one (a shared ancestor, or the multimodal model itself)")
+                self.fail(
+                    "base_model", f"mergekit's {method} needs one (a shared ancestor, or the multimodal model itself)"
+                )
             if base_is_member and method in ("nuslerp", "model_stock"):
-                self.fail("base_model", f"{method}'s base_model must be a third model (a shared ancestor), not one of the two merged")
+                self.fail(
+                    "base_model",
+                    f"{method}'s base_model must be a third model (a shared ancestor), not one of the two merged",
+                )
             if base_is_member and base == lang:
-                self.fail("base_model", "the language-only model as base has no babymerge equivalent; use the multimodal model or a shared ancestor")
+                self.fail(
+                    "base_model",
+                    "the language-only model as base has no babymerge equivalent; use the multimodal model or a shared ancestor",
+                )
             base_out = None if base_is_member else base
             if method in ("linear",) and base_out is not None:
                 self.fail("base_model", "linear does not use a base model; remove it")
             alpha, options = self._weighted(mm, lang, base_is_member or base is None)
         # mergekit computes in the recipe's dtype (else in the checkpoints' own): so do we, for the same tensors
         if compute_dtype is None:
-            dtypes = {i.dtype for c in (self.mm_ckpt, self.lang_ckpt) for i in c.tensors.values() if i.dtype.is_floating_point}
-            compute_dtype = str(functools.reduce(torch.promote_types, dtypes)).removeprefix("torch.") if dtypes else None
+            dtypes = {
+                i.dtype for c in (self.mm_ckpt, self.lang_ckpt) for i in c.tensors.values() if i.dtype.is_floating_point
+            }
+            compute_dtype = (
+                str(functools.reduce(torch.promote_types, dtypes)).removeprefix("torch.") if dtypes else None
+            )
         if compute_dtype not in (None, "float32"):
             options["compute_dtype"] = compute_dtype
         return MergekitRecipe(mm=mm, lang=lang, method=method, alpha=alpha, base=base_out, dtype=dtype, options=options)
 
     def _path(self, where: str, ref) -> Path:
         if not isinstance(ref, str) or "+" in ref or "@" in ref:
-            self.fail(where, f"{ref!r}: babymerge reads local checkpoint directories (no LoRA '+' or revision '@' references)")
+            self.fail(
+                where, f"{ref!r}: babymerge reads local checkpoint directories (no LoRA '+' or revision '@' references)"
+            )
         for candidate in (Path(ref), self.path.parent / ref):
             if candidate.is_dir():
                 return candidate.resolve()
-        self.fail(where, f"{ref!r} is not a local checkpoint directory (nothing is downloaded: save the model locally first)")
+        self.fail(
+            where, f"{ref!r} is not a local checkpoint directory (nothing is downloaded: save the model locally first)"
+        )
 
     def _is_multimodal(self, path: Path) -> bool:
         try:
@@ -191,10 +236,15 @@ class _Reader:
         for ref, params in self.params.items():
             for name in params:
                 if name not in PER_MODEL or name not in valid:
-                    self.fail(f"{self.names[ref]}.parameters.{name}", f"not a per-model parameter of {self.method.name} that babymerge supports")
+                    self.fail(
+                        f"{self.names[ref]}.parameters.{name}",
+                        f"not a per-model parameter of {self.method.name} that babymerge supports",
+                    )
         for name in self.shared:
             if name not in valid:
-                self.fail(f"parameters.{name}", f"not a parameter of mergekit's {self.method.name} that babymerge supports")
+                self.fail(
+                    f"parameters.{name}", f"not a parameter of mergekit's {self.method.name} that babymerge supports"
+                )
 
     # -- parameter values --------------------------------------------------------------------------
     def _evaluate(self, where: str, setting, tensor: str, t: float):
@@ -203,7 +253,11 @@ class _Reader:
             setting = [setting]
         if isinstance(setting, (bool, int, float, str)):
             return setting
-        if isinstance(setting, list) and setting and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting):
+        if (
+            isinstance(setting, list)
+            and setting
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in setting)
+        ):
             scaled = t * (len(setting) - 1)
             i0 = int(scaled)
             i1 = min(len(setting) - 1, i0 + 1)
@@ -243,7 +297,10 @@ class _Reader:
     def _constant(self, name: str, values: dict[str, Any]):
         distinct = set(values.values())
         if len(distinct) > 1:
-            self.fail(name, f"takes {len(distinct)} different values across tensors (filters/gradients); babymerge applies one value per merge to everything but the weights")
+            self.fail(
+                name,
+                f"takes {len(distinct)} different values across tensors (filters/gradients); babymerge applies one value per merge to everything but the weights",
+            )
         return next(iter(distinct), None)
 
     def _shared_options(self, skip=()) -> dict[str, Any]:
@@ -260,7 +317,9 @@ class _Reader:
         for key, _, t in self._tensors():
             value = self._value("t", None, key, t)
             if value is None:
-                self.fail("parameters.t", "slerp needs t (the fraction of the way from the base_model to the other model)")
+                self.fail(
+                    "parameters.t", "slerp needs t (the fraction of the way from the base_model to the other model)"
+                )
             alphas[self.mm_ckpt.text_key(key)] = 1 - float(value) if flipped else float(value)
         return _compact(alphas)
 
@@ -268,13 +327,25 @@ class _Reader:
         method = self.method.name
         if method in UNWEIGHTED:
             return 0.5, {**self._shared_options(), **self._per_model_options(mm, lang, base_is_mm)}
-        normalize = self._constant("parameters.normalize", {k: self._value("normalize", None, k, t, DEFAULT_NORMALIZE.get(method, False)) for k, _, t in self._tensors()})
+        normalize = self._constant(
+            "parameters.normalize",
+            {
+                k: self._value("normalize", None, k, t, DEFAULT_NORMALIZE.get(method, False))
+                for k, _, t in self._tensors()
+            },
+        )
         alphas, factors = {}, {}
         for key, lang_key, t in self._tensors():
             w_lang = self._value("weight", lang, lang_key, t)
-            w_mm = None if (base_is_mm and method != "linear" and method != "nuslerp") else self._value("weight", mm, key, t)
+            w_mm = (
+                None
+                if (base_is_mm and method != "linear" and method != "nuslerp")
+                else self._value("weight", mm, key, t)
+            )
             for ref, w in ((lang, w_lang), (mm, w_mm)):
-                if w is None and not (ref == mm and w_mm is None and base_is_mm and method not in ("linear", "nuslerp")):
+                if w is None and not (
+                    ref == mm and w_mm is None and base_is_mm and method not in ("linear", "nuslerp")
+                ):
                     self.fail(f"{self.names[ref]}.parameters.weight", "missing: every merged model needs a weight")
                 if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0):
                     self.fail(f"{self.names[ref]}.parameters.weight", f"must be a non-negative number, got {w!r}")
@@ -288,7 +359,10 @@ class _Reader:
             if scale != 1.0:
                 options["scale"] = scale
         elif any(abs(f - 1) > 1e-6 for f in factors.values()):
-            self.fail("models[*].parameters.weight", "linear with normalize: false needs weights summing to 1 (babymerge's alpha and 1 - alpha)")
+            self.fail(
+                "models[*].parameters.weight",
+                "linear with normalize: false needs weights summing to 1 (babymerge's alpha and 1 - alpha)",
+            )
         if "normalize" in self.method.options:
             options["normalize"] = bool(normalize)
         return _compact(alphas), options

@@ -37,11 +37,15 @@ UNWEIGHTED = ("model_stock", "sce")
 RANDOM = ("dare_linear", "dare_ties", "della", "della_linear")
 
 
-def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt=None, dtype=None, **options) -> tuple[dict, list[str]]:
+def mergekit_config(
+    mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt=None, dtype=None, **options
+) -> tuple[dict, list[str]]:
     """The mergekit config (as a dict) and the caveats to write beside it."""
     merge_method = get_method(method)
     if merge_method.mergekit_name is None:
-        raise BabyMergeError(f"merge method {method!r} has no mergekit equivalent; export one of mergekit's methods instead")
+        raise BabyMergeError(
+            f"merge method {method!r} has no mergekit equivalent; export one of mergekit's methods instead"
+        )
     options = merge_method.resolve_options(options)
     compute_dtype = parse_compute_dtype(options.pop("compute_dtype", None))
     mm, lang = Checkpoint(mm_ckpt, "multimodal"), Checkpoint(lang_ckpt, "language-only")
@@ -50,7 +54,9 @@ def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt
             f"mergekit needs both models to have the same tensor names; {mm.architecture} and "
             f"{lang.architecture} differ (babymerge maps them, mergekit cannot). Export with a twin of the same class."
         )
-    keys = [k for k, info in mm.tensors.items() if info.dtype.is_floating_point and not k.endswith("black_image_features")]
+    keys = [
+        k for k, info in mm.tensors.items() if info.dtype.is_floating_point and not k.endswith("black_image_features")
+    ]
     schedule = AlphaSchedule(alpha, mm.num_layers)
     schedule.check_covers([mm.text_key(k) for k in keys])
     lang_weight = _setting(schedule, mm, keys, lambda a: a)
@@ -70,7 +76,10 @@ def mergekit_config(mm_ckpt, lang_ckpt, method="linear", alpha=0.3, *, base_ckpt
         config["models"] = [{"model": str(mm.path)}, {"model": str(lang.path)}]
         config["parameters"] = dict(options)
     else:
-        models = [{"model": str(mm.path), "parameters": {"weight": mm_weight}}, {"model": str(lang.path), "parameters": {"weight": lang_weight}}]
+        models = [
+            {"model": str(mm.path), "parameters": {"weight": mm_weight}},
+            {"model": str(lang.path), "parameters": {"weight": lang_weight}},
+        ]
         params = {}
         if method == "linear":
             params["normalize"] = False

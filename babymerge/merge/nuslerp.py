@@ -17,7 +17,9 @@ from .generalized_task_arithmetic import base_is_multimodal
 from .registry import check_flag, register
 
 
-def nuslerp_vectors(t: float, v0: torch.Tensor, v1: torch.Tensor, dim: int = -1, eps: float = 1e-8, flatten: bool = False):
+def nuslerp_vectors(
+    t: float, v0: torch.Tensor, v1: torch.Tensor, dim: int = -1, eps: float = 1e-8, flatten: bool = False
+):
     """mergekit's ``nuslerp`` of two tensors along ``dim`` (or flattened)."""
     shape = v0.shape
     if flatten:

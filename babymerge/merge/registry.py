@@ -49,8 +49,14 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {}
 
 
-def register(name: str, *, uses_base: bool = False, elementwise: bool = False, mergekit_name: str | None = None,
-             float32_inside: bool = False):
+def register(
+    name: str,
+    *,
+    uses_base: bool = False,
+    elementwise: bool = False,
+    mergekit_name: str | None = None,
+    float32_inside: bool = False,
+):
     """Register ``fn`` as merge method ``name``. ``elementwise`` methods are applied to
     tensors in chunks (less peak memory); the others see whole tensors (norms, top-k, RNG).
 
@@ -91,7 +97,9 @@ def parse_compute_dtype(value) -> torch.dtype | None:
     """None (float32, babymerge's own) or a lower precision mergekit would compute in."""
     if value is None or isinstance(value, torch.dtype):
         return None if value in (None, torch.float32) else value
-    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}.get(str(value), str(value))
+    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}.get(
+        str(value), str(value)
+    )
     if name not in ("float16", "bfloat16", "float32", "float64"):
         raise BabyMergeError(f"compute_dtype must be float32, bfloat16, float16 or float64, got {value!r}")
     return None if name == "float32" else getattr(torch, name)

@@ -45,7 +45,9 @@ def magnitude(tensor: torch.Tensor, density: float, rescale: bool = False) -> to
     return rescaled_masked_tensor(tensor, mask.reshape_as(tensor), rescale)
 
 
-def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float = 0.01, rescale: bool = False) -> torch.Tensor:
+def magnitude_outliers(
+    tensor: torch.Tensor, density: float, gamma: float = 0.01, rescale: bool = False
+) -> torch.Tensor:
     """Drop the ``gamma`` fraction largest in magnitude, then the smallest, keeping ``int(density * n)``."""
     if density >= 1:
         return tensor
@@ -77,7 +79,9 @@ def della_magprune(tensor: torch.Tensor, density: float, epsilon: float = 0.15, 
     if density + epsilon >= 1 or density - epsilon <= 0:
         from ..errors import BabyMergeError
 
-        raise BabyMergeError(f"della: epsilon={epsilon} must leave density +/- epsilon inside (0, 1) (density={density})")
+        raise BabyMergeError(
+            f"della: epsilon={epsilon} must leave density +/- epsilon inside (0, 1) (density={density})"
+        )
     shape = tensor.shape
     rows = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
     work = torch.bfloat16 if tensor.dtype == torch.bfloat16 else torch.float32  # mergekit's CPU rule

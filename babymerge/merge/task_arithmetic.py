@@ -29,5 +29,6 @@ def task_arithmetic(mm, lang, base, alpha, key, *, scale: float = 1.0):
     """merged = base + scale * ((1 - alpha) * (mm - base) + alpha * (lang - base))"""
     from .generalized_task_arithmetic import generalized_task_arithmetic
 
-    return generalized_task_arithmetic(mm, lang, base, alpha, sparsify=None, consensus=False, normalize=False, scale=scale,
-                                       key=key)
+    return generalized_task_arithmetic(
+        mm, lang, base, alpha, sparsify=None, consensus=False, normalize=False, scale=scale, key=key
+    )

@@ -28,7 +28,9 @@ def ties(mm, lang, base, alpha, key, *, density=1.0, normalize: bool = True, res
 
 
 @register("ties_peft", uses_base=True)
-def ties_peft(mm, lang, base, alpha, key, *, density: float = 0.5, majority_sign_method: str = "total", scale: float = 1.0):
+def ties_peft(
+    mm, lang, base, alpha, key, *, density: float = 0.5, majority_sign_method: str = "total", scale: float = 1.0
+):
     """merged = base + scale * peft ties([mm - base, lang - base], [1 - alpha, alpha], density) (mean over agreeing count)"""
     check_fraction("density", density)
     tensors, weights = task_vectors(mm, lang, base, alpha)

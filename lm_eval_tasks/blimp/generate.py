@@ -31,7 +31,11 @@ def group_yaml(group: str, tasks: list[str], weight_by_size: bool, about: str) -
     lines = [f"# {about}", f"group: {group}", "task:"] + [f"  - {t}" for t in tasks]
     lines += ["aggregate_metric_list:"]
     for metric in ("acc", "ties"):
-        lines += [f"  - metric: {metric}", "    aggregation: mean", f"    weight_by_size: {str(weight_by_size).lower()}"]
+        lines += [
+            f"  - metric: {metric}",
+            "    aggregation: mean",
+            f"    weight_by_size: {str(weight_by_size).lower()}",
+        ]
     lines += ["metadata:", "  version: 1.0"]
     return "\n".join(lines) + "\n"
 
@@ -43,7 +47,10 @@ def main() -> None:
     paradigms = {}
     for path in sorted(args.source.glob("*.jsonl")):
         row = json.loads(path.read_text().splitlines()[0])
-        paradigms[path.stem] = (FIELD.get(row["field"], row["field"]), PHENOMENON.get(row["linguistics_term"], row["linguistics_term"]))
+        paradigms[path.stem] = (
+            FIELD.get(row["field"], row["field"]),
+            PHENOMENON.get(row["linguistics_term"], row["linguistics_term"]),
+        )
     assert len(paradigms) == 67, f"expected the 67 BLiMP paradigms in {args.source}, found {len(paradigms)}"
     for old in HERE.glob("*.yaml"):
         old.unlink()
@@ -59,13 +66,20 @@ def main() -> None:
         write(f"blimp_supplement_{name}", task_yaml(f"blimp_supplement_{name}", "supplement_filtered", name))
     every = [f"blimp_{u}" for u in uids]
     write("blimp", group_yaml("blimp", every, True, "BLiMP, all 67 paradigms, micro-averaged over pairs"))
-    write("blimp_macro", group_yaml("blimp_macro", every, False, "BLiMP, all 67 paradigms, macro-averaged over paradigms"))
+    write(
+        "blimp_macro", group_yaml("blimp_macro", every, False, "BLiMP, all 67 paradigms, macro-averaged over paradigms")
+    )
     for field in sorted({f for f, _ in paradigms.values()}):
         tasks = [f"blimp_{u}" for u in uids if paradigms[u][0] == field]
-        write(f"blimp_field_{field}", group_yaml(f"blimp_field_{field}", tasks, True, f"BLiMP paradigms of field {field}"))
+        write(
+            f"blimp_field_{field}", group_yaml(f"blimp_field_{field}", tasks, True, f"BLiMP paradigms of field {field}")
+        )
     for phenomenon in sorted({p for _, p in paradigms.values()}):
         tasks = [f"blimp_{u}" for u in uids if paradigms[u][1] == phenomenon]
-        write(f"blimp_phenomenon_{phenomenon}", group_yaml(f"blimp_phenomenon_{phenomenon}", tasks, True, f"BLiMP phenomenon {phenomenon}"))
+        write(
+            f"blimp_phenomenon_{phenomenon}",
+            group_yaml(f"blimp_phenomenon_{phenomenon}", tasks, True, f"BLiMP phenomenon {phenomenon}"),
+        )
     write("blimp_filtered", group_yaml("blimp_filtered", [f"blimp_filtered_{u}" for u in uids], True,
                                        "BabyLM's filtered BLiMP (evaluation_data/blimp_filtered), micro-averaged"))  # fmt: skip
     write("blimp_supplement", group_yaml("blimp_supplement", [f"blimp_supplement_{n}" for n in SUPPLEMENT], True,

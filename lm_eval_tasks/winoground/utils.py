@@ -44,7 +44,9 @@ GET_IT = (
 def _source_dir(subdir: str) -> Path:
     directory = evaluation_data_dir() / subdir
     if not directory.is_dir():
-        raise BabyMergeError(f"Winoground data not found: {directory} does not exist. Put it there or set {DATA_ENV}. {GET_IT}")
+        raise BabyMergeError(
+            f"Winoground data not found: {directory} does not exist. Put it there or set {DATA_ENV}. {GET_IT}"
+        )
     return directory
 
 
@@ -61,7 +63,9 @@ def _open_image(item_id, path: Path) -> Image.Image:
 def _check_item(item: dict, where: str) -> dict:
     missing = [f for f in FIELDS if item.get(f) in (None, "")]
     if missing:
-        raise BabyMergeError(f"{where}: Winoground item {item.get('id', '?')} has no {', '.join(missing)}; every item needs {', '.join(FIELDS)}")
+        raise BabyMergeError(
+            f"{where}: Winoground item {item.get('id', '?')} has no {', '.join(missing)}; every item needs {', '.join(FIELDS)}"
+        )
     return item
 
 
@@ -87,7 +91,9 @@ def read_items(directory: Path) -> list[dict]:
     else:
         files = sorted(str(p) for p in directory.rglob("*") if p.suffix in (".parquet", ".arrow"))
         if not files:
-            raise BabyMergeError(f"no Winoground files (*.jsonl, *.parquet, *.arrow or a save_to_disk folder) in {directory}. {GET_IT}")
+            raise BabyMergeError(
+                f"no Winoground files (*.jsonl, *.parquet, *.arrow or a save_to_disk folder) in {directory}. {GET_IT}"
+            )
         dataset = datasets.load_dataset(files[0].rsplit(".", 1)[1], data_files=files, split="train")
     if isinstance(dataset, datasets.DatasetDict):
         dataset = dataset["test"]
@@ -99,7 +105,9 @@ def load_winoground(subdir: str = "winoground", **kwargs) -> datasets.DatasetDic
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_items(_source_dir(subdir)))})
 
 
-def load_winoground_filtered(subdir: str = "winoground_filtered", images_subdir: str = "winoground", **kwargs) -> datasets.DatasetDict:
+def load_winoground_filtered(
+    subdir: str = "winoground_filtered", images_subdir: str = "winoground", **kwargs
+) -> datasets.DatasetDict:
     """``custom_dataset`` for ``winoground_filtered``: the pipeline's rows, with their images
     looked up in the local copy of the test split by ``image_idx`` and ``image_key``."""
     directory = _source_dir(subdir)
@@ -107,7 +115,9 @@ def load_winoground_filtered(subdir: str = "winoground_filtered", images_subdir:
     rows = []
     path = directory / "winoground.jsonl"
     if not path.is_file():
-        raise BabyMergeError(f"{path} not found: get winoground_filtered from the BabyLM evaluation data and put it under {DATA_ENV}")
+        raise BabyMergeError(
+            f"{path} not found: get winoground_filtered from the BabyLM evaluation data and put it under {DATA_ENV}"
+        )
     for line_no, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -161,8 +171,13 @@ class WinogroundTask(ConfigurableTask):
         kwargs.pop("chat_template", None)
         delimiter = self.config.target_delimiter
         return [
-            Instance(request_type="loglikelihood", doc=doc, idx=k,
-                     arguments=(ctx, delimiter + doc[f"caption_{i}"], {"visual": [doc[f"image_{j}"]]}), **kwargs)  # fmt: skip
+            Instance(
+                request_type="loglikelihood",
+                doc=doc,
+                idx=k,
+                arguments=(ctx, delimiter + doc[f"caption_{i}"], {"visual": [doc[f"image_{j}"]]}),
+                **kwargs,
+            )  # fmt: skip
             for k, (i, j) in enumerate(PAIRS)
         ]
 
