@@ -253,7 +253,9 @@ def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
 def test_final_weights_equal_the_stored_fixture_bit_for_bit(ws, workers):
     """tests/fixtures/train_tiny_weights.json was written by the training loop as it was before
     it was split into setup / step / checkpoint pieces and fed by a DataLoader: the same run
-    must give the same bits, with batches made in this process or by 2 worker processes. On
+    must give the same bits, with batches made in this process or by 2 worker processes (it was
+    checked so at the refactor; rewritten once since, when text after the black image gained its
+    leading space, "<image> " + text, which changes the data and so the weights). On
     another CPU or torch (float rounding may differ) the sums and norms are compared instead."""
     want = json.loads(FIXTURE.read_text())
     got = tiny_run_fingerprint(ws, f"fixture{workers}", dataloader_workers=workers)

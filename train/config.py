@@ -201,7 +201,7 @@ def validate(config: TrainConfig, where: str = "config") -> None:
         "optim.grad_clip": (o.grad_clip, 0),
     }  # fmt: skip
     for key, (value, low) in at_least.items():
-        if value < low:
+        if value is not None and value < low:  # None: unset on purpose (model.feature_size: taken from the features)
             raise BabyMergeError(f"{where}: {key} must be >= {low}, got {value}")
     for key, value in (("optim.lr", o.lr), ("optim.eps", o.eps)):
         if not value > 0:
