@@ -108,19 +108,22 @@ def vqa_data(tmp_path_factory):
 
 
 def hand_vqa_scores(checkpoint, image, question, answers):
-    """The pipeline's causal scoring, by hand: the image token, then ``question + " " + answer``
-    tokenised whole; summed log-probabilities of the tokens that overlap ``" " + answer``."""
+    """The pipeline's causal scoring of our checkpoint, by hand: its processor writes the authors'
+    prompt, ``"<image> " + question + " " + answer``, tokenised whole, the image token filled by
+    the image; summed log-probabilities of the tokens that overlap ``" " + answer``."""
     model, tok = AutoModelForCausalLM.from_pretrained(checkpoint), AutoTokenizer.from_pretrained(checkpoint)
     scores = []
     with torch.no_grad():
         features = model.encode_images(images=[image.convert("RGB")])
         for answer in answers:
-            text = question + " " + answer
-            encoding = tok(text, return_offsets_mapping=True)
-            ids = torch.tensor([[model.config.image_token_id] + encoding["input_ids"]])
+            prompt = "<image> " + question + " " + answer
+            encoding = tok(prompt, return_offsets_mapping=True)
+            ids = torch.tensor([encoding["input_ids"]])
+            assert ids[0, 0] == model.config.image_token_id
             logprobs = model(input_ids=ids, image_features=features).logits[0, :-1].log_softmax(-1)
-            scored = [j for j, (_, end) in enumerate(encoding["offset_mapping"]) if end > len(question)]
-            scores.append(sum(float(logprobs[j, ids[0, j + 1]]) for j in scored))  # text token j sits at position j + 1
+            start = len(prompt) - len(" " + answer)
+            scored = [j for j, (_, end) in enumerate(encoding["offset_mapping"]) if j > 0 and end > start]
+            scores.append(sum(float(logprobs[j - 1, ids[0, j]]) for j in scored))  # token j is predicted at j - 1
     return scores
 
 
