@@ -136,13 +136,23 @@ def _terminate_cleanly() -> Iterator[None]:
         yield
         return
 
+    received: list[int] = []
+
     def handler(signum, frame):
+        received.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         raise Terminated(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except BaseException as err:
+        # Native code that was running when the signal came may swallow our exception and raise its own
+        # (safetensors' slicing turns it into "ValueError: could not determine the shape..."): the
+        # signal, not that error, is why the block ended.
+        if received and not isinstance(err, Terminated):
+            raise Terminated(128 + received[0]) from err
+        raise
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -417,7 +417,7 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
         f"output_dir={tmp_path / 'run'}",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
-    cmd = ["deepspeed", "--num_gpus", "2", "--master_port", str(port), "--module", "train",
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port), "--module", "train",
            "--config", str(REPO / "train" / "configs" / "babylm2025_multimodal.yaml"), *[a for s in sets for a in ("--set", s)]]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=release, capture_output=True, text=True, env=env, timeout=600)

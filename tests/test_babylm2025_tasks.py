@@ -283,6 +283,8 @@ def ours(setup):
     root, data, models = setup
     env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
+        sys.executable,
+        "-m",
         "lm_eval",
         "--model",
         "babymerge",
@@ -307,9 +309,8 @@ def ours(setup):
             json.loads(line) for line in path.read_text().splitlines()
         ]
     out = {"bos": (json.loads(results.read_text())["results"], samples)}
-    old = os.environ.get("BABYMERGE_DATA")
-    os.environ["BABYMERGE_DATA"] = str(data)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture: monkeypatch itself is per test
+        mp.setenv("BABYMERGE_DATA", str(data))
         manager = TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False)
         plain = lm_eval.simple_evaluate(
             model=BabyMergeLM(pretrained=str(models["plain"]), device="cpu"),
@@ -317,8 +318,6 @@ def ours(setup):
             task_manager=manager,
             log_samples=True,
         )
-    finally:
-        os.environ.pop("BABYMERGE_DATA") if old is None else os.environ.update(BABYMERGE_DATA=old)
     out["plain"] = plain["results"], plain["samples"]
     return {
         name: (results, {task: sorted(rows, key=lambda r: r["doc_id"]) for task, rows in samples.items()})

@@ -29,7 +29,7 @@ def results(toy, tmp_path_factory):
     for uid, n in PARADIGMS.items():
         lines = (BLIMP / f"{uid}.jsonl").read_text().splitlines()[:n]
         (data / "blimp_filtered" / f"{uid}.jsonl").write_text("\n".join(lines) + "\n")
-    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm}",
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm}",
            "--tasks", ",".join(f"blimp_filtered_{u}" for u in PARADIGMS), "--include_path", str(REPO / "lm_eval_tasks"),
            "--device", "cpu", "--batch_size", "auto", "--output_path", str(root / "results"), "--log_samples"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)})

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import lm_eval
@@ -44,9 +43,9 @@ metric_list:
   - metric: acc
 """)
     include = [str(REPO / "lm_eval_tasks"), str(root / "tasks")]
-    os.environ["BABYMERGE_DATA"] = str(data)
-    yield include
-    del os.environ["BABYMERGE_DATA"]
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture: monkeypatch itself is per test
+        mp.setenv("BABYMERGE_DATA", str(data))
+        yield include
 
 
 def test_parse_alphas():

@@ -60,7 +60,18 @@ def run_train(ws, config, *args, ranks=2, env=None, check=True, kill_at=None):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         program = [str(REPO / "tests" / "train_kill.py"), "--kill-at", kill_at] if kill_at else ["--module", "train"]
-        cmd = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(port), *program, "--config", str(config)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "deepspeed.launcher.runner",
+            "--num_gpus",
+            str(ranks),
+            "--master_port",
+            str(port),
+            *program,
+            "--config",
+            str(config),
+        ]
         cmd += args
     else:
         cmd = [sys.executable, "-m", "train", "--config", str(config), *args]
