@@ -7,8 +7,12 @@ pipeline's ``evaluation_data/`` folder: ``blimp/``, ``blimp_filtered/``,
 ``winoground_filtered/``.
 """
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+from ..errors import BabyMergeError
 
 DATA_ENV = "BABYMERGE_DATA"
 DEFAULT_DATA_DIR = "evaluation_data"
@@ -17,6 +21,18 @@ DEFAULT_DATA_DIR = "evaluation_data"
 def evaluation_data_dir() -> Path:
     """The evaluation data directory: ``$BABYMERGE_DATA`` or ``./evaluation_data``."""
     return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, object]]:
+    """``(line number, parsed value)`` of each non-blank line of a JSONL data file; a line that
+    is not JSON is an error naming the file and line (the caller checks the value's fields)."""
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BabyMergeError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
 
 
 def quiet_custom_dataset_warning() -> None:

@@ -15,11 +15,9 @@ reports how often it happened.
 
 from __future__ import annotations
 
-import json
-
 import datasets
 
-from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning
+from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning, read_jsonl
 from babymerge.errors import BabyMergeError
 
 quiet_custom_dataset_warning()
@@ -35,13 +33,7 @@ WHERE = {
 def read_pairs(path) -> list[dict]:
     """The file's minimal pairs; a malformed line is an error naming the file and line."""
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise BabyMergeError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
+    for line_no, row in read_jsonl(path):
         if not isinstance(row, dict) or not row.get("sentence_good") or not row.get("sentence_bad"):
             raise BabyMergeError(f"{path}, line {line_no}: needs non-empty 'sentence_good' and 'sentence_bad'")
         rows.append(row)

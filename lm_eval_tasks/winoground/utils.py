@@ -29,7 +29,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 from PIL import Image, UnidentifiedImageError
 
-from babymerge.data import DATA_ENV, evaluation_data_dir
+from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl
 from babymerge.errors import BabyMergeError
 
 FIELDS = ("id", "image_0", "image_1", "caption_0", "caption_1")
@@ -74,13 +74,7 @@ def read_items(directory: Path) -> list[dict]:
     jsonl = sorted(directory.glob("*.jsonl"))
     if jsonl:
         items = []
-        for line_no, line in enumerate(jsonl[0].read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BabyMergeError(f"{jsonl[0]}, line {line_no}: not valid JSON ({err.msg})") from None
+        for line_no, item in read_jsonl(jsonl[0]):
             _check_item(item, f"{jsonl[0]}, line {line_no}")
             for key in ("image_0", "image_1"):
                 item[key] = _open_image(item["id"], jsonl[0].parent / item[key])

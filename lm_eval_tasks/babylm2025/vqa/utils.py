@@ -27,14 +27,13 @@ Images stay encoded (JPEG/PNG bytes) until the model reads them.
 from __future__ import annotations
 
 import io
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import datasets
 from PIL import Image
 
-from babymerge.data import DATA_ENV, evaluation_data_dir
+from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl
 from babymerge.errors import BabyMergeError
 
 FIELDS = ("question", "target_ans", "distractors", "idx_in_hf_dataset")
@@ -54,13 +53,7 @@ def read_rows(directory: Path) -> list[dict]:
         )
     rows = []
     for path in files:
-        for line_no, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BabyMergeError(f"{path}, line {line_no}: not valid JSON ({err.msg})") from None
+        for line_no, row in read_jsonl(path):
             missing = [f for f in FIELDS if row.get(f) in (None, "")]
             if missing or not isinstance(row["distractors"], list):
                 raise BabyMergeError(
