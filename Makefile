@@ -6,6 +6,9 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# DeepSpeed builds its CPU ops on first use; one build folder per venv, so that two checkouts
+# (or a killed build elsewhere) never share its lock file in ~/.cache/torch_extensions.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .PHONY: install demo test test-fast lint bench
 

@@ -178,6 +178,7 @@ def test_merge_output_carries_auto_map_code_and_processor(merged):
     check_remote_code(merged)
 
 
+@pytest.mark.slow
 def test_loads_without_babymerge_and_scores_as_trained(merged, toy, tmp_path):
     """Plain transformers, babymerge not importable: the Auto classes load the checkpoint's own
     code; text alone is scored after the black image ("<image> " + text, as in training);
@@ -252,6 +253,7 @@ def blimp_rows(n=12):
     return uid, rows
 
 
+@pytest.mark.slow
 @needs_pipeline
 def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(merged, tmp_path):
     uid, rows = blimp_rows()
@@ -283,6 +285,7 @@ def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(m
     assert f"{uid}: {accuracy:.2f}" in report, report
 
 
+@pytest.mark.slow
 @needs_pipeline
 def test_official_pipeline_and_our_babylm2025_blimp_task_agree_on_our_merged_checkpoint(merged, tmp_path, monkeypatch):
     """Issue 10 item 4: the unmodified pipeline (babymerge not importable) and
@@ -405,6 +408,7 @@ def test_release_with_a_missing_feature_row_names_both_counts(release, tmp_path)
         load_multimodal(config)
 
 
+@pytest.mark.slow
 def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_features(release, tmp_path):
     import socket
 
@@ -437,6 +441,7 @@ def test_release_trains_with_the_deepspeed_launcher_and_records_precomputed_feat
         model.encode_images(images=[Image.new("RGB", (28, 28))])
 
 
+@pytest.mark.slow
 @needs_pipeline
 def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encodes_images_as_recorded(
     merged, toy, tmp_path

@@ -124,6 +124,7 @@ def test_import_registers_model_type(toy):
     assert AutoConfig.for_model("babyllava").__class__ is BabyLlavaConfig
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "first",
     ["import babymerge", "import transformers; import babymerge", "from babymerge import BabyLlavaConfig",

@@ -17,7 +17,7 @@ from conftest import BLIMP, needs_blimp
 
 REPO = Path(__file__).resolve().parents[1]
 PARADIGMS = {"anaphor_gender_agreement": 7, "determiner_noun_agreement_2": 3, "wh_island": 5}
-pytestmark = needs_blimp
+pytestmark = [needs_blimp, pytest.mark.slow]  # its module fixture runs lm_eval
 
 
 @pytest.fixture(scope="module")

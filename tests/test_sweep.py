@@ -69,6 +69,7 @@ def test_checkpoint_pairs_match_by_name(tmp_path, toy):
     assert checkpoint_pairs(toy.mm, toy.lang) == [("mm", toy.mm, toy.lang)]
 
 
+@pytest.mark.slow
 def test_sweep_loads_once_equals_separate_runs_and_resumes(toy, setup, tmp_path, monkeypatch):
     opened = []
     original = Checkpoint.__init__

@@ -25,6 +25,8 @@ from babymerge.sweep import (
     sweep,
 )
 
+pytestmark = pytest.mark.slow  # its module fixtures train nothing but run sweeps with lm_eval
+
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher.")]  # fmt: skip

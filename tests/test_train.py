@@ -234,6 +234,7 @@ def chck_states(run: Path) -> dict:
     return {name: (s["global_step"], s["words_seen"]) for name, s in states.items()}
 
 
+@pytest.mark.slow
 def test_zero2_two_ranks_learn_checkpoint_and_match_single_process(reference):
     single, zero2 = reference
     log = [json.loads(line) for line in (zero2 / "log.jsonl").read_text().splitlines()]
@@ -282,6 +283,7 @@ def test_final_weights_equal_the_stored_fixture_bit_for_bit(ws, workers):
             ), k
 
 
+@pytest.mark.slow
 def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -296,6 +298,7 @@ def test_checkpoints_load_with_babymerge_and_keep_the_black_image(reference):
     torch.testing.assert_close(model.model.black_image_features, black)
 
 
+@pytest.mark.slow
 def test_word_count_checkpoints_at_the_first_step_past_each_threshold(ws, reference):
     """The 2025 schedule in thousands of words (1K..10K, 20K): this data gives ~1,550 words a
     step, so some steps cross two thresholds (both folders written) and 10K falls on the
@@ -335,6 +338,7 @@ def test_babylm2025_schedule_is_the_pipelines_checkpoint_list():
     assert [checkpoint_words(word_checkpoint_name(t)) for t in small] == list(small)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights_and_word_checkpoints(ws, reference):
     _, zero2 = reference
     config = write_config(ws, "killed", word_checkpoint_unit=1000)
@@ -354,22 +358,30 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights_and_word_c
         assert max_diff(weights(zero2, name), weights(run, name)) < 1e-6, name
 
 
+SIX = {"max_steps": 6, "save_every_steps": 0}
+
+
+@pytest.fixture(scope="module")
+def single6(ws):
+    """The single-process run the ZeRO variants are compared with: 6 steps, plain PyTorch."""
+    run_train(ws, write_config(ws, "torch6", engine="torch", **SIX), ranks=0)
+    return ws / "runs" / "torch6"
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("ds_config, stage", [("ds_zero1", 1), ("ds_zero3", 3), ("ds_zero2_offload", 2)])
-def test_zero_1_3_and_cpu_offload_match_single_process(ws, ds_config, stage):
+def test_zero_1_3_and_cpu_offload_match_single_process(ws, single6, ds_config, stage):
     """ZeRO-3 gathers its partitioned weights to save them; the offload config has DeepSpeed's
     own CPU AdamW (built on first use), over the same decay / no-decay parameter groups."""
-    steps = {"max_steps": 6, "save_every_steps": 0}
-    single = ws / "runs" / "torch6"
-    if not (single / "latest").exists():
-        run_train(ws, write_config(ws, "torch6", engine="torch", **steps), ranks=0)
-    run_train(ws, write_config(ws, ds_config, deepspeed=str(REPO / "train" / "configs" / f"{ds_config}.json"), **steps))
-    diff = max_diff(weights(single, "ckpt-step6"), weights(ws / "runs" / ds_config, "ckpt-step6"))
+    run_train(ws, write_config(ws, ds_config, deepspeed=str(REPO / "train" / "configs" / f"{ds_config}.json"), **SIX))
+    diff = max_diff(weights(single6, "ckpt-step6"), weights(ws / "runs" / ds_config, "ckpt-step6"))
     assert diff < 1e-5, f"{ds_config}: max |dw| = {diff:.3g} vs single process"
     assert (
         json.loads((ws / "runs" / ds_config / "ckpt-step6" / "trainer_state.json").read_text())["zero_stage"] == stage
     )
 
 
+@pytest.mark.slow
 def test_language_only_twins_of_both_kinds_merge_with_the_multimodal_model(ws, reference):
     _, zero2 = reference
     run_train(ws, write_config(ws, "lang", multimodal=False, engine="torch"), ranks=0)
@@ -460,6 +472,7 @@ def test_invalid_utf8_in_a_corpus_names_the_file_and_line(ws, tmp_path):
             build_blocks(config, tok)
 
 
+@pytest.mark.slow
 def test_resuming_two_rank_state_with_one_rank_is_refused_before_deepspeed_reads_it(ws, reference):
     _, zero2 = reference
     shutil.copytree(zero2, ws / "runs" / "one_rank")
@@ -469,6 +482,7 @@ def test_resuming_two_rank_state_with_one_rank_is_refused_before_deepspeed_reads
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, reference):
     proc = run_train(ws, write_config(ws, "fresh", engine="torch"), "--resume", ranks=0, check=False)
     assert (
