@@ -14,22 +14,19 @@ what its ``collate_preds._calculate_reading_results`` computes from those predic
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
-from demo.toy import synthetic_sentences
+from demo.babylm2025_data import write_reading_csv, write_vqa
 
 from conftest import load_task_module
 
@@ -75,36 +72,11 @@ def lm_eval(model_args, tasks, include, data, out):
 
 
 # -- VQA -------------------------------------------------------------------------------------------------------------
-WORDS = ["dog", "cat", "ball", "red", "blue", "two", "tree", "house", "car", "bird", "girl", "yes"]
-
-
 @pytest.fixture(scope="module")
 def vqa_data(tmp_path_factory):
     """A VQAv2-like image set (save_to_disk) and pipeline-style rows pointing into it, one with a tie."""
     root = tmp_path_factory.mktemp("evaluation_data")
-    rng = np.random.default_rng(0)
-    pictures = [Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)) for i in range(6)]
-    pictures[3] = pictures[3].convert("L")  # VQAv2 has greyscale pictures: the pipeline converts them to RGB
-    datasets.Dataset.from_dict({"image": pictures, "question_id": list(range(6))}).cast_column(
-        "image", datasets.Image()
-    ).save_to_disk(root / "vqav2_validation")
-    rand = random.Random(1)
-    rows = []
-    for i, idx in enumerate([4, 0, 3, 5]):
-        answers = rand.sample(WORDS, 8)
-        rows.append(
-            {
-                "question": f"What is near the {WORDS[i]}?",
-                "target_ans": answers[0],
-                "distractors": answers[1:],
-                "idx_in_hf_dataset": idx,
-                "question_id": 100 + i,
-            }
-        )
-    rows[2]["distractors"][4] = rows[2]["target_ans"]  # the same string twice: an exact tie
-    (root / "full_eval" / "vqa_filtered").mkdir(parents=True)
-    (root / "full_eval" / "vqa_filtered" / "vqa_filtered.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root, rows
+    return root, write_vqa(root)
 
 
 def hand_vqa_scores(checkpoint, image, question, answers):
@@ -210,52 +182,6 @@ def test_vqa_bad_input(vqa_data, tmp_path, monkeypatch):
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
-VARIABLES = [
-    "RTfirstfix",
-    "RTfirstpass",
-    "RTgopast",
-    "RTrightbound",
-    "self_paced_reading_time",
-    "ELAN",
-    "LAN",
-    "N400",
-    "P600",
-    "EPNP",
-    "PNP",
-]
-
-
-def write_reading_csv(path: Path, n_sentences: int = 8, seed: int = 0) -> pd.DataFrame:
-    """A reading_data.csv in the pipeline's columns: a row per word, its left context in ``item``
-    (empty for a first word: the pipeline reads it as "None"), the word with a leading space, the
-    previous row's pair, reading
-    measures (some missing) and covariates. Words the toy tokenizer splits into several tokens."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for sentence in synthetic_sentences(n_sentences, seed=seed):
-        words = sentence.split()
-        for k, word in enumerate(words):
-            item = " ".join(words[:k]) or np.nan
-            prev = rows[-1] if k else None
-            row = {
-                "item": item,
-                "word": " " + word,
-                "prev_item": prev["item"] if prev else np.nan,
-                "prev_word": prev["word"] if prev else np.nan,
-                "Subtlex_log10": rng.normal(3, 1),
-                "length": len(word),
-                "context_length": k,
-                "prev_length": len(words[k - 1]) if k else np.nan,
-            }
-            for v in VARIABLES:
-                row[v] = rng.normal(300, 50) + 10 * len(word) if rng.random() > 0.1 else np.nan
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return frame
-
-
 def run_pipeline(args, cwd):
     result = subprocess.run(
         [sys.executable, *args],
