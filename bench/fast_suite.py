@@ -2,6 +2,7 @@
 
     python bench/fast_suite.py             # 10 items per subtask (x200 of BLiMP's fast files is the real size)
     python bench/fast_suite.py -n 50       # more items: evaluation time dominates, start-up less
+    python bench/fast_suite.py --threads 1 # one torch thread per process (a shared, loaded machine: see below)
 
 What is measured, side by side in one run, on one tiny model pair (``demo.toy``: a BabyLLaVA
 multimodal model and its LlamaForCausalLM language-only twin) and one synthetic
@@ -20,7 +21,9 @@ Wall times are whole processes (interpreter start, imports, loading, merging, sc
 results). Then the per-subtask fast scores: the pipeline's are what its ``collate_preds.py``
 computes from its prediction files (the numbers of the submission file), ours lm-eval's
 ``acc_pipeline`` / ``spearman`` / ``rt`` / ``spr``; the largest difference per task is printed.
-The machine's load average is printed with the times: they are noisy on a shared machine.
+The machine's load average is printed with the times: they are noisy on a shared machine, and
+on an oversubscribed CPU (load above the core count) torch's default of one thread per core
+makes tiny models' forwards up to ~40x slower for both sides; ``--threads 1`` avoids that.
 """
 
 from __future__ import annotations
@@ -121,6 +124,9 @@ def main() -> int:
     parser.add_argument("--hidden-size", type=int, default=64, help="of the toy decoder (demo.toy)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_out" / "fast_suite")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS of every process, both sides (default: torch's)"
+    )
     args = parser.parse_args()
     if not (PIPELINE / "evaluation_pipeline").is_dir():
         print(f"the official 2025 pipeline is not at {PIPELINE}", file=sys.stderr)
@@ -140,6 +146,7 @@ def main() -> int:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "BABYMERGE_DATA": str(data),
+        **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in the script
     }
 
@@ -180,6 +187,7 @@ def main() -> int:
     print(f"{'OFFICIAL  eval_zero_shot_fast.sh (7 processes, 7 model loads)':<62} {t_pipeline:>8.1f}")
     print(f"{'OFFICIAL  total':<62} {t_official:>8.1f}")
     print(f"load average (1, 5, 15 min): before {load_before}, after ours {load_ours}, after official {load_official}")
+    print(f"torch threads per process: {args.threads or 'torch default'} ({os.cpu_count()} CPUs)")
 
     # scores: collate_preds on the pipeline's predictions vs ours
     collated = subprocess.run(

@@ -144,6 +144,40 @@ def test_vqa_equals_hand_built_pipeline_scoring(toy, vqa_data, tmp_path):
     assert metrics["ties,none"] == pytest.approx(np.mean(ties))
 
 
+def test_vqa_images_stay_undecoded_in_the_requests(toy, vqa_data, monkeypatch):
+    """lm-eval holds every request's image until the run ends: the adapter decodes a lazily opened
+    picture into a copy it drops, so the task's images are never all decoded at once. Each picture
+    is encoded once (its 8 candidates share it), and the scores equal those of decoded pictures."""
+    from lm_eval.api.instance import Instance
+
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    root, rows = vqa_data
+    monkeypatch.setenv("BABYMERGE_DATA", str(root))
+    docs = list(vqa.load_vqa()["test"])
+
+    def requests(decode: bool):
+        out, images = [], []
+        for i, doc in enumerate(docs):
+            (image,) = vqa.doc_to_image(doc)
+            if decode:
+                image.load()
+            images.append(image)
+            args = [(doc["question"], " " + answer, {"visual": [image]}) for answer in vqa.doc_to_choice(doc)]
+            out += [Instance("loglikelihood", doc, a, i) for a in args]
+        return out, images
+
+    lazy_requests, lazy_images = requests(decode=False)
+    assert all(image.tile for image in lazy_images)  # opened, not decoded
+    lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
+    lazy = lm.loglikelihood(lazy_requests)
+    assert all(image.tile for image in lazy_images)  # still not decoded after scoring
+    assert lm.images_encoded == len({row["idx_in_hf_dataset"] for row in rows})
+    decoded_requests, decoded_images = requests(decode=True)
+    assert not any(image.tile for image in decoded_images)
+    assert BabyMergeLM(pretrained=str(toy.mm), device="cpu").loglikelihood(decoded_requests) == lazy
+
+
 def test_vqa_ties_by_hand():
     # the pipeline's torch.max picks the first maximum: the right answer (candidate 0) wins a tie
     assert vqa.process_results({}, [(-1.0, False), (-1.0, False), (-3.0, False)]) == {
@@ -204,7 +238,12 @@ def pipeline_reading_scores(predictions: Path, csv: Path, cwd: Path) -> dict:
 
 
 @needs_pipeline
-def test_reading_equals_the_pipeline(toy, tmp_path):
+@pytest.mark.parametrize("which", ["lang", "mm"])
+def test_reading_equals_the_pipeline(toy, tmp_path, which):
+    """On the plain LlamaForCausalLM twin and on our BabyLLaVA checkpoint (which the pipeline
+    loads with our processor: ``"<image> " + item``, the black image; a word's own tokens
+    with ``add_special_tokens=False``; ours puts the black image in front likewise)."""
+    model = getattr(toy, which)
     data = tmp_path / "evaluation_data"
     csv = data / "full_eval" / "reading" / "reading_data.csv"
     frame = write_reading_csv(csv)
@@ -213,7 +252,7 @@ def test_reading_equals_the_pipeline(toy, tmp_path):
             "-m",
             "evaluation_pipeline.reading.run",
             "--model_path_or_name",
-            str(toy.lang),
+            str(model),
             "--backend",
             "causal",
             "--data_path",
@@ -224,13 +263,13 @@ def test_reading_equals_the_pipeline(toy, tmp_path):
         tmp_path,
     )
     theirs_path = (
-        tmp_path / "pipeline" / Path(toy.lang).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
+        tmp_path / "pipeline" / Path(model).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
     )
     theirs = json.loads(theirs_path.read_text())["reading"]["predictions"]
     assert len(theirs) == len(frame)
 
     samples, results = lm_eval(
-        f"pretrained={toy.lang}",
+        f"pretrained={model}",
         "babylm2025_reading_reading",
         REPO / "lm_eval_tasks" / "babylm2025" / "reading",
         data,
