@@ -183,6 +183,9 @@ def main() -> int:
 
     print(f"\n{'fast suite, one (checkpoint, alpha) cell':<62} {'seconds':>8}")
     print(f"{'OURS  lm_eval --model babymerge (merge in memory, 1 process)':<62} {t_ours:>8.1f}")
+    (results_file,) = ours_out.rglob("results_*.json")
+    merge_seconds = json.loads(results_file.read_text())["config"]["merge_seconds"]
+    print(f"{'  of which the merge in memory':<62} {merge_seconds:>8.2f}")
     print(f"{'OFFICIAL  babymerge merge (to disk)':<62} {t_merge:>8.1f}")
     print(f"{'OFFICIAL  eval_zero_shot_fast.sh (7 processes, 7 model loads)':<62} {t_pipeline:>8.1f}")
     print(f"{'OFFICIAL  total':<62} {t_official:>8.1f}")

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -34,7 +35,7 @@ from babymerge.babylm2025 import (
     pipeline_tokens,
 )
 from babymerge.tokenization import train_bpe_tokenizer
-from demo.babylm2025_data import write_jsonl, write_text_tasks
+from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_tasks
 from demo.toy import synthetic_sentences, toy_text_config
 
 from conftest import BLIMP as BLIMP_DATA
@@ -329,6 +330,27 @@ def test_yamls_match_the_table():
     covered = lambda members: {t for m in members for t in groups.get(m, [m]) for t in groups.get(t, [t])}  # noqa: E731
     assert {e.name for e in OURS if e.kind == "fast"} <= covered(fast)
     assert {e.name for e in OURS if e.kind == "full"} <= covered(full)
+
+
+def test_demo_evaluation_data_feeds_every_task(tmp_path, monkeypatch):
+    """``demo.babylm2025_data.write_evaluation_data`` (what the demo and bench/fast_suite.py read): every
+    text task of the table finds its subtask's items, with the item counts documented there; reading
+    and VQA load too."""
+    data = write_evaluation_data(tmp_path / "evaluation_data", n=3)
+    monkeypatch.setenv("BABYMERGE_DATA", str(data))
+    expected = {"blimp": 3, "blimp_supplement": 3, "ewok": 3, "entity_tracking": 3, "wug_adj": 12, "wug_past": 9}
+    expected["comps"] = 4
+    for entry in OURS:
+        docs = utils.load(entry.folder, entry.file, entry.subtask, entry.reader)["test"]
+        ties = entry.subtask in ("adjunct_island", "agent-properties")
+        assert len(docs) == expected[entry.task] + (entry.kind == "fast" and entry.task == "blimp") + ties, entry.name
+    reading = load_task_module("babylm2025/reading")
+    for kind in ("full_eval", "fast_eval"):
+        assert len(reading.load_reading(f"{kind}/reading")["test"]) == len(
+            pd.read_csv(data / kind / "reading" / "reading_data.csv")
+        )
+    vqa = load_task_module("babylm2025/vqa")
+    assert len(vqa.load_vqa()["test"]) == 4
 
 
 def test_pipeline_tokens_follow_character_offsets(setup):
