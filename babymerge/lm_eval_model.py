@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
 import re
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
+from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BitImageProcessor
 
@@ -69,6 +72,22 @@ def _image_key(image) -> str:
     h = hashlib.sha1(f"{image.mode}{image.size}".encode())
     h.update(image.tobytes())
     return h.hexdigest()
+
+
+def _decoded_copy(image):
+    """``image``, decoded into a new object if it is a lazily opened file or bytes not decoded yet
+    (PIL's ``ImageFile`` with tiles left to read), so that the caller's object stays undecoded;
+    any other image as it is."""
+    if not isinstance(image, ImageFile.ImageFile) or not image.tile or image.fp is None:
+        return image
+    if image.filename:
+        copy = Image.open(image.filename)
+    elif isinstance(image.fp, io.BytesIO):
+        copy = Image.open(io.BytesIO(image.fp.getvalue()))
+    else:
+        return image
+    copy.load()
+    return copy
 
 
 class BabyMergeLM(TemplateLM):
@@ -214,6 +233,7 @@ class BabyMergeLM(TemplateLM):
         self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET.get(self.device.type, 2048))
         self.row_width, self.prefix_sharing, self._prefix_sharing_checked = int(row_width), bool(prefix_sharing), False
         self._features: dict[str, torch.Tensor] = {}  # image hash -> DINOv2 feature
+        self._image_of_object: dict[int, tuple[weakref.ref, str]] = {}  # id(image) -> (the image, its hash)
         self._image_keys, self._image_numbers = [BLACK], {BLACK: 0}  # image number <-> image hash
         self.images_encoded = 0
 
@@ -369,10 +389,23 @@ class BabyMergeLM(TemplateLM):
         return [self.image_token_id] * max(n_images - 1, 0) + context_enc, continuation_enc
 
     def _encode_image(self, image) -> str:
-        key = _image_key(image)
+        """The image's key, its feature encoded once per distinct picture. lm-eval holds every
+        request's image until the run ends, so a lazily opened one (``Image.open``, not decoded
+        yet, as the VQA task hands them) is decoded into a private copy that is dropped here:
+        one decoded picture at a time, not all of them. Requests sharing an image object (a
+        question's candidates) reuse its key."""
+        known = self._image_of_object.get(id(image))
+        if known is not None and known[0]() is image:
+            return known[1]
+        pixels = _decoded_copy(image)
+        key = _image_key(pixels)
         if key not in self._features:
-            self._features[key] = self.model.encode_images(images=[image.convert("RGB")])[0].float().cpu()
+            self._features[key] = self.model.encode_images(images=[pixels.convert("RGB")])[0].float().cpu()
             self.images_encoded += 1
+        try:
+            self._image_of_object[id(image)] = (weakref.ref(image), key)
+        except TypeError:  # not weak-referenceable: no reuse by object
+            pass
         return key
 
     def _with_prefix(self, context_enc: list[int]) -> list[int]:

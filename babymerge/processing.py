@@ -12,6 +12,8 @@ Offsets (``return_offsets_mapping=True``) are given in the caller's text, not th
 the ``<image>`` token is ``(0, 0)`` and every later token ends at 1 or after. That is what
 the pipeline's scorer needs: it scores every token whose end offset lies past the start of
 the sentence, i.e. exactly the tokens after the image token, as training and lm-eval do.
+The pipeline's reading task calls it as a tokenizer (``processor(text)``, and
+``add_special_tokens=False`` for a word's own tokens): both work.
 
 This file is copied beside the weights of every checkpoint, so it imports nothing from
 babymerge but its sibling files.
@@ -33,11 +35,18 @@ class BabyLlavaProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     def __call__(self, images=None, text=None, return_offsets_mapping: bool = False, return_tensors=None, **kwargs):
+        """``processor(text=...)``, ``processor(text=..., images=...)``; also ``processor("a text")`` as one
+        calls a tokenizer (the pipeline's reading task does). ``add_special_tokens=False`` gives the
+        text's own tokens, without the prompt, as a tokenizer leaves out BOS (the reading task finds
+        a word's token ids so)."""
+        if text is None and _is_text(images):
+            images, text = None, images
         data = {}
         if text is not None:
             single = isinstance(text, str)
             texts = [text] if single else list(text)
-            prompts = [t if not self.add_image_prompt or t.startswith(IMAGE_TOKEN) else image_prompt(t) for t in texts]
+            add_prompt = self.add_image_prompt and kwargs.get("add_special_tokens", True)
+            prompts = [t if not add_prompt or t.startswith(IMAGE_TOKEN) else image_prompt(t) for t in texts]
             enc = self.tokenizer(prompts, return_offsets_mapping=return_offsets_mapping, **kwargs)
             data = dict(enc)
             if return_offsets_mapping:
@@ -45,7 +54,7 @@ class BabyLlavaProcessor(ProcessorMixin):
                 data["offset_mapping"] = [
                     self._text_offsets(o, shift) for o, shift in zip(enc["offset_mapping"], shifts)
                 ]
-            if single:
+            if single and return_tensors is None:  # one text: unbatched lists, batched tensors, as a tokenizer
                 data = {k: v[0] for k, v in data.items()}
         if images is not None:
             data["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -66,3 +75,10 @@ class BabyLlavaProcessor(ProcessorMixin):
 
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
+
+
+def _is_text(value) -> bool:
+    """A string or a non-empty list of strings (what a positional first argument holds when it is text)."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -29,15 +29,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from babymerge import BabyMergeError, babylm2025
 from babymerge.babylm2025 import (
-    COMPS_FILES,
     ENTITY_TRACKING_SPLITS,
-    EWOK_DOMAINS,
-    SUPPLEMENT,
     TASKS,
     pipeline_prediction,
     pipeline_tokens,
 )
 from babymerge.tokenization import train_bpe_tokenizer
+from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_tasks
 from demo.toy import synthetic_sentences, toy_text_config
 
 from conftest import BLIMP as BLIMP_DATA
@@ -83,111 +81,10 @@ COLLATE = {
 }
 
 
-# -- fixtures: data in the pipeline's layout, two tiny models -------------------------------------
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-
+# -- fixtures: data in the pipeline's layout (demo.babylm2025_data), two tiny models ------------
 def build_data(root: Path) -> Path:
     """The pipeline's evaluation_data/ layout: every subtask but most BLiMP paradigms, 2-3 made-up items each."""
-    rng = random.Random(0)
-    pool = synthetic_sentences(4000, seed=1)
-    sentence = lambda: rng.choice(pool)  # noqa: E731
-    noun = lambda: rng.choice(["dog", "cat", "girl", "ball", "bird", "tree"])  # noqa: E731
-
-    def pair(**fields):
-        good = sentence()
-        bad = " ".join(good.split()[::-1])  # a word-order scramble: same words, different sentence
-        return {"sentence_good": good, "sentence_bad": bad, **fields}
-
-    for kind, folder, n in (("full", "full_eval/blimp_filtered", 2), ("fast", "fast_eval/blimp_fast", 3)):
-        for uid in BLIMP[kind]:
-            if BLIMP_DATA.is_dir():  # real pairs, as the pipeline's blimp_filtered/ holds them
-                rows = [json.loads(line) for line in (BLIMP_DATA / f"{uid}.jsonl").read_text().splitlines()[3 : 3 + n]]
-            else:
-                rows = [
-                    pair(
-                        field="syntax", linguistics_term="island_effects", UID=uid, simple_LM_method=True, pairID=str(i)
-                    )
-                    for i in range(n)
-                ]
-            if uid == "adjunct_island":  # a tie: the same sentence twice
-                rows.append({**rows[0], "sentence_bad": rows[0]["sentence_good"], "pairID": "tie"})
-            write_jsonl(root / folder / f"{uid}.jsonl", rows)
-    for folder in ("full_eval/supplement_filtered", "fast_eval/supplement_fast"):
-        for name in SUPPLEMENT:  # no field/UID: the file name is the subtask
-            write_jsonl(root / folder / f"{name}.jsonl", [pair() for _ in range(2)])
-    for folder in ("full_eval/ewok_filtered", "fast_eval/ewok_fast"):
-        for domain in EWOK_DOMAINS:
-            rows = []
-            for i in range(2):
-                a, b = noun(), noun()
-                rows.append(
-                    {
-                        "Domain": domain,
-                        "ContextType": "direct",
-                        "ContextDiff": "x",
-                        "TargetDiff": "y",
-                        "Context1": f"The {a} is near the house.",
-                        "Context2": f"The {b} is far from the house.",
-                        "Target1": f"The {a} is near.",
-                        "Target2": f"The {a} is far.",
-                        "MetaTemplateID": i,
-                    }
-                )
-            if domain == "agent-properties":  # a tie: the same target twice
-                rows.append({**rows[0], "Target2": rows[0]["Target1"]})
-            write_jsonl(root / folder / f"{domain}.jsonl", rows)
-
-    def entity_rows(numops_list):
-        rows = []
-        for numops in numops_list:
-            for _ in range(2):
-                a, b, c = noun(), noun(), noun()
-                prefix = f"Box 0 contains the {a}, Box 1 contains the {b}. Move the {a} into Box 1. Box 1 contains "
-                rows.append(
-                    {
-                        "input_prefix": prefix,
-                        "options": [f"the {b} and the {a}.", f"the {c}.", "nothing."],
-                        "numops": numops,
-                        "sample_id": len(rows),
-                    }
-                )
-        return rows
-
-    for split in ENTITY_TRACKING_SPLITS:
-        write_jsonl(root / "full_eval/entity_tracking" / f"{split}.jsonl", entity_rows(range(6)))
-    write_jsonl(root / "fast_eval/entity_tracking_fast/regular.jsonl", entity_rows(range(6)))
-    for kind in ("full_eval", "fast_eval"):
-        adj = [
-            {
-                "sentences": f"The {noun()} saw its blick{'ity' if i % 2 else 'ness'}.\tThe dog saw its blickness.",
-                "ratio": round(rng.random(), 3),
-            }
-            for i in range(8)
-        ]
-        past = [
-            {
-                "sentences": f"Yesterday the {noun()} spling{s}.\tThe girl splung.\tThe girl splang.",
-                "ratio": round(rng.random(), 3),
-            }
-            for s in ("ed", "s", "ded", "ing", "ered", "t")
-        ]
-        write_jsonl(root / kind / "wug_adj_nominalization/wug_adj_nominalization.jsonl", adj)
-        write_jsonl(root / kind / "wug_past_tense/wug_past_tense.jsonl", past)
-    for stem in COMPS_FILES.values():
-        rows = [
-            {
-                "prefix_acceptable": f"A {noun()}",
-                "prefix_unacceptable": f"A {noun()}",
-                "property_phrase": "can fly.",
-                "negative_sample": noun(),
-            }
-            for _ in range(3)
-        ]
-        write_jsonl(root / "full_eval/comps" / f"{stem}.jsonl", rows)
-    return root
+    return write_text_tasks(root, blimp=BLIMP_DATA, blimp_uids=BLIMP)
 
 
 def build_model(path: Path, tokenizer, bos: bool) -> Path:
@@ -433,6 +330,27 @@ def test_yamls_match_the_table():
     covered = lambda members: {t for m in members for t in groups.get(m, [m]) for t in groups.get(t, [t])}  # noqa: E731
     assert {e.name for e in OURS if e.kind == "fast"} <= covered(fast)
     assert {e.name for e in OURS if e.kind == "full"} <= covered(full)
+
+
+def test_demo_evaluation_data_feeds_every_task(tmp_path, monkeypatch):
+    """``demo.babylm2025_data.write_evaluation_data`` (what the demo and bench/fast_suite.py read): every
+    text task of the table finds its subtask's items, with the item counts documented there; reading
+    and VQA load too."""
+    data = write_evaluation_data(tmp_path / "evaluation_data", n=3)
+    monkeypatch.setenv("BABYMERGE_DATA", str(data))
+    expected = {"blimp": 3, "blimp_supplement": 3, "ewok": 3, "entity_tracking": 3, "wug_adj": 12, "wug_past": 9}
+    expected["comps"] = 4
+    for entry in OURS:
+        docs = utils.load(entry.folder, entry.file, entry.subtask, entry.reader)["test"]
+        ties = entry.subtask in ("adjunct_island", "agent-properties")
+        assert len(docs) == expected[entry.task] + (entry.kind == "fast" and entry.task == "blimp") + ties, entry.name
+    reading = load_task_module("babylm2025/reading")
+    for kind in ("full_eval", "fast_eval"):
+        assert len(reading.load_reading(f"{kind}/reading")["test"]) == len(
+            pd.read_csv(data / kind / "reading" / "reading_data.csv")
+        )
+    vqa = load_task_module("babylm2025/vqa")
+    assert len(vqa.load_vqa()["test"]) == 4
 
 
 def test_pipeline_tokens_follow_character_offsets(setup):

@@ -14,22 +14,19 @@ what its ``collate_preds._calculate_reading_results`` computes from those predic
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
-from demo.toy import synthetic_sentences
+from demo.babylm2025_data import write_reading_csv, write_vqa
 
 from conftest import load_task_module
 
@@ -75,36 +72,11 @@ def lm_eval(model_args, tasks, include, data, out):
 
 
 # -- VQA -------------------------------------------------------------------------------------------------------------
-WORDS = ["dog", "cat", "ball", "red", "blue", "two", "tree", "house", "car", "bird", "girl", "yes"]
-
-
 @pytest.fixture(scope="module")
 def vqa_data(tmp_path_factory):
     """A VQAv2-like image set (save_to_disk) and pipeline-style rows pointing into it, one with a tie."""
     root = tmp_path_factory.mktemp("evaluation_data")
-    rng = np.random.default_rng(0)
-    pictures = [Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)) for i in range(6)]
-    pictures[3] = pictures[3].convert("L")  # VQAv2 has greyscale pictures: the pipeline converts them to RGB
-    datasets.Dataset.from_dict({"image": pictures, "question_id": list(range(6))}).cast_column(
-        "image", datasets.Image()
-    ).save_to_disk(root / "vqav2_validation")
-    rand = random.Random(1)
-    rows = []
-    for i, idx in enumerate([4, 0, 3, 5]):
-        answers = rand.sample(WORDS, 8)
-        rows.append(
-            {
-                "question": f"What is near the {WORDS[i]}?",
-                "target_ans": answers[0],
-                "distractors": answers[1:],
-                "idx_in_hf_dataset": idx,
-                "question_id": 100 + i,
-            }
-        )
-    rows[2]["distractors"][4] = rows[2]["target_ans"]  # the same string twice: an exact tie
-    (root / "full_eval" / "vqa_filtered").mkdir(parents=True)
-    (root / "full_eval" / "vqa_filtered" / "vqa_filtered.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root, rows
+    return root, write_vqa(root)
 
 
 def hand_vqa_scores(checkpoint, image, question, answers):
@@ -172,6 +144,40 @@ def test_vqa_equals_hand_built_pipeline_scoring(toy, vqa_data, tmp_path):
     assert metrics["ties,none"] == pytest.approx(np.mean(ties))
 
 
+def test_vqa_images_stay_undecoded_in_the_requests(toy, vqa_data, monkeypatch):
+    """lm-eval holds every request's image until the run ends: the adapter decodes a lazily opened
+    picture into a copy it drops, so the task's images are never all decoded at once. Each picture
+    is encoded once (its 8 candidates share it), and the scores equal those of decoded pictures."""
+    from lm_eval.api.instance import Instance
+
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    root, rows = vqa_data
+    monkeypatch.setenv("BABYMERGE_DATA", str(root))
+    docs = list(vqa.load_vqa()["test"])
+
+    def requests(decode: bool):
+        out, images = [], []
+        for i, doc in enumerate(docs):
+            (image,) = vqa.doc_to_image(doc)
+            if decode:
+                image.load()
+            images.append(image)
+            args = [(doc["question"], " " + answer, {"visual": [image]}) for answer in vqa.doc_to_choice(doc)]
+            out += [Instance("loglikelihood", doc, a, i) for a in args]
+        return out, images
+
+    lazy_requests, lazy_images = requests(decode=False)
+    assert all(image.tile for image in lazy_images)  # opened, not decoded
+    lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
+    lazy = lm.loglikelihood(lazy_requests)
+    assert all(image.tile for image in lazy_images)  # still not decoded after scoring
+    assert lm.images_encoded == len({row["idx_in_hf_dataset"] for row in rows})
+    decoded_requests, decoded_images = requests(decode=True)
+    assert not any(image.tile for image in decoded_images)
+    assert BabyMergeLM(pretrained=str(toy.mm), device="cpu").loglikelihood(decoded_requests) == lazy
+
+
 def test_vqa_ties_by_hand():
     # the pipeline's torch.max picks the first maximum: the right answer (candidate 0) wins a tie
     assert vqa.process_results({}, [(-1.0, False), (-1.0, False), (-3.0, False)]) == {
@@ -210,52 +216,6 @@ def test_vqa_bad_input(vqa_data, tmp_path, monkeypatch):
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
-VARIABLES = [
-    "RTfirstfix",
-    "RTfirstpass",
-    "RTgopast",
-    "RTrightbound",
-    "self_paced_reading_time",
-    "ELAN",
-    "LAN",
-    "N400",
-    "P600",
-    "EPNP",
-    "PNP",
-]
-
-
-def write_reading_csv(path: Path, n_sentences: int = 8, seed: int = 0) -> pd.DataFrame:
-    """A reading_data.csv in the pipeline's columns: a row per word, its left context in ``item``
-    (empty for a first word: the pipeline reads it as "None"), the word with a leading space, the
-    previous row's pair, reading
-    measures (some missing) and covariates. Words the toy tokenizer splits into several tokens."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for sentence in synthetic_sentences(n_sentences, seed=seed):
-        words = sentence.split()
-        for k, word in enumerate(words):
-            item = " ".join(words[:k]) or np.nan
-            prev = rows[-1] if k else None
-            row = {
-                "item": item,
-                "word": " " + word,
-                "prev_item": prev["item"] if prev else np.nan,
-                "prev_word": prev["word"] if prev else np.nan,
-                "Subtlex_log10": rng.normal(3, 1),
-                "length": len(word),
-                "context_length": k,
-                "prev_length": len(words[k - 1]) if k else np.nan,
-            }
-            for v in VARIABLES:
-                row[v] = rng.normal(300, 50) + 10 * len(word) if rng.random() > 0.1 else np.nan
-            rows.append(row)
-    frame = pd.DataFrame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(path, index=False)
-    return frame
-
-
 def run_pipeline(args, cwd):
     result = subprocess.run(
         [sys.executable, *args],
@@ -278,7 +238,12 @@ def pipeline_reading_scores(predictions: Path, csv: Path, cwd: Path) -> dict:
 
 
 @needs_pipeline
-def test_reading_equals_the_pipeline(toy, tmp_path):
+@pytest.mark.parametrize("which", ["lang", "mm"])
+def test_reading_equals_the_pipeline(toy, tmp_path, which):
+    """On the plain LlamaForCausalLM twin and on our BabyLLaVA checkpoint (which the pipeline
+    loads with our processor: ``"<image> " + item``, the black image; a word's own tokens
+    with ``add_special_tokens=False``; ours puts the black image in front likewise)."""
+    model = getattr(toy, which)
     data = tmp_path / "evaluation_data"
     csv = data / "full_eval" / "reading" / "reading_data.csv"
     frame = write_reading_csv(csv)
@@ -287,7 +252,7 @@ def test_reading_equals_the_pipeline(toy, tmp_path):
             "-m",
             "evaluation_pipeline.reading.run",
             "--model_path_or_name",
-            str(toy.lang),
+            str(model),
             "--backend",
             "causal",
             "--data_path",
@@ -298,13 +263,13 @@ def test_reading_equals_the_pipeline(toy, tmp_path):
         tmp_path,
     )
     theirs_path = (
-        tmp_path / "pipeline" / Path(toy.lang).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
+        tmp_path / "pipeline" / Path(model).stem / "main" / "zero_shot" / "causal" / "reading" / "predictions.json"
     )
     theirs = json.loads(theirs_path.read_text())["reading"]["predictions"]
     assert len(theirs) == len(frame)
 
     samples, results = lm_eval(
-        f"pretrained={toy.lang}",
+        f"pretrained={model}",
         "babylm2025_reading_reading",
         REPO / "lm_eval_tasks" / "babylm2025" / "reading",
         data,

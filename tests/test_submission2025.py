@@ -37,13 +37,14 @@ from pathlib import Path
 
 import pytest
 from test_babylm2025_tasks import build_data, build_model
-from test_babylm2025_vqa_reading import PIPELINE, needs_pipeline, write_reading_csv
+from test_babylm2025_vqa_reading import PIPELINE, needs_pipeline
 
 from babymerge import BabyMergeError
 from babymerge.babylm2025 import TASKS, task_name
 from babymerge.cli import main as cli
 from babymerge.submission2025 import build, checkpoints
 from babymerge.tokenization import train_bpe_tokenizer
+from demo.babylm2025_data import write_reading_csv
 from demo.toy import synthetic_sentences
 
 REPO = Path(__file__).resolve().parents[1]

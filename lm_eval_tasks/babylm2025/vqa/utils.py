@@ -21,7 +21,10 @@ Data, read from ``$BABYMERGE_DATA`` (default ``./evaluation_data``), never downl
   split="validation").save_to_disk(DIR)``) or its parquet/arrow files (concatenated in name
   order). Row ``idx_in_hf_dataset`` of it is the item's image, as in the pipeline.
 
-Images stay encoded (JPEG/PNG bytes) until the model reads them.
+Images stay encoded (JPEG/PNG bytes, opened lazily) until the model reads them: ``--model
+babymerge`` decodes each into a copy it drops once encoded, so lm-eval's requests, which hold
+every item's image until the run ends, hold them encoded, never all decoded at once
+(``test_vqa_images_stay_undecoded_in_the_requests``).
 """
 
 from __future__ import annotations
