@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(os.environ.get("BABYMERGE_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
 BLIMP = TEST_DATA / "blimp"  # the official BLiMP files, read in place (never copied into the project)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The official BabyLM 2025 evaluation pipeline, unmodified, run only as a subprocess with its
+# folder on PYTHONPATH (../shared/third_party/SOURCE.md): ``$BABYMERGE_TEST_PIPELINE``, default
+# beside the checkout. Tests that run it are marked ``@needs_pipeline`` (skipped without it, an
+# error in CI, like ``needs_data``).
+PIPELINE = Path(
+    os.environ.get("BABYMERGE_TEST_PIPELINE")
+    or REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
+).resolve()
 
 
 def needs_data(name: str):
@@ -31,32 +39,21 @@ def needs_data(name: str):
 
 
 needs_blimp = needs_data("blimp")
-
-
-# Slow (a training run, an lm_eval run in a subprocess, the official pipeline, several fresh
-# interpreters) is marked in each test file with @pytest.mark.slow; `make test-fast` deselects them.
-# Whole files still listed here: the official pipeline and lm_eval run on every BabyLM 2025 task.
-SLOW_FILES = (
-    "tests/test_babylm2025_tasks.py::",
-    "tests/test_babylm2025_vqa_reading.py::",
-    "tests/test_submission2025.py::",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.startswith(SLOW_FILES):
-            item.add_marker(pytest.mark.slow)
+needs_pipeline = pytest.mark.needs_pipeline
 
 
 def pytest_runtest_setup(item):
-    for mark in item.iter_markers("needs_data"):
-        folder = TEST_DATA / mark.args[0]
-        if not folder.is_dir():
-            message = f"{folder} does not exist: set BABYMERGE_TEST_DATA to the folder that holds {mark.args[0]}/"
-            if IN_CI:
-                pytest.fail(f"{message} (CI=true: missing test data is an error, not a skip)", pytrace=False)
-            pytest.skip(message)
+    missing = [
+        f"{TEST_DATA / m.args[0]} does not exist: set BABYMERGE_TEST_DATA to the folder that holds {m.args[0]}/"
+        for m in item.iter_markers("needs_data")
+        if not (TEST_DATA / m.args[0]).is_dir()
+    ]
+    if item.get_closest_marker("needs_pipeline") and not (PIPELINE / "evaluation_pipeline").is_dir():
+        missing.append(f"the official 2025 pipeline is not at {PIPELINE}: set BABYMERGE_TEST_PIPELINE")
+    if missing:
+        if IN_CI:
+            pytest.fail(f"{missing[0]} (CI=true: missing test data is an error, not a skip)", pytrace=False)
+        pytest.skip(missing[0])
 
 
 def blimp_sentences(paradigm="anaphor_gender_agreement", n=12):

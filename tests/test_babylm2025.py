@@ -19,10 +19,10 @@ from babymerge import BabyMergeError, merge
 from babymerge.image_features import image_features
 from babymerge.remote_code import CODE_FILES, check_remote_code
 
+from conftest import PIPELINE, needs_pipeline
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy_babyllava"
-PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
-needs_pipeline = pytest.mark.skipif(not PIPELINE.is_dir(), reason=f"the official pipeline is not at {PIPELINE}")
 
 # Run in a subprocess, this makes `import babymerge` fail (a meta path finder refuses it and the
 # worktree is taken off sys.path), as on a machine where only transformers is installed.

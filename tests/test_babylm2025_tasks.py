@@ -39,12 +39,11 @@ from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_
 from demo.toy import synthetic_sentences, toy_text_config
 
 from conftest import BLIMP as BLIMP_DATA
-from conftest import load_task_module
+from conftest import PIPELINE, load_task_module, needs_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "lm_eval_tasks" / "babylm2025"
-PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
-needs_pipeline = pytest.mark.skipif(not PIPELINE.is_dir(), reason=f"the official 2025 pipeline is not at {PIPELINE}")
+pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses on every task
 utils = load_task_module("babylm2025")
 
 OURS = [e for e in TASKS.values() if e.reader]  # the text tasks (VQA and reading live elsewhere)

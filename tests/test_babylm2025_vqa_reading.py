@@ -28,13 +28,10 @@ from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
 from demo.babylm2025_data import write_reading_csv, write_vqa
 
-from conftest import load_task_module
+from conftest import PIPELINE, load_task_module, needs_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
-PIPELINE = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
-needs_pipeline = pytest.mark.skipif(
-    not (PIPELINE / "evaluation_pipeline").is_dir(), reason=f"the 2025 pipeline is not at {PIPELINE}"
-)
+pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses
 vqa = load_task_module("babylm2025/vqa")
 reading = load_task_module("babylm2025/reading")
 

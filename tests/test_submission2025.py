@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pytest
 from test_babylm2025_tasks import build_data, build_model
-from test_babylm2025_vqa_reading import PIPELINE, needs_pipeline
 
 from babymerge import BabyMergeError
 from babymerge.babylm2025 import TASKS, task_name
@@ -47,7 +46,10 @@ from babymerge.tokenization import train_bpe_tokenizer
 from demo.babylm2025_data import write_reading_csv
 from demo.toy import synthetic_sentences
 
+from conftest import PIPELINE, needs_pipeline
+
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # lm_eval and the official pipeline run as subprocesses
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 # (module, --task, full data folder, fast data folder) of the pipeline's runs (eval_zero_shot[_fast].sh)
 PIPELINE_RUNS = [

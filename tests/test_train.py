@@ -24,6 +24,8 @@ from train.config import load_config
 from train.data import build_blocks, make_batch, pack_captions, pack_text
 from train.encode_images import encode
 
+from conftest import PIPELINE, needs_pipeline
+
 REPO = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 14  # 2 epochs of the workspace's 228 blocks at a global batch of 32
 
@@ -315,6 +317,7 @@ def test_word_count_checkpoints_at_the_first_step_past_each_threshold(ws, refere
     assert (zero2 / "latest").read_text().strip() == "ckpt-ep2"
 
 
+@needs_pipeline
 def test_babylm2025_schedule_is_the_pipelines_checkpoint_list():
     """Our names at the real scale equal the revisions the official pipeline's collate_preds.py
     reads (its OTHER_FAST_REVISIONS, evaluated from its source: the module needs packages
@@ -323,10 +326,7 @@ def test_babylm2025_schedule_is_the_pipelines_checkpoint_list():
 
     from train.checkpointing import checkpoint_words, word_checkpoint_name, word_thresholds
 
-    pipeline_dir = REPO.parent / "shared" / "third_party" / "babylm-evaluation-pipeline-2025"
-    source = pipeline_dir / "evaluation_pipeline" / "collate_preds.py"
-    if not source.is_file():
-        pytest.skip(f"the official pipeline is not at {source}")
+    source = PIPELINE / "evaluation_pipeline" / "collate_preds.py"
     body = ast.parse(source.read_text()).body
     (node,) = [n for n in body if isinstance(n, ast.Assign) and n.targets[0].id == "OTHER_FAST_REVISIONS"]
     pipeline = eval(compile(ast.Expression(node.value), str(source), "eval"))
