@@ -476,6 +476,34 @@ def check_tasks_are_local(task_manager, tasks: list[str], include_path: list[str
         )
 
 
+def plotted_tasks(task_manager, tasks: list[str]) -> list[str]:
+    """The names the plots show: each requested task or group, except that a group or tag with
+    no score of its own is replaced by its members (recursively). The BabyLM 2025 suites are
+    such groups (their tasks' metrics differ: accuracy, Spearman, ΔR²), so ``--tasks
+    babylm2025_fast`` plots BLiMP, EWoK, entity tracking, ... instead of nothing."""
+    from lm_eval.tasks._index import Kind
+
+    index = task_manager.task_index
+    names: list[str] = []
+
+    def add(name: str) -> None:
+        entry = index.get(name)
+        cfg = (entry.cfg or {}) if entry is not None else {}
+        if entry is not None and entry.kind == Kind.TAG:
+            members = sorted(entry.tags)
+        elif entry is not None and entry.kind == Kind.GROUP and not cfg.get("aggregate_metric_list"):
+            members = [c if isinstance(c, str) else c.get("task") for c in cfg.get("task", [])]
+        else:
+            names.append(name)
+            return
+        for member in members:
+            add(member)
+
+    for task in tasks:
+        add(task)
+    return list(dict.fromkeys(names))
+
+
 def checkpoint_fingerprint(path: Path) -> str:
     """A cheap content identity of a checkpoint: config.json, trainer_state.json, and for each
     safetensors file its size, header (names, shapes, offsets) and the first and last 64 KiB of
@@ -630,6 +658,7 @@ def sweep(
 
 
 def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, progress) -> list[dict]:
+    plotted = plotted_tasks(task_manager, tasks)
     import lm_eval
 
     from .lm_eval_model import BabyMergeLM
@@ -653,10 +682,10 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, progr
                     "results": result["results"]}  # fmt: skip
             append_cell(out, cell)
             cells.append(cell)
-            write_reports(out, cells, tasks)
+            write_reports(out, cells, plotted)
             bar.update(1)
         del lm
     bar.close()
     if not todo:
-        write_reports(out, cells, tasks)
+        write_reports(out, cells, plotted)
     return cells

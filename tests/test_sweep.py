@@ -12,7 +12,7 @@ from babymerge import BabyMergeError
 from babymerge.checkpoint import Checkpoint
 from babymerge.data.synthetic_winoground import write_dataset
 from babymerge.lm_eval_model import BabyMergeLM
-from babymerge.sweep import checkpoint_pairs, parse_alphas, sweep
+from babymerge.sweep import checkpoint_pairs, parse_alphas, plotted_tasks, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
@@ -100,3 +100,21 @@ def test_sweep_loads_once_equals_separate_runs_and_resumes(toy, setup, tmp_path,
     assert sorted(opened) == ["language-only", "multimodal"]
     for png in ("score_vs_alpha.png", "tradeoff.png"):
         assert (tmp_path / "sweep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_groups_without_a_score_of_their_own_are_plotted_through_their_members(setup):
+    """The 2025 suites average nothing (their tasks' metrics differ), so the plots show their
+    members, read here from the group files themselves; groups with a score stay as they are."""
+    import yaml
+
+    suite = REPO / "lm_eval_tasks" / "babylm2025" / "babylm2025_fast.yaml"
+    members = yaml.safe_load(suite.read_text())["task"]
+    assert "aggregate_metric_list" not in yaml.safe_load(suite.read_text())
+    task_manager = TaskManager(include_path=setup)
+    assert plotted_tasks(task_manager, ["babylm2025_fast"]) == members
+    assert "babylm2025_fast_blimp" in members and "babylm2025_fast_reading_reading" in members
+    assert plotted_tasks(task_manager, ["blimp", "mini_pairs", "babylm2025_fast_blimp"]) == [
+        "blimp",
+        "mini_pairs",
+        "babylm2025_fast_blimp",
+    ]
