@@ -31,16 +31,31 @@ COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), 
 SHAPES = ("square", "circle", "triangle")
 RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": (1, 0)}
 SIZE = 64
+BACKGROUND = (124, 116, 104)  # ImageNet's mean colour: ~0 after the DINOv2 processor's normalisation, so the
+# pooled feature is made of the shapes, not the empty canvas
+RADIUS = 3 / 16  # of the canvas: the two shapes fill a third of it, so a small encoder's pooled feature sees them
 
 
-def draw_scene(first: tuple[str, str], relation: str, second: tuple[str, str], size: int = SIZE) -> Image.Image:
-    """``first`` = (colour, shape) placed ``relation`` ``second`` on a white canvas."""
-    image = Image.new("RGB", (size, size), "white")
+def draw_scene(
+    first: tuple[str, str],
+    relation: str,
+    second: tuple[str, str],
+    size: int = SIZE,
+    jitter: random.Random | None = None,
+) -> Image.Image:
+    """``first`` = (colour, shape) placed ``relation`` ``second`` on a white canvas. With
+    ``jitter`` (a random generator) each shape moves by up to size/16 and its size varies by up
+    to size/32, so that a training set can hold many different pictures of one scene."""
+    image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     dx, dy = RELATIONS[relation]
-    centre, offset, radius = size / 2, size / 4, size / 8
+    centre, offset = size / 2, size / 4
     positions = [(centre + dx * offset, centre + dy * offset), (centre - dx * offset, centre - dy * offset)]
     for (colour, shape), (x, y) in zip((first, second), positions):
+        radius = size * RADIUS
+        if jitter is not None:
+            x, y = x + jitter.uniform(-1, 1) * size / 16, y + jitter.uniform(-1, 1) * size / 16
+            radius += jitter.uniform(-1, 1) * size / 32
         box = [x - radius, y - radius, x + radius, y + radius]
         fill = COLOURS[colour]
         if shape == "square":
