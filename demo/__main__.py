@@ -114,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     print("4/6 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
     tasks = [world.GROUP] + [f"blimp_{uid}" for uid in BLIMP_PARADIGMS] + ["winoground"]
     results = out / "results"
-    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={mm_ckpt},lang_ckpt={lang_ckpt},alpha=0.3",
-         "--tasks", ",".join(tasks), "--include_path", include, "--device", "cpu", "--batch_size", "auto",
-         "--output_path", str(results), "--log_samples"], env)  # fmt: skip
+    # lm_eval takes one --include_path: the project's tasks, then the world's (`babymerge sweep` takes both at once)
+    for names, folder in ((tasks[1:], tasks_dir), ([world.GROUP], str(out / "world" / "tasks"))):
+        run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={mm_ckpt},lang_ckpt={lang_ckpt},alpha=0.3",
+             "--tasks", ",".join(names), "--include_path", folder, "--device", "cpu", "--batch_size", "auto",
+             "--output_path", str(results), "--log_samples"], env)  # fmt: skip
 
     print("5/6 sweeping alpha over the word-count checkpoints with `babymerge sweep` ...", flush=True)
     sweep_dir = out / "sweep"
@@ -125,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
          "--no-progress"], env)  # fmt: skip
     numbers = world.trade_off(sweep_dir)
     figure = world.plot_trade_off(numbers, out / "tradeoff_world.png")
+    across = world.plot_across_training(sweep_dir, out / "tradeoff_words.png")
 
     print("6/6 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
     submission = out / "submission"
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lm_eval results and samples             {results}")
     print(f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_words.png'}  "
           f"{sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")  # fmt: skip
-    print(f"  the trade-off at the last checkpoint    {figure}")
+    print(f"  the trade-off: last checkpoint, words   {figure}  {across}")
     print(f"  submission                              {submission}")
     return 0
 

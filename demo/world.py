@@ -5,11 +5,14 @@
 Everything the demo trains on and is evaluated on comes from here, deterministically:
 
 * **Pictures** of two coloured shapes, one left of / above the other, with captions
-  ("a red square above a blue circle"), drawn by ``babymerge.data.synthetic_winoground``. The
-  Winoground-format test set is made of *held-out pictures*: no training caption shows a
-  picture of a test item (a picture counts as seen whichever of its two descriptions, "a red
-  square above a blue circle" or "a blue circle below a red square", the caption uses), so
-  the multimodal model can only score well by binding colours and shapes to positions.
+  ("a red square above a blue circle"), drawn by ``babymerge.data.synthetic_winoground``
+  (training pictures with a little jitter, so the model cannot learn a few hundred pictures
+  by heart). The Winoground-format test set is made of *held-out pictures*: no training
+  caption shows a picture of a test item (a picture counts as seen whichever of its two
+  descriptions, "a red square above a blue circle" or "a blue circle below a red square",
+  the caption uses), so the multimodal model can only score well by binding colours and
+  shapes to positions. A model that ignores the image scores 0: the swapped captions have
+  the same words, so both images give them the same scores, and a tie counts as wrong.
 * **Text** from a small English grammar with agreement: subject-verb number agreement (also
   across an attractor: "the girl near the dogs runs"), reflexive anaphors that agree with
   their subject in number (and gender: "the girls see themselves", "the boy sees himself")
@@ -294,20 +297,6 @@ def write_world(
     return summary
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m demo.world", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="demo_out/world")
-    p.add_argument("--text", type=int, default=3000, help="grammar sentences both runs read")
-    p.add_argument("--captions", type=int, default=3000)
-    p.add_argument("--pairs", type=int, default=100, help="minimal pairs per paradigm")
-    p.add_argument("--winoground", type=int, default=30, help="Winoground-format items (held-out pictures)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    summary = write_world(a.out, n_text=a.text, n_captions=a.captions, n_pairs=a.pairs, n_winoground=a.winoground,
-                          seed=a.seed)  # fmt: skip
-    print(json.dumps(summary))
-
-
 # -- training the two models on it -------------------------------------------------------------
 DEMO_FINAL_WORDS = 400_000  # the last word-count checkpoint both runs reach: where the demo reads the trade-off
 
@@ -435,6 +424,40 @@ def trade_off(sweep_dir: str | Path, checkpoint: str | None = None) -> dict:
     return out
 
 
+def plot_across_training(sweep_dir: str | Path, path: str | Path) -> Path:
+    """The two scores against words seen (log axis), one line per alpha: the effect across training."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in csv.DictReader(open(Path(sweep_dir) / "results.csv")) if r["words_seen"]]
+    alphas = sorted({float(r["alpha"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), sharey=True)
+    for ax, (task, metric), title in zip(axes, (LANGUAGE, VISION),
+                                         ("minimal pairs of the world (accuracy)", "Winoground-format text score")):  # fmt: skip
+        for alpha, colour in zip(alphas, plt.cm.viridis([i / max(1, len(alphas) - 1) for i in range(len(alphas))])):
+            pts = sorted((int(r["words_seen"]), float(r["value"])) for r in rows
+                         if (r["task"], r["metric"], float(r["alpha"])) == (task, metric, alpha))  # fmt: skip
+            if pts:
+                ax.plot(*zip(*pts), marker="o", color=colour, label=f"alpha={alpha:g}")
+        ax.set_xscale("log")
+        words = sorted({int(r["words_seen"]) for r in rows})
+        ax.set_xticks(words, [f"{w / 1000:g}K" for w in words])
+        ax.minorticks_off()
+        ax.set_xlabel("words seen")
+        ax.set_title(title, fontsize="medium")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize="x-small")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_trade_off(numbers: dict, path: str | Path) -> Path:
     """Both scores against alpha at one checkpoint: the figure of the README's demo section."""
     import matplotlib
@@ -450,13 +473,28 @@ def plot_trade_off(numbers: dict, path: str | Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{numbers['checkpoint']} ({numbers['words_seen']:,} words seen)", fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="center left")
+    ax.legend(fontsize="x-small", loc="center right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m demo.world", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="demo_out/world")
+    p.add_argument("--text", type=int, default=DEMO.n_text, help="grammar sentences both runs read")
+    p.add_argument("--captions", type=int, default=DEMO.n_captions)
+    p.add_argument("--pictures", type=int, default=DEMO.n_pictures, help="distinct training pictures")
+    p.add_argument("--pairs", type=int, default=DEMO.n_pairs, help="minimal pairs per paradigm")
+    p.add_argument("--winoground", type=int, default=DEMO.n_winoground, help="Winoground-format items (held out)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    summary = write_world(a.out, n_text=a.text, n_captions=a.captions, n_pictures=a.pictures, n_pairs=a.pairs,
+                          n_winoground=a.winoground, seed=a.seed)  # fmt: skip
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
