@@ -217,6 +217,12 @@ def write_world_tasks(out: Path) -> Path:
 CONVERSE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
 
 
+# How the world's pictures are drawn: shapes that fill a third of the canvas, on ImageNet's mean
+# colour (about 0 after the DINOv2 processor's normalisation), so the fixed encoder's pooled
+# feature is made of the shapes rather than of the empty canvas.
+DRAW = {"background": (124, 116, 104), "radius": 3 / 16}
+
+
 def picture(scene) -> tuple:
     """What a scene's picture shows: each (colour, shape) with its place. "a red square above a
     blue circle" and "a blue circle below a red square" are the same picture."""
@@ -262,7 +268,7 @@ def write_world(
         for k in range(n_pictures):
             scene = scenes[k % len(scenes)] if k < len(scenes) else rng.choice(scenes)
             name = f"images/{k:05d}.png"
-            draw_scene(*scene, jitter=rng).save(tmp / "multimodal" / name)
+            draw_scene(*scene, jitter=rng, **DRAW).save(tmp / "multimodal" / name)
             pool.append((scene, name))
         with open(tmp / "multimodal" / "captions.jsonl", "w") as f:
             for i in range(n_captions):
@@ -287,7 +293,7 @@ def write_world(
         for uid in PARADIGMS:
             rows = minimal_pairs(uid, n_pairs, random.Random(f"{seed}-{uid}"), seen)
             (tmp / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    write_winoground(out / "evaluation_data" / "winoground", n=n_winoground, seed=seed)
+    write_winoground(out / "evaluation_data" / "winoground", n=n_winoground, seed=seed, **DRAW)
     write_world_tasks(out / "tasks")
     summary = {"text_sentences": len(text), "text_words": sum(len(s.split()) for s in text),
                "extra_sentences": len(extra), "extra_words": extra_words, "captions": n_captions,

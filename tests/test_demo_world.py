@@ -34,7 +34,7 @@ def _features(tmp_path, scenes, size=world.ENCODER["image_size"]):
     if not path.is_dir():
         build_toy_encoder(path, **{**world.ENCODER, "image_size": size})
     encoder, processor = Dinov2Model.from_pretrained(path), AutoImageProcessor.from_pretrained(path)
-    images = [draw_scene(*s) for s in scenes]
+    images = [draw_scene(*s, **world.DRAW) for s in scenes]
     return image_features(encoder, processor, images=images).numpy().astype(np.float64)  # the recorded default pooling
 
 
