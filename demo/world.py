@@ -348,8 +348,9 @@ def prepare(root: str | Path, scale: Scale = DEMO) -> dict:
     from train.encode_images import encode
 
     root = Path(root)
-    summary = write_world(root / "world", n_text=scale.n_text, n_captions=scale.n_captions, n_pictures=scale.n_pictures, n_pairs=scale.n_pairs,
-                          n_winoground=scale.n_winoground, seed=scale.seed)  # fmt: skip
+    summary = write_world(root / "world", n_text=scale.n_text, n_captions=scale.n_captions,
+                          n_pictures=scale.n_pictures, n_pairs=scale.n_pairs, n_winoground=scale.n_winoground,
+                          seed=scale.seed)  # fmt: skip
     corpora = root / "world" / "corpora"
     if tokenizer_cli.main(["--data", str(corpora), "--vocab-size", str(scale.vocab_size),
                            "--out", str(root / "tokenizer"), "--overwrite"]):  # fmt: skip
