@@ -1,21 +1,27 @@
 """The end-to-end demo: ``make demo`` (or ``python -m demo --out demo_out`` from the repository root).
 
-Runs on a fresh machine in a few minutes on 2 CPU cores, with no network, using the real
-commands a researcher would type:
+Reproduces the paper's trade-off in miniature, on a synthetic world (``demo/world.py``), in a
+few minutes on 2 CPU cores with no network, using the real commands a researcher would type:
 
-1. write small corpora (toy-grammar sentences; captioned pictures of coloured shapes), train a
-   BPE tokenizer on both (``python -m train.tokenizer``), build a tiny random DINOv2 and
-   encode the pictures with it (``python -m train.encode_images``);
-2. train a tiny multimodal BabyLLaVA and its language-only twin (text only, black image
-   first) with the DeepSpeed launcher, two CPU ranks, ZeRO-2
-   (``deepspeed --num_gpus 2 --module train --config ...``), a checkpoint per epoch;
+1. the world from a seed: a small English grammar with agreement (text for both models and
+   held-out minimal pairs in BLiMP's format), pictures of two coloured shapes with captions
+   (a Winoground-format test set of held-out pictures); a BPE tokenizer
+   (``train.tokenizer``), a fixed random DINOv2 and the pictures' features
+   (``train.encode_images``);
+2. the multimodal BabyLLaVA (grammar text + captions, black image before text) and its
+   language-only twin (the same text + as many words of more text), same initial weights,
+   same number of optimiser steps, with the DeepSpeed launcher, two CPU ranks, ZeRO-2
+   (``deepspeed --num_gpus 2 --module train --config ...``), checkpoints by words seen
+   (``chck_*M``) and per epoch;
 3. ``babymerge merge --alpha 0.3`` writes a merged checkpoint;
-4. ``lm_eval --model babymerge ...,alpha=0.3`` merges at load time and evaluates BLiMP
-   (the files in ../shared/data/blimp when present, else a few minimal pairs written here)
-   and the synthetic Winoground-format set, with ``--log_samples``;
-5. ``babymerge sweep`` over every checkpoint and alphas 0, 0.3, 0.7, 1, with its plots;
+4. ``lm_eval --model babymerge ...,alpha=0.3`` merges at load time and evaluates the world's
+   minimal pairs, three official BLiMP paradigms (the files in ../shared/data/blimp when
+   present, else a few minimal pairs written here) and the Winoground-format set;
+5. ``babymerge sweep --checkpoints words`` over the word-count checkpoints and alphas
+   0, 0.3, 0.5, 0.7, 1, with its plots (``score_vs_words.png``: words seen on the x-axis);
 6. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file.
-It prints where each artefact is.
+It prints the trade-off at the last word-count checkpoint (Winoground-format text score and
+minimal-pair accuracy per alpha) and where each artefact is.
 """
 
 from __future__ import annotations
@@ -29,12 +35,11 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
-from babymerge.data.synthetic_winoground import write_dataset
-from demo.data import FEATURE_SIZE, tiny_config, write_config
-from demo.toy import build_toy_encoder
+from demo import world
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
+ALPHAS = "0,0.3,0.5,0.7,1"
 BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
 # Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
 OWN_PAIRS = {
@@ -85,70 +90,44 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     tasks_dir = tasks_path()  # lm_eval_tasks/ of the checkout (babymerge/lm_eval_tasks/ when installed from a wheel)
     py = sys.executable
+    scale = world.DEMO
 
-    print("1/6 corpora, tokenizer, a tiny random DINOv2 and the image features (no downloads) ...", flush=True)
-    run([py, "-m", "demo.data", "--out", str(out / "corpora"), "--sentences", "4000", "--captions", "1000"])
-    run(
-        [
-            py,
-            "-m",
-            "train.tokenizer",
-            "--data",
-            str(out / "corpora"),
-            "--vocab-size",
-            "600",
-            "--out",
-            str(out / "tokenizer"),
-        ]
-    )
-    build_toy_encoder(out / "encoder", feature_size=FEATURE_SIZE)
-    run([py, "-m", "train.encode_images", "--captions", str(out / "corpora" / "multimodal" / "captions.jsonl"),
-         "--encoder", str(out / "encoder"), "--out", str(out / "features")])  # fmt: skip
+    print("1/6 the synthetic world (grammar, pictures, held-out test sets), tokenizer, a fixed random DINOv2 "
+          "and the image features (no downloads) ...", flush=True)  # fmt: skip
+    summary = world.prepare(out, scale)
+    print(f"   {json.dumps(summary)}", flush=True)
+    data = out / "world" / "evaluation_data"
+    blimp_source = write_blimp(data)
+    include = os.pathsep.join([tasks_dir, str(out / "world" / "tasks")])
+    env = {**os.environ, "BABYMERGE_DATA": str(data)}
 
-    print(
-        "2/6 training the multimodal model and its language-only twin: deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True
-    )
-    for name, multimodal in (("mm", True), ("lang", False)):
-        config = write_config(out / "configs" / f"{name}.yaml", tiny_config(out, name, multimodal=multimodal))
-        run(["deepspeed", "--num_gpus", "2", "--module", "train", "--config", str(config)])
-    mm_run, lang_run = out / "runs" / "mm", out / "runs" / "lang"
-    mm_ckpt, lang_ckpt = mm_run / "ckpt-ep3", lang_run / "ckpt-ep3"
+    print("2/6 training the multimodal model and its language-only twin (same init, same number of steps): "
+          "deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)  # fmt: skip
+    mm_run, lang_run = world.train_twins(out, scale)
+    mm_ckpt, lang_ckpt = (run / (run / "latest").read_text().strip() for run in (mm_run, lang_run))
 
     print("3/6 merging the last checkpoints with `babymerge merge --alpha 0.3` ...", flush=True)
     merged = out / "merged-alpha0.3"
-    run(
-        [
-            py,
-            "-m",
-            "babymerge",
-            "merge",
-            "--mm",
-            str(mm_ckpt),
-            "--lang",
-            str(lang_ckpt),
-            "--alpha",
-            "0.3",
-            "--out",
-            str(merged),
-        ]
-    )
+    run([py, "-m", "babymerge", "merge", "--mm", str(mm_ckpt), "--lang", str(lang_ckpt), "--alpha", "0.3",
+         "--out", str(merged)])  # fmt: skip
 
     print("4/6 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
-    data = out / "evaluation_data"
-    blimp_source = write_blimp(data)
-    write_dataset(data / "winoground", n=24, seed=0)
-    env = {**os.environ, "BABYMERGE_DATA": str(data)}
-    tasks = [f"blimp_{uid}" for uid in BLIMP_PARADIGMS] + ["winoground"]
+    tasks = [world.GROUP] + [f"blimp_{uid}" for uid in BLIMP_PARADIGMS] + ["winoground"]
     results = out / "results"
-    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={mm_ckpt},lang_ckpt={lang_ckpt},alpha=0.3",
-         "--tasks", ",".join(tasks), "--include_path", tasks_dir, "--device", "cpu", "--batch_size", "auto",
-         "--output_path", str(results), "--log_samples"], env)  # fmt: skip
+    # lm_eval takes one --include_path: the project's tasks, then the world's (`babymerge sweep` takes both at once)
+    for names, folder in ((tasks[1:], tasks_dir), ([world.GROUP], str(out / "world" / "tasks"))):
+        run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={mm_ckpt},lang_ckpt={lang_ckpt},alpha=0.3",
+             "--tasks", ",".join(names), "--include_path", folder, "--device", "cpu", "--batch_size", "auto",
+             "--output_path", str(results), "--log_samples"], env)  # fmt: skip
 
-    print("5/6 sweeping alpha over every checkpoint with `babymerge sweep` ...", flush=True)
+    print("5/6 sweeping alpha over the word-count checkpoints with `babymerge sweep` ...", flush=True)
     sweep_dir = out / "sweep"
-    run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "all",
-         "--alphas", "0,0.3,0.7,1", "--tasks", ",".join(tasks), "--include-path", tasks_dir, "--out", str(sweep_dir),
+    run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "words",
+         "--alphas", ALPHAS, "--tasks", ",".join(tasks), "--include-path", include, "--out", str(sweep_dir),
          "--no-progress"], env)  # fmt: skip
+    numbers = world.trade_off(sweep_dir)
+    figure = world.plot_trade_off(numbers, out / "tradeoff_world.png")
+    across = world.plot_across_training(sweep_dir, out / "tradeoff_words.png")
 
     print("6/6 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
     submission = out / "submission"
@@ -159,17 +138,23 @@ def main(argv: list[str] | None = None) -> int:
     run([py, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
          "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
 
+    print(f"\nThe trade-off at {numbers['checkpoint']} ({numbers['words_seen']:,} words seen), by alpha "
+          "(weight of the language-only model):")  # fmt: skip
+    print("  alpha                                   " + "  ".join(f"{a:5g}" for a in numbers["alphas"]))
+    print("  Winoground-format text score            " + "  ".join(f"{v:5.2f}" for v in numbers["text_score"]))
+    print("  minimal pairs of the world (accuracy)   " + "  ".join(f"{v:5.2f}" for v in numbers["minimal_pairs"]))
     print("\nArtefacts:")
+    print(f"  the world (corpora, evaluation data)    {out / 'world'}")
     print(
         f"  training configs, logs                  {out / 'configs'}  {mm_run / 'log.jsonl'}  {lang_run / 'log.jsonl'}"
     )
-    print(f"  checkpoints (one per epoch)             {mm_run}/ckpt-ep{{1,2,3}}  {lang_run}/ckpt-ep{{1,2,3}}")
+    print(f"  checkpoints (words seen, epochs)        {mm_run}/chck_*M  {lang_run}/chck_*M")
     print(f"  merged checkpoint (alpha=0.3)           {merged}")
-    print(f"  evaluation data (BLiMP: {blimp_source}; synthetic Winoground) {data}")
+    print(f"  evaluation data (BLiMP: {blimp_source}; the world's minimal pairs and Winoground-format set) {data}")
     print(f"  lm_eval results and samples             {results}")
-    print(
-        f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}"
-    )
+    print(f"  sweep results and plots                 {sweep_dir / 'results.csv'}  {sweep_dir / 'score_vs_words.png'}  "
+          f"{sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")  # fmt: skip
+    print(f"  the trade-off: last checkpoint, words   {figure}  {across}")
     print(f"  submission                              {submission}")
     return 0
 

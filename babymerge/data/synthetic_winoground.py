@@ -33,22 +33,38 @@ RELATIONS = {"above": (0, -1), "below": (0, 1), "left of": (-1, 0), "right of": 
 SIZE = 64
 
 
-def draw_scene(first: tuple[str, str], relation: str, second: tuple[str, str], size: int = SIZE) -> Image.Image:
-    """``first`` = (colour, shape) placed ``relation`` ``second`` on a white canvas."""
-    image = Image.new("RGB", (size, size), "white")
+def draw_scene(
+    first: tuple[str, str],
+    relation: str,
+    second: tuple[str, str],
+    size: int = SIZE,
+    jitter: random.Random | None = None,
+    background="white",
+    radius: float = 1 / 8,
+) -> Image.Image:
+    """``first`` = (colour, shape) placed ``relation`` ``second`` on a ``background`` canvas,
+    each shape ``radius`` x ``size`` from its centre to its sides. With ``jitter`` (a random
+    generator) each shape moves by up to size/16 and its radius varies by up to size/32, so
+    that a training set can hold many different pictures of one scene."""
+    image = Image.new("RGB", (size, size), background)
     draw = ImageDraw.Draw(image)
     dx, dy = RELATIONS[relation]
-    centre, offset, radius = size / 2, size / 4, size / 8
+    centre, offset = size / 2, size / 4
     positions = [(centre + dx * offset, centre + dy * offset), (centre - dx * offset, centre - dy * offset)]
+    half = radius * size
     for (colour, shape), (x, y) in zip((first, second), positions):
-        box = [x - radius, y - radius, x + radius, y + radius]
+        r = half
+        if jitter is not None:
+            x, y = x + jitter.uniform(-1, 1) * size / 16, y + jitter.uniform(-1, 1) * size / 16
+            r += jitter.uniform(-1, 1) * size / 32
+        box = [x - r, y - r, x + r, y + r]
         fill = COLOURS[colour]
         if shape == "square":
             draw.rectangle(box, fill=fill)
         elif shape == "circle":
             draw.ellipse(box, fill=fill)
         else:
-            draw.polygon([(x, y - radius), (x - radius, y + radius), (x + radius, y + radius)], fill=fill)
+            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=fill)
     return image
 
 
@@ -78,8 +94,9 @@ def make_items(n: int, seed: int = 0) -> list[dict]:
     return items
 
 
-def write_dataset(out: str | Path, n: int = 40, seed: int = 0, overwrite: bool = True) -> Path:
-    """Write ``winoground.jsonl`` and ``images/*.png`` under ``out`` (atomically)."""
+def write_dataset(out: str | Path, n: int = 40, seed: int = 0, overwrite: bool = True, **draw) -> Path:
+    """Write ``winoground.jsonl`` and ``images/*.png`` under ``out`` (atomically); ``draw``:
+    ``draw_scene``'s ``background`` and ``radius``."""
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         (tmp / "images").mkdir()
         with open(tmp / "winoground.jsonl", "w") as f:
@@ -87,7 +104,7 @@ def write_dataset(out: str | Path, n: int = 40, seed: int = 0, overwrite: bool =
                 row = {k: v for k, v in item.items() if k != "scenes"}
                 for j, scene in enumerate(item["scenes"]):
                     name = f"images/ex_{item['id']}_img_{j}.png"
-                    draw_scene(*scene).save(tmp / name)
+                    draw_scene(*scene, **draw).save(tmp / name)
                     row[f"image_{j}"] = name
                 f.write(json.dumps(row) + "\n")
     return Path(out)
