@@ -11,7 +11,8 @@
 * ``StreamingSafetensorsWriter``: ``safetensors.torch.save_file`` needs every tensor of a
   shard in memory at once. Because a merge knows every output name, dtype and shape before it
   computes anything, we write each shard's header first and then stream tensors into it one
-  by one. The files are standard safetensors (checked with ``safe_open`` when closed).
+  by one, from a background thread, so the next chunk is computed while this one is written.
+  The files are standard safetensors (checked with ``safe_open`` when closed).
 
 Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
 get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
@@ -27,6 +28,7 @@ import json
 import logging
 import math
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -409,10 +411,21 @@ class StreamingSafetensorsWriter:
             plus ``model.safetensors.index.json``).
         layout: ``[(name, dtype, shape), ...]`` in the order the tensors will be added.
         max_shard_size: bytes (or ``"2GB"``-style) per shard.
+        queue_chunks: how many chunks may wait to be written (bounds the memory they hold).
+
+    The bytes are written by a background thread: writing to the page cache costs about as
+    much as computing a chunk, and the two then overlap (the GIL is released by both). Use it
+    as a context manager: leaving the block by an exception stops the thread before the
+    caller removes the files. An error of the thread (a full disk) is raised in the caller at
+    its next ``add`` or ``close``.
     """
 
     def __init__(
-        self, directory: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int | str = "2GB"
+        self,
+        directory: Path,
+        layout: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        max_shard_size: int | str = "2GB",
+        queue_chunks: int = 8,
     ):
         self.directory = Path(directory)
         limit = parse_size(max_shard_size)
@@ -432,9 +445,62 @@ class StreamingSafetensorsWriter:
         self._position = 0
         self._shard = -1
         self._file = None
+        self._files: list = []  # every file opened, closed by the thread (or by abort)
         self._shard_keys: list[str] = []
         self.total_size = sum(_nbytes(e[1], e[2]) for e in layout)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_chunks)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
+    def __enter__(self) -> StreamingSafetensorsWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.abort()
+
+    # -- the writing thread ----------------------------------------------------------------
+    def _write_loop(self) -> None:
+        """Write queued (file, bytes) in order; (file, None) closes the file; None ends."""
+        while (item := self._queue.get()) is not None:
+            file, data = item
+            if self._error is not None:
+                continue  # keep taking items, so that the producer never blocks on a full queue
+            try:
+                if data is None:
+                    file.close()
+                else:
+                    file.write(data if isinstance(data, bytes) else memoryview(data.view(torch.uint8).numpy()))
+            except BaseException as err:  # raised in the caller's thread by _put / close
+                self._error = err
+
+    def _put(self, item) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_loop, name="safetensors-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(item)
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def abort(self) -> None:
+        """Drop what is queued, stop the thread and close the files (after an error)."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._stop()
+        for file in self._files:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    # -- the caller's side -----------------------------------------------------------------
     def _open_next_shard(self) -> None:
         self._close_file()
         self._shard += 1
@@ -452,12 +518,13 @@ class StreamingSafetensorsWriter:
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment
         self._file = open(path, "wb")
-        self._file.write(struct.pack("<Q", len(blob)))
-        self._file.write(blob)
+        self._files.append(self._file)
+        self._put((self._file, struct.pack("<Q", len(blob)) + blob))
         self._shard_keys = [e[0] for e in entries]
 
     def add(self, name: str, chunks: Iterable[torch.Tensor]) -> None:
-        """Append the next declared tensor, given whole or as consecutive flat chunks."""
+        """Append the next declared tensor, given whole or as consecutive flat chunks. A chunk
+        is written later, by the thread: it must not be modified after it was given."""
         if self._position >= len(self._expected) or name != self._expected[self._position]:
             raise RuntimeError(f"tensor {name!r} added out of the declared order")
         if self._file is None or not self._shard_keys:
@@ -469,7 +536,7 @@ class StreamingSafetensorsWriter:
             if chunk.dtype != dtype:
                 raise RuntimeError(f"tensor {name!r} is {chunk.dtype}, declared {dtype}")
             data = chunk.detach().to("cpu").contiguous().reshape(-1)
-            self._file.write(memoryview(data.view(torch.uint8).numpy()))
+            self._put((self._file, data))
             written += data.numel()
         if written != math.prod(shape):
             raise RuntimeError(f"tensor {name!r}: wrote {written} values, declared shape {list(shape)}")
@@ -478,7 +545,7 @@ class StreamingSafetensorsWriter:
 
     def _close_file(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._put((self._file, None))
             self._file = None
 
     def close(self) -> list[Path]:
@@ -486,6 +553,10 @@ class StreamingSafetensorsWriter:
         if self._position != len(self._expected):
             raise RuntimeError(f"only {self._position} of {len(self._expected)} tensors were written")
         self._close_file()
+        self._stop()
+        if self._error is not None:
+            self.abort()
+            raise self._error
         if len(self._plan) > 1:
             weight_map = {name: path.name for path, entries in self._plan for name, _, _ in entries}
             index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
