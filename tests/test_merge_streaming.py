@@ -10,6 +10,7 @@ thread, the pages left mapped, and the caller's torch thread count.
 import errno
 import importlib
 import json
+import os
 import re
 import threading
 
@@ -22,7 +23,6 @@ from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
 
 merge_module = importlib.import_module("babymerge.merge")
-output_module = importlib.import_module("babymerge.output")
 LANG_PREFIX = ("model.language_model.", "model.")
 
 
@@ -99,20 +99,15 @@ def test_a_write_error_in_the_writer_thread_reaches_the_caller(toy, tmp_path, mo
     """The disk fills up while the background thread writes: the merge fails with the one-line
     error, no output and no temporary are left, and the thread is gone."""
 
-    class FullDisk:
-        def __init__(self, path, mode):
-            self.file, self.written = open(path, mode), 0
+    real_writev, written = os.writev, []
 
-        def write(self, data):
-            self.written += len(memoryview(data).cast("B"))
-            if self.written > 20_000:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.file.write(data)
+    def full_disk(fd, buffers):
+        written.append(sum(len(memoryview(b).cast("B")) for b in buffers))
+        if sum(written) > 20_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writev(fd, buffers)
 
-        def close(self):
-            self.file.close()
-
-    monkeypatch.setattr(output_module, "open", FullDisk, raising=False)
+    monkeypatch.setattr(os, "writev", full_disk)
     with pytest.raises(BabyMergeError, match="no space left on the device"):
         merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
