@@ -1,9 +1,11 @@
 """Hugging Face checkpoint directories, read lazily one tensor at a time.
 
 Merging two models should cost about one tensor of memory, not two models. ``Checkpoint``
-reads only the safetensors headers up front (names, dtypes, shapes), and ``read(key)`` opens
-the file for that one tensor: safetensors memory-maps it, and closing the mapping as soon as
-the tensor is consumed keeps the pages we touched from piling up in the process's RSS.
+reads only the safetensors headers up front (names, dtypes, shapes, byte offsets). Each
+weight file is then memory-mapped once, privately, and ``view(key, rows)`` is a tensor on
+those pages: no copy, no allocation, so a merge computes straight from the page cache.
+``release(key, rows)`` unmaps the pages a consumed chunk touched (they stay in the page
+cache), so a merge streaming through a checkpoint keeps about one chunk in its RSS.
 
 It also knows how the language model's parameters are named in each layout, so a
 ``LlamaForCausalLM`` twin lines up with the Llava language model (``text_key``).
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +44,8 @@ _LANGUAGE_MODEL_PREFIXES = (
     ("language_model.model.", "model."),
     ("language_model.lm_head.", "lm_head."),
 )
+# A page fault on a mapped file may map this much around the page (fault-around, large folios).
+_MAPPED_AROUND = 2 << 20
 _LAYER_INDEX = re.compile(r"\blayers\.(\d+)\.")
 
 
@@ -48,6 +54,18 @@ class TensorInfo:
     file: Path
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int = 0  # where its bytes start in the file
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def byte_range(self, rows: tuple[int, int] | None = None) -> tuple[int, int]:
+        """The file's bytes holding the tensor, or its rows ``start:stop``."""
+        if rows is None:
+            return self.offset, self.offset + self.nbytes
+        row = math.prod(self.shape[1:]) * self.dtype.itemsize
+        return self.offset + rows[0] * row, self.offset + rows[1] * row
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -90,6 +108,7 @@ class Checkpoint:
         except (OSError, json.JSONDecodeError) as err:
             raise BabyMergeError(f"cannot read {config_file}: {err}") from err
         self.tensors: dict[str, TensorInfo] = {}
+        self._mapped: dict[Path, tuple[mmap.mmap, torch.Tensor]] = {}  # file -> its mapping, as bytes (see view)
         for file in self._weight_files():
             self._read_header(file)
         if not self.tensors:
@@ -125,39 +144,83 @@ class Checkpoint:
 
     def _read_header(self, file: Path) -> None:
         try:
-            with safe_open(file, framework="pt") as f:
-                for key in f.keys():
+            with safe_open(file, framework="pt") as f:  # validates the header against the file
+                keys = list(f.keys())
+                for key in keys:
                     sl = f.get_slice(key)
-                    dtype = SAFETENSORS_DTYPES.get(sl.get_dtype())
-                    if dtype is None:
+                    if sl.get_dtype() not in SAFETENSORS_DTYPES:
                         raise BabyMergeError(f"{file}: tensor {key!r} has unsupported dtype {sl.get_dtype()}")
-                    self.tensors[key] = TensorInfo(file, dtype, tuple(sl.get_shape()))
-        except (SafetensorError, OSError) as err:
+            with open(file, "rb") as f:  # the byte offsets, which safe_open does not expose
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+        except (SafetensorError, OSError, ValueError, struct.error) as err:
             raise BabyMergeError(
                 f"{self.role} checkpoint file {file} is truncated or corrupt ({err}); re-save or re-download it"
             ) from err
+        for key in keys:
+            entry = header[key]
+            self.tensors[key] = TensorInfo(
+                file, SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + n + entry["data_offsets"][0]
+            )
 
     # -- reading --------------------------------------------------------------------------
-    def read(self, key: str, rows: tuple[int, int] | None = None, check_finite: bool = True) -> torch.Tensor:
-        """One tensor, or its rows ``start:stop``, from its memory-mapped file; refuses NaN and inf.
+    def view(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """One tensor, or its rows ``start:stop``, as a tensor on the file's mapped pages: no copy.
 
-        The file is opened for this read only: rows are copied out and the mapping is closed,
-        so a merge streaming through a checkpoint keeps about one chunk resident.
+        The file is mapped once, copy-on-write (``ACCESS_COPY``): the checkpoint on disk can
+        never change through a view, whatever is done to it. Not checked for NaN/inf (see
+        ``check_finite``); call ``release`` when done with it to keep the process's RSS small.
         """
         info = self.tensors[key]
-        try:
-            with safe_open(info.file, framework="pt") as f:
-                tensor = f.get_tensor(key) if rows is None else f.get_slice(key)[rows[0] : rows[1]]
-        except (SafetensorError, OSError) as err:
-            raise BabyMergeError(f"cannot read tensor {key!r} from {info.file}: {err}") from err
-        if check_finite and tensor.is_floating_point() and not all_finite(tensor):
+        if info.file not in self._mapped:
+            try:
+                with open(info.file, "rb") as f:
+                    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError) as err:
+                raise BabyMergeError(f"cannot read {info.file}: {err}") from err
+            self._mapped[info.file] = (mapping, torch.frombuffer(mapping, dtype=torch.uint8))
+        _, raw = self._mapped[info.file]
+        start, stop = info.byte_range(rows)
+        data = raw[start:stop]
+        if start % info.dtype.itemsize:  # a file whose tensors are not aligned to their dtype
+            data = data.clone()
+        shape = info.shape if rows is None else (rows[1] - rows[0], *info.shape[1:])
+        return data.view(info.dtype).view(shape)
+
+    def release(self, key: str, rows: tuple[int, int] | None = None) -> None:
+        """Unmap the pages of a tensor (or rows of it) a view touched. They stay in the page
+        cache and a later view maps them again; only this process's RSS shrinks."""
+        info = self.tensors[key]
+        if info.file in self._mapped:
+            mapping = self._mapped[info.file][0]
+            start, stop = info.byte_range(rows)
+            # The faults also mapped pages around the range: unmap those too (without this,
+            # ~10% of the pages stayed: +50 MB of RSS merging two 300 MB checkpoints in memory).
+            # Those after it only with the tensor's last rows: within a tensor the next chunk's
+            # pages are mapped ahead, as the next chunk wants them.
+            start = max(0, start - _MAPPED_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE
+            if rows is None or rows[1] >= info.shape[0]:
+                stop = min(len(mapping), stop + _MAPPED_AROUND)
+            if stop > start:
+                mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+    def read(self, key: str, rows: tuple[int, int] | None = None, check_finite: bool = True) -> torch.Tensor:
+        """One tensor, or its rows ``start:stop``, copied out of its file; refuses NaN and inf."""
+        tensor = self.view(key, rows).clone()
+        self.release(key, rows)
+        if check_finite:
+            self.check_finite(key, tensor, rows)
+        return tensor
+
+    def check_finite(self, key: str, tensor: torch.Tensor, rows: tuple[int, int] | None = None) -> None:
+        """Refuse a tensor (rows ``start:stop`` of ``key``) holding NaN or inf, naming it."""
+        if tensor.is_floating_point() and not all_finite(tensor):
             bad = int((~torch.isfinite(tensor)).sum())
             where = f"rows {rows[0]}:{rows[1]} of " if rows else ""
             raise BabyMergeError(
                 f"{self.role} checkpoint {str(self.path)!r}: {where}tensor {key!r} contains {bad} NaN/inf values; "
                 "the checkpoint is broken (diverged training?), merging it would spread them"
             )
-        return tensor
 
     # -- naming ---------------------------------------------------------------------------
     def text_key(self, key: str) -> str:

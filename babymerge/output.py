@@ -11,7 +11,8 @@
 * ``StreamingSafetensorsWriter``: ``safetensors.torch.save_file`` needs every tensor of a
   shard in memory at once. Because a merge knows every output name, dtype and shape before it
   computes anything, we write each shard's header first and then stream tensors into it one
-  by one. The files are standard safetensors (checked with ``safe_open`` when closed).
+  by one, from a background thread, so the next chunk is computed while this one is written.
+  The files are standard safetensors (checked with ``safe_open`` when closed).
 
 Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
 get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
@@ -27,6 +28,7 @@ import json
 import logging
 import math
 import os
+import queue
 import secrets
 import shutil
 import signal
@@ -45,6 +47,8 @@ from .errors import BabyMergeError
 logger = logging.getLogger(__name__)
 
 _DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+BATCH_BYTES = 4 << 20  # the writer thread writes this much per system call
+_IOV_MAX = 1024  # buffers per writev (Linux's limit)
 _SIZE_SUFFIXES = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1))
 
 
@@ -409,10 +413,22 @@ class StreamingSafetensorsWriter:
             plus ``model.safetensors.index.json``).
         layout: ``[(name, dtype, shape), ...]`` in the order the tensors will be added.
         max_shard_size: bytes (or ``"2GB"``-style) per shard.
+        queue_batches: how many batches of chunks (``BATCH_BYTES`` each) may wait to be written.
+
+    The bytes are written by a background thread, in batches (one ``writev`` each): writing
+    to the page cache costs about as much as computing a chunk, and where a core is free the
+    two overlap (both release the GIL). A chunk is written later: it must not be modified
+    after ``add`` took it. Use the writer as a context manager: leaving the block by an
+    exception stops the thread before the caller removes the files. An error of the thread
+    (a full disk) is raised in the caller at its next ``add`` or ``close``.
     """
 
     def __init__(
-        self, directory: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int | str = "2GB"
+        self,
+        directory: Path,
+        layout: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        max_shard_size: int | str = "2GB",
+        queue_batches: int = 4,
     ):
         self.directory = Path(directory)
         limit = parse_size(max_shard_size)
@@ -432,9 +448,59 @@ class StreamingSafetensorsWriter:
         self._position = 0
         self._shard = -1
         self._file = None
+        self._files: list = []  # every file opened, closed by the thread (or by abort)
         self._shard_keys: list[str] = []
         self.total_size = sum(_nbytes(e[1], e[2]) for e in layout)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_batches)
+        self._batch: list = []  # buffers of the current file not yet queued
+        self._batch_bytes = 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
+    def __enter__(self) -> StreamingSafetensorsWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            self.abort()
+
+    # -- the writing thread ----------------------------------------------------------------
+    def _write_loop(self) -> None:
+        """Write queued (file, [buffers]) in order; (file, None) closes the file; None ends."""
+        while (item := self._queue.get()) is not None:
+            if self._error is None:  # after an error, keep taking items: the producer never blocks
+                try:
+                    _write_item(*item)
+                except BaseException as err:  # raised in the caller's thread by _put / close
+                    self._error = err
+
+    def _put(self, item) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._write_loop, name="safetensors-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(item)
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def abort(self) -> None:
+        """Drop what is queued, stop the thread and close the files (after an error)."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._stop()
+        for file in self._files:
+            with contextlib.suppress(OSError):
+                file.close()
+
+    # -- the caller's side -----------------------------------------------------------------
     def _open_next_shard(self) -> None:
         self._close_file()
         self._shard += 1
@@ -451,13 +517,14 @@ class StreamingSafetensorsWriter:
             offset += nbytes
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment
-        self._file = open(path, "wb")
-        self._file.write(struct.pack("<Q", len(blob)))
-        self._file.write(blob)
+        self._file = open(path, "wb", buffering=0)
+        self._files.append(self._file)
+        self._write(struct.pack("<Q", len(blob)) + blob)
         self._shard_keys = [e[0] for e in entries]
 
     def add(self, name: str, chunks: Iterable[torch.Tensor]) -> None:
-        """Append the next declared tensor, given whole or as consecutive flat chunks."""
+        """Append the next declared tensor, given whole or as consecutive flat chunks. A chunk
+        is written later, by the thread: it must not be modified after it was given."""
         if self._position >= len(self._expected) or name != self._expected[self._position]:
             raise RuntimeError(f"tensor {name!r} added out of the declared order")
         if self._file is None or not self._shard_keys:
@@ -469,16 +536,30 @@ class StreamingSafetensorsWriter:
             if chunk.dtype != dtype:
                 raise RuntimeError(f"tensor {name!r} is {chunk.dtype}, declared {dtype}")
             data = chunk.detach().to("cpu").contiguous().reshape(-1)
-            self._file.write(memoryview(data.view(torch.uint8).numpy()))
+            self._write(memoryview(data.view(torch.uint8).numpy()))
             written += data.numel()
         if written != math.prod(shape):
             raise RuntimeError(f"tensor {name!r}: wrote {written} values, declared shape {list(shape)}")
         self._shard_keys.pop(0)
         self._position += 1
 
+    def _write(self, data) -> None:
+        """Batch buffers for one ``writev`` (few handovers between the threads: each costs a
+        GIL switch, which a loaded machine makes slow); queue the batch when big enough."""
+        self._batch.append(data)
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._put((self._file, self._batch))
+            self._batch, self._batch_bytes = [], 0
+
     def _close_file(self) -> None:
         if self._file is not None:
-            self._file.close()
+            self._flush()
+            self._put((self._file, None))
             self._file = None
 
     def close(self) -> list[Path]:
@@ -486,6 +567,10 @@ class StreamingSafetensorsWriter:
         if self._position != len(self._expected):
             raise RuntimeError(f"only {self._position} of {len(self._expected)} tensors were written")
         self._close_file()
+        self._stop()
+        if self._error is not None:
+            self.abort()
+            raise self._error
         if len(self._plan) > 1:
             weight_map = {name: path.name for path, entries in self._plan for name, _, _ in entries}
             index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
@@ -494,6 +579,21 @@ class StreamingSafetensorsWriter:
             with safe_open(path, framework="pt") as f:  # header and sizes must round-trip
                 assert len(list(f.keys())) == len(entries)
         return [path for path, _ in self._plan]
+
+
+def _write_item(file, buffers: list | None) -> None:
+    """``writev`` the buffers to the (unbuffered) file, or close it (``buffers`` None)."""
+    if buffers is None:
+        file.close()
+        return
+    fd = file.fileno()
+    while buffers:
+        done = os.writev(fd, buffers[:_IOV_MAX])
+        while buffers and done >= len(buffers[0]):  # drop what was written (writev may stop short)
+            done -= len(buffers[0])
+            buffers = buffers[1:]
+        if done:
+            buffers = [buffers[0][done:], *buffers[1:]]
 
 
 def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:

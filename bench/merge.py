@@ -3,6 +3,9 @@
     python bench/merge.py                  # ~150M-parameter checkpoints, fp32 and bf16 (~5 min on 2 cores)
     python bench/merge.py --quick          # tiny checkpoints, 1 run per row: a smoke test (~1 min, start-ups)
     python bench/merge.py --skip-mergekit  # without the mergekit rows (no venv, no install)
+    python bench/merge.py --targets-only --repeat 7   # only the rows the floor and RSS targets use
+    python bench/merge.py --targets-only --baseline /tmp/old   # and another source tree's babymerge
+                                           # (e.g. `git worktree add /tmp/old HEAD~3`), interleaved
 
 What is built (once, cached under --workdir, default bench_out/merge):
 * per dtype (float32, bfloat16), with demo.toy: a multimodal BabyLlavaForConditionalGeneration
@@ -48,7 +51,14 @@ How:
   each run, untimed, so no run pays for the previous one's write-back.
 * Every row is run --repeat times (default 3), in rounds (all rows, then all rows again) so
   that a slow spell of the machine hits every row alike, and the best (smallest) value of
-  each column is kept: on a 2-core VM the same run varies by up to 3x.
+  each column is kept: on a 2-core VM the same run varies by up to 3x. Within a round the I/O
+  floor runs right before babymerge to disk on the same files (floor, merge, ..., floor,
+  merge, ...), and merge/floor is given two ways: best merge / best floor, and the median of
+  each round's adjacent pair (the fairer one while the machine's load changes). The load
+  average (``uptime``) is printed at the start and the end.
+* ``--baseline SRC`` adds rows running the babymerge of another source tree (an older commit)
+  on the same files in the same rounds, so before/after is measured under the same load;
+  its outputs must be byte-identical to this tree's (sha256 printed).
 
 Afterwards the outputs are compared tensor by tensor: babymerge vs naive (the same formula
 in fp32, so bit-equal there; naive bf16 arithmetic rounds after each op, babymerge computes
@@ -62,6 +72,7 @@ above python + torch + transformers (the second bare row: the imports are not ou
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -237,9 +248,10 @@ def run_child(role: str, spec_json: str) -> None:
 # =========================================================================================
 # parent: standard library only (see the docstring: ru_maxrss is inherited across exec)
 # =========================================================================================
-def launch(cmd: list[str], log: Path) -> dict:
-    """Run cmd to completion; its wall time, peak RSS (wait4) and the RESULT it printed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+def launch(cmd: list[str], log: Path, src: Path = REPO) -> dict:
+    """Run cmd to completion (importing babymerge from ``src``); its wall time, peak RSS (wait4)
+    and the RESULT it printed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])))
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
@@ -276,6 +288,19 @@ def safetensors_params_and_bytes(directory: Path) -> tuple[int, int]:
         params += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
         size += file.stat().st_size
     return params, size
+
+
+def sha256_of_weights(directory: Path) -> str:
+    """One sha256 over a checkpoint's safetensors files (sorted by name) and its shard index."""
+    digest = hashlib.sha256()
+    for file in sorted(Path(directory).glob("*.safetensors")) + sorted(
+        Path(directory).glob("*.safetensors.index.json")
+    ):
+        digest.update(file.name.encode())
+        with open(file, "rb", buffering=0) as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def warm_cache(*directories: Path) -> None:
@@ -368,6 +393,7 @@ class Row:
     inputs: tuple[Path, ...] = ()  # read right before each run (warm page cache)
     out: Path | None = None  # removed before each run
     optional: bool = False  # a failure skips the row instead of stopping the benchmark
+    src: Path = REPO  # the source tree whose babymerge the child imports (--baseline)
     runs: list[dict] = field(default_factory=list)
     failed: str | None = None
 
@@ -387,6 +413,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny checkpoints (smoke test of this script)")
     parser.add_argument("--skip-mergekit", action="store_true", help="no mergekit rows (and no mergekit install)")
     parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="only the rows the I/O-floor and RSS targets use: bare, I/O floor, babymerge to disk and in memory",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="SRC",
+        help="also run the babymerge of this source tree (e.g. a git worktree of an older commit), interleaved",
+    )
+    parser.add_argument(
         "--repeat", type=int, help="runs per row, the best value of each column kept (default 3; 1 with --quick)"
     )
     parser.add_argument("--child", nargs=2, metavar=("ROLE", "SPEC"), help=argparse.SUPPRESS)
@@ -405,8 +442,8 @@ def main() -> int:
         build_checkpoints(ckpts[tag], shape, dtype, logs)
 
     mergekit = None
-    if args.skip_mergekit:
-        print("mergekit rows skipped (--skip-mergekit)")
+    if args.skip_mergekit or args.targets_only:
+        print(f"mergekit rows skipped ({'--targets-only' if args.targets_only else '--skip-mergekit'})")
     else:
         mergekit = mergekit_command(args.workdir.resolve())
         if mergekit is None:
@@ -421,38 +458,38 @@ def main() -> int:
             f"{tag}: mm {params / 1e6:.1f}M parameters, {nbytes / 2**20:.0f} MiB; lang (Llama) {lang_params / 1e6:.1f}M"
         )
     print(
-        f"alpha={ALPHA}, linear; {args.repeat} run(s) per row, best kept; inputs read right before each run (warm cache)\n"
+        f"alpha={ALPHA}, linear; {args.repeat} run(s) per row, best kept; inputs read right before each run (warm cache)"
     )
+    load_start = os.getloadavg()
+    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in load_start)} (1, 5, 15 min)\n", flush=True)
 
     rows: list[Row] = [
         Row("bare python+torch", "-", "-", "bare", child_command("bare", {})),
         Row("bare +transformers+bm", "-", "-", "bare-full", child_command("bare", {"full": True})),
     ]
+    sources = [("babymerge", REPO)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
     for tag, dtype in DTYPES.items():
         root = ckpts[tag]
         mm, lang, lang2 = root / "mm", root / "lang", root / "lang2"
-        for role in ("babymerge", "naive"):
-            out = outs / f"{role}-{tag}"
+        # the floor right before the merges to disk it is compared with (see "How")
+        out = outs / f"floor-{tag}"
+        spec = {"inputs": [str(mm), str(lang)], "out": str(out)}
+        rows.append(Row("I/O floor", "mm+llama", tag, f"floor-{tag}", child_command("floor", spec), (mm, lang), out))
+        for label, src in sources:
+            out = outs / f"{label}-{tag}"
+            spec = {"mm": str(mm), "lang": str(lang), "out": str(out)}
+            cmd = child_command("babymerge", spec)
+            rows.append(Row(f"{label} -> disk", "mm+llama", tag, f"{label}-{tag}", cmd, (mm, lang), out, src=src))
+        if not args.targets_only:
+            out = outs / f"naive-{tag}"
             spec = {"mm": str(mm), "lang": str(lang), "out": str(out)}
             rows.append(
-                Row(f"{role} -> disk", "mm+llama", tag, f"{role}-{tag}", child_command(role, spec), (mm, lang), out)
+                Row("naive -> disk", "mm+llama", tag, f"naive-{tag}", child_command("naive", spec), (mm, lang), out)
             )
-        out = outs / f"floor-{tag}"
-        rows.append(
-            Row(
-                "I/O floor",
-                "mm+llama",
-                tag,
-                f"floor-{tag}",
-                child_command("floor", {"inputs": [str(mm), str(lang)], "out": str(out)}),
-                (mm, lang),
-                out,
-            )
-        )
-        spec = {"mm": str(mm), "lang": str(lang), "out": None}
-        rows.append(
-            Row("babymerge -> memory", "mm+llama", tag, f"memory-{tag}", child_command("babymerge", spec), (mm, lang))
-        )
+        for label, src in sources:
+            spec = {"mm": str(mm), "lang": str(lang), "out": None}
+            cmd = child_command("babymerge", spec)
+            rows.append(Row(f"{label} -> memory", "mm+llama", tag, f"{label}-memory-{tag}", cmd, (mm, lang), src=src))
         if mergekit is not None:
             out = outs / f"babymerge-llama-{tag}"
             spec = {"mm": str(lang), "lang": str(lang2), "out": str(out)}
@@ -494,7 +531,7 @@ def main() -> int:
             os.sync()
             warm_cache(*row.inputs)
             try:
-                m = launch(row.cmd, logs / f"{row.name}-{i}.log")
+                m = launch(row.cmd, logs / f"{row.name}-{i}.log", row.src)
             except RuntimeError as err:
                 if not row.optional:
                     raise
@@ -518,6 +555,10 @@ def main() -> int:
         f"babymerge vs mergekit ({tag})": (str(outs / f"babymerge-llama-{tag}"), str(outs / f"mergekit-{tag}"))
         for tag in DTYPES
     }
+    pairs |= {
+        f"babymerge vs baseline ({tag})": (str(outs / f"babymerge-{tag}"), str(outs / f"baseline-{tag}"))
+        for tag in DTYPES
+    }
     pairs = {label: (a, b) for label, (a, b) in pairs.items() if a in written and b in written}  # this run's outputs
     checks = python_child("verify", {"pairs": pairs}, logs / "verify.log")
     for label, c in checks.items():
@@ -527,6 +568,14 @@ def main() -> int:
         print(
             f"  {label}: {c['tensors']} tensors, max |diff| = {c['max_abs_diff']:.3g}, bit-equal: {c['equal']}{extra}"
         )
+    for tag in DTYPES:
+        a, b = outs / f"babymerge-{tag}", outs / f"baseline-{tag}"
+        if str(a) in written and str(b) in written:
+            digests = [sha256_of_weights(d) for d in (a, b)]
+            print(
+                f"  babymerge vs baseline ({tag}) weight files sha256: {digests[0][:16]}... vs {digests[1][:16]}... "
+                f"byte-identical: {digests[0] == digests[1]}"
+            )
 
     # the table
     base = rows[0].best["peak_mb"]
@@ -546,49 +595,82 @@ def main() -> int:
     def row(label: str, pair: str, tag: str) -> dict | None:
         return next((r.best for r in rows if (r.label, r.pair, r.tag) == (label, pair, tag)), None)
 
+    def pair_median(label: str, tag: str) -> float | None:
+        """Median over rounds of merge / floor, each round's merge against the floor run just before it."""
+        merge_row = next((r for r in rows if (r.label, r.pair, r.tag) == (label, "mm+llama", tag)), None)
+        floor_row = next((r for r in rows if (r.label, r.pair, r.tag) == ("I/O floor", "mm+llama", tag)), None)
+        if merge_row is None or floor_row is None:
+            return None
+        ratios = sorted(m["work_s"] / f["work_s"] for m, f in zip(merge_row.runs, floor_row.runs))
+        return (
+            ratios[len(ratios) // 2]
+            if len(ratios) % 2
+            else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        )
+
+    full = next(r.best["peak_mb"] for r in rows if r.name == "bare-full")  # python + torch + transformers + babymerge
     lines = []
     for tag in DTYPES:
-        disk, naive = row("babymerge -> disk", "mm+llama", tag), row("naive -> disk", "mm+llama", tag)
-        memory = row("babymerge -> memory", "mm+llama", tag)
-        lines.append((f"wall babymerge/naive, work ({tag})", disk["work_s"] / naive["work_s"], TARGETS["naive"]))
         floor = row("I/O floor", "mm+llama", tag)
-        lines.append(
-            (f"wall babymerge to disk / I/O floor, work ({tag})", disk["work_s"] / floor["work_s"], TARGETS["floor"])
-        )
-        bm_llama, mk = row("babymerge -> disk", "llama+llama", tag), row("mergekit-yaml -> disk", "llama+llama", tag)
-        if mk is not None:
+        naive = row("naive -> disk", "mm+llama", tag)
+        for label, _ in sources:
+            disk, memory = row(f"{label} -> disk", "mm+llama", tag), row(f"{label} -> memory", "mm+llama", tag)
+            name = "" if label == "babymerge" else f" [{label}]"
+            if naive is not None:
+                lines.append(
+                    (f"wall babymerge/naive, work ({tag}){name}", disk["work_s"] / naive["work_s"], TARGETS["naive"])
+                )
             lines.append(
                 (
-                    f"wall babymerge/mergekit, process, llama pair ({tag})",
-                    bm_llama["process_s"] / mk["process_s"],
-                    TARGETS["mergekit"],
+                    f"wall babymerge to disk / I/O floor, best/best ({tag}){name}",
+                    disk["work_s"] / floor["work_s"],
+                    TARGETS["floor"],
                 )
             )
-        for name, m in (("disk", disk), ("memory", memory)):
             lines.append(
                 (
-                    f"RSS above bare / checkpoint size ({'to disk' if name == 'disk' else 'in memory'}, {tag})",
-                    (m["peak_mb"] - base) * 2**20 / sizes[tag],
-                    TARGETS[name],
+                    f"wall babymerge to disk / I/O floor, median of round pairs ({tag}){name}",
+                    pair_median(f"{label} -> disk", tag),
+                    TARGETS["floor"],
                 )
             )
-        full = next(
-            r.best["peak_mb"] for r in rows if r.name == "bare-full"
-        )  # python + torch + transformers + babymerge
-        lines.append(
-            (
-                f"RSS above python+torch+transformers / checkpoint size (in memory, {tag})",
-                (memory["peak_mb"] - full) * 2**20 / sizes[tag],
-                TARGETS["memory_full"],
+            if label == "babymerge":
+                bm_llama, mk = (
+                    row("babymerge -> disk", "llama+llama", tag),
+                    row("mergekit-yaml -> disk", "llama+llama", tag),
+                )
+                if mk is not None:
+                    lines.append(
+                        (
+                            f"wall babymerge/mergekit, process, llama pair ({tag})",
+                            bm_llama["process_s"] / mk["process_s"],
+                            TARGETS["mergekit"],
+                        )
+                    )
+            for kind, m in (("disk", disk), ("memory", memory)):
+                lines.append(
+                    (
+                        f"RSS above bare / checkpoint size ({'to disk' if kind == 'disk' else 'in memory'}, {tag}){name}",
+                        (m["peak_mb"] - base) * 2**20 / sizes[tag],
+                        TARGETS[kind],
+                    )
+                )
+            lines.append(
+                (
+                    f"RSS above python+torch+transformers / checkpoint size (in memory, {tag}){name}",
+                    (memory["peak_mb"] - full) * 2**20 / sizes[tag],
+                    TARGETS["memory_full"],
+                )
             )
-        )
     if mergekit is None:
-        print(
-            "\n(no mergekit rows: "
-            + ("--skip-mergekit" if args.skip_mergekit else "mergekit could not be installed")
-            + ")"
-        )
-    print(f"\ntotal {time.perf_counter() - t0:.0f}s\n")
+        why = "--targets-only" if args.targets_only else "--skip-mergekit" if args.skip_mergekit else "not installable"
+        print(f"\n(no mergekit rows: {why})")
+    load_end = os.getloadavg()
+    print(f"\ntotal {time.perf_counter() - t0:.0f}s")
+    print(
+        f"load average (1, 5, 15 min) at the start: {' '.join(f'{x:.2f}' for x in load_start)}, "
+        f"at the end: {' '.join(f'{x:.2f}' for x in load_end)} (on {os.cpu_count()} CPUs)\n"
+    )
     width = max(len(text) for text, _, _ in lines)
     for text, value, target in lines:
         print(f"{text:<{width}} = {value:5.2f} (target <= {target}) {'PASS' if value <= target else 'FAIL'}")

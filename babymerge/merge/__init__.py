@@ -2,14 +2,16 @@
 
 The plan is made from the safetensors headers alone, so every shape, vocabulary, alpha and
 option problem is reported before anything is computed or written. Then tensors flow one at
-a time: read (memory-mapped) from the multimodal, language-only and optional base
-checkpoints, merged in float32 (in chunks for elementwise methods), cast to the output dtype
-and either streamed into safetensors shards or copied into a model's parameters. Peak memory
-stays near one tensor (to disk) or one model (in memory).
+a time: viewed on the memory-mapped files of the multimodal, language-only and optional base
+checkpoints (no copy), merged in float32 (in cache-sized chunks for elementwise methods), cast
+to the output dtype and either handed to a background thread that streams them into
+safetensors shards (computing the next chunk while this one is written) or copied into a
+model's parameters. Peak memory stays near one tensor (to disk) or one model (in memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import CONFIG_NAME, Checkpoint, parse_dtype
+from ..checkpoint import CONFIG_NAME, Checkpoint, all_finite, parse_dtype
 from ..errors import BabyMergeError
 from ..output import StreamingSafetensorsWriter, atomic_output_dir, parse_size
 from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp, task_arithmetic, ties  # noqa: F401
@@ -47,7 +49,9 @@ SIDE_FILES = (
     "chat_template*", "preprocessor_config.json", "processor_config.json", "image_processor*",
     "generation_config.json",
 )  # fmt: skip
-CHUNK = 1 << 21  # elements per chunk of rows (8 MiB of float32)
+# Elements per chunk of rows: 1 MiB of float32, so that an elementwise merge's few passes over
+# a chunk (cast, multiply, add, cast back, finiteness check) run in the CPU's L2 cache.
+CHUNK = 1 << 18
 
 
 @dataclass
@@ -162,29 +166,52 @@ def merge(
         ignored_language_only=sorted(set(lang.tensors) - {e.lang_key for e in plan}),
     )
     bar = tqdm(plan, desc=f"merging ({method})", unit="tensor", disable=not progress)
-    if out is None:
-        kept = {} if keep_sources else None
-        report.model = _merge_into_model(
-            mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept)
-        )
-        if keep_sources:
-            report.remerge = Remerger(
-                report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers
+    with _one_thread_per_chunk(merge_method):
+        if out is None:
+            kept, scratch = ({} if keep_sources else None), _Scratch()
+            report.model = _merge_into_model(
+                mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept, scratch)
             )
-    elif keep_sources:
-        raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
-    else:
-        inputs = [mm.path, lang.path] + ([base.path] if base else [])
-        with atomic_output_dir(out, overwrite=overwrite, protect=inputs, owner_marker=RECIPE_NAME) as tmp:
-            writer = StreamingSafetensorsWriter(tmp, [(e.key, e.dtype, e.shape) for e in plan], max_shard_size)
-            for entry in bar:
-                writer.add(entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options))
-            writer.close()
-            _write_side_files(mm, tmp, out_dtype)
-            _write_recipe(tmp / RECIPE_NAME, report, mm, lang, base, options)
-        report.out = Path(out)
+            if keep_sources:
+                report.remerge = Remerger(
+                    report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers
+                )
+        elif keep_sources:
+            raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
+        else:
+            inputs = [mm.path, lang.path] + ([base.path] if base else [])
+            with atomic_output_dir(out, overwrite=overwrite, protect=inputs, owner_marker=RECIPE_NAME) as tmp:
+                layout = [(e.key, e.dtype, e.shape) for e in plan]
+                scratch = _Scratch()
+                with StreamingSafetensorsWriter(tmp, layout, max_shard_size) as writer:
+                    for entry in bar:
+                        writer.add(
+                            entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options, None, scratch)
+                        )
+                    writer.close()
+                _write_side_files(mm, tmp, out_dtype)
+                _write_recipe(tmp / RECIPE_NAME, report, mm, lang, base, options)
+            report.out = Path(out)
     report.seconds = time.perf_counter() - start
     return report
+
+
+@contextlib.contextmanager
+def _one_thread_per_chunk(method: MergeMethod) -> Iterator[None]:
+    """Elementwise methods run their chunks on one torch thread (restored afterwards). A chunk
+    is a few cache-sized passes: splitting each over threads costs more in OpenMP's fork and
+    join than it saves, and many times more when another process holds a core (every pass
+    then waits for a descheduled thread: 20x slower on a loaded 2-core machine). The second
+    core is the writer thread's (see ``StreamingSafetensorsWriter``)."""
+    threads = torch.get_num_threads()
+    if not method.elementwise or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class Remerger:
@@ -271,6 +298,10 @@ def _check_shape(key: str, shape, other: Checkpoint, other_key: str) -> None:
 
 def _check_tokenizers(mm: Checkpoint, lang: Checkpoint) -> None:
     """Same embedding row must mean the same token in both models."""
+    files = [c.path / "tokenizer.json" for c in (mm, lang)]
+    if all(f.is_file() for f in files) and files[0].stat().st_size == files[1].stat().st_size:
+        if files[0].read_bytes() == files[1].read_bytes():
+            return  # the same file: the same ids, without building two vocabularies (~15 MB, 0.1 s)
     vocabs = [_vocab(c) for c in (mm, lang)]
     if None in vocabs:
         missing = " and ".join(f"{c.role} checkpoint {str(c.path)!r}" for c, v in zip((mm, lang), vocabs) if v is None)
@@ -319,14 +350,48 @@ def _row_spans(shape) -> list[tuple[int, int] | None]:
     return [(start, min(shape[0], start + per)) for start in range(0, shape[0], per)]
 
 
+class _Scratch:
+    """Float32 buffers reused from chunk to chunk: a fresh allocation per chunk would cost
+    its page faults again each time, and the heap grows between the chunks."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, slot: str, shape) -> torch.Tensor:
+        n = math.prod(shape)
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.numel() < n:
+            buffer = self._buffers[slot] = torch.empty(max(n, CHUNK))
+        return buffer[:n].view(shape)
+
+    def owns(self, tensor: torch.Tensor) -> bool:
+        ptr = tensor.untyped_storage().data_ptr()
+        return any(ptr == b.untyped_storage().data_ptr() for b in self._buffers.values())
+
+
 def _merged_chunks(
-    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None
+    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None, scratch=None
 ) -> Iterator[torch.Tensor]:
     """The output tensor as consecutive flat chunks of rows; whole for methods that need the
-    whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources."""
+    whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources.
+
+    Elementwise methods compute on views of the mapped files, chunk by chunk; with the
+    method's ``into`` (linear) into reused ``scratch`` buffers, so that the only copies are
+    the float32 casts of non-float32 inputs and the output chunk. NaN/inf are refused with
+    one check of the merged chunk instead of one per input: an elementwise method is
+    arithmetic, which carries a NaN or inf of any input into its result (inf * 0 is NaN); the
+    inputs are checked, to name the broken one, only when the result is not finite, or when
+    the result is one of the inputs (linear at alpha 0 or 1) and so says nothing of the
+    others. A result that is not finite from finite inputs (an overflow) is written, as it
+    was when each input was checked instead."""
     if entry.lang_key is None:
         for span in _row_spans(entry.shape):
-            yield mm.read(entry.key, span).to(entry.dtype).reshape(-1)
+            source = mm.view(entry.key, span)
+            chunk = source.to(entry.dtype)
+            if chunk.is_floating_point() and not all_finite(chunk):
+                mm.check_finite(entry.key, source, span)
+            yield chunk.reshape(-1)
+            mm.release(entry.key, span)
         return
     if keep is not None or not method.elementwise:
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
@@ -336,10 +401,34 @@ def _merged_chunks(
             keep[entry.key] = [m_kept, l.clone(), m_kept if b is m else b.clone()]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
+    scratch = scratch or _Scratch()
+    into = method.into if options == method.options else None  # options at their defaults
+    sources = [(mm, entry.key), (lang, entry.lang_key)] + ([(base, entry.base_key)] if entry.base_key else [])
     for span in _row_spans(entry.shape):
-        m, l = mm.read(entry.key, span).float(), lang.read(entry.lang_key, span).float()
-        b = base.read(entry.base_key, span).float() if entry.base_key else m
-        yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
+        views = [ckpt.view(key, span) for ckpt, key in sources]
+        if into is None:
+            inputs = [v.float() for v in views]
+        else:
+            inputs = [
+                v if v.dtype == torch.float32 else scratch.get(f"in{i}", v.shape).copy_(v) for i, v in enumerate(views)
+            ]
+        m, l = inputs[0], inputs[1]
+        b = inputs[2] if entry.base_key else m
+        if into is None:
+            merged = method.fn(m, l, b, entry.alpha, entry.text_key, **options)
+        else:
+            # the output chunk goes to the writer thread: a buffer of its own unless cast below
+            out = torch.empty(m.shape) if entry.dtype == torch.float32 else scratch.get("out", m.shape)
+            merged = into(m, l, b, entry.alpha, entry.text_key, out=out, scratch=scratch.get("tmp", m.shape))
+        chunk = merged.to(entry.dtype)
+        if into is not None and scratch.owns(chunk):  # an input cast to float32 is the result
+            chunk = chunk.clone()
+        if not all_finite(chunk) or any(merged is x for x in (m, l, b)):
+            for (ckpt, key), view in zip(sources, views):
+                ckpt.check_finite(key, view, span)
+        yield chunk.reshape(-1)
+        for ckpt, key in sources:
+            ckpt.release(key, span)
 
 
 def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):

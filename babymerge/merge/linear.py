@@ -10,7 +10,18 @@ import torch
 from .registry import register
 
 
-@register("linear", elementwise=True, mergekit_name="linear", float32_inside=True)
+def linear_into(mm, lang, base, alpha, key, *, out, scratch):
+    """``linear`` computed into ``out``, with ``scratch`` for ``(1 - alpha) * mm``: the same
+    two products and one sum, rounded alike, and nothing allocated (see ``register``)."""
+    if alpha == 0:
+        return mm
+    if alpha == 1:
+        return lang
+    torch.mul(lang, alpha, out=out)
+    return out.add_(torch.mul(mm, 1 - alpha, out=scratch))
+
+
+@register("linear", elementwise=True, mergekit_name="linear", float32_inside=True, into=linear_into)
 def linear(mm, lang, base, alpha, key):
     """merged = alpha * lang + (1 - alpha) * mm"""
     if alpha == 0:

@@ -27,6 +27,8 @@ class MergeMethod:
     uses_base: bool  # a task-vector method: meaningful with a shared base checkpoint
     elementwise: bool  # each output entry depends only on the same entry of the inputs
     mergekit_name: str | None  # the same method's name in mergekit, if it has one
+    # fn's result for one chunk, computed into preallocated buffers (see register)
+    into: Callable[..., torch.Tensor] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -56,9 +58,16 @@ def register(
     elementwise: bool = False,
     mergekit_name: str | None = None,
     float32_inside: bool = False,
+    into: Callable[..., torch.Tensor] | None = None,
 ):
     """Register ``fn`` as merge method ``name``. ``elementwise`` methods are applied to
     tensors in chunks (less peak memory); the others see whole tensors (norms, top-k, RNG).
+
+    An elementwise method may also give ``into(mm, lang, base, alpha, key, *, out, scratch)``:
+    the same result, bit for bit, written into ``out`` (float32, the chunk's shape) with
+    ``scratch`` (the same) for its temporaries, and returned; or one of its inputs returned
+    as ``fn`` would. It never modifies its inputs (views of the checkpoint files). Streaming
+    merges use it, with its options at their defaults, to allocate nothing per chunk.
 
     A method with a ``mergekit_name`` also takes ``compute_dtype``: mergekit computes in its
     recipe's ``dtype`` (inputs are cast to it), babymerge in float32; with ``compute_dtype``
@@ -67,7 +76,7 @@ def register(
 
     def decorator(fn):
         method = _with_compute_dtype(fn, float32_inside) if mergekit_name else fn
-        METHODS[name] = MergeMethod(name, method, uses_base, elementwise, mergekit_name)
+        METHODS[name] = MergeMethod(name, method, uses_base, elementwise, mergekit_name, into)
         return fn
 
     return decorator

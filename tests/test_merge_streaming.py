@@ -1,0 +1,156 @@
+"""The streaming merge's machinery: chunks, mapped views, the writer thread, one torch thread.
+
+merge() computes elementwise methods on views of the memory-mapped inputs, in small chunks,
+into reused buffers, checks NaN/inf once per merged chunk and writes from a background
+thread. These tests pin what that must not change: the numbers (against the formula by
+hand, across chunk boundaries), which input a NaN is reported in, errors of the writer
+thread, the pages left mapped, and the caller's torch thread count.
+"""
+
+import errno
+import importlib
+import json
+import os
+import re
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from babymerge import BabyMergeError, merge
+from babymerge.checkpoint import Checkpoint
+from demo.toy import build_toy_checkpoints
+
+merge_module = importlib.import_module("babymerge.merge")
+LANG_PREFIX = ("model.language_model.", "model.")
+
+
+def weights(path):
+    out = {}
+    for file in sorted(path.glob("*.safetensors")):
+        out.update(load_file(file))
+    return out
+
+
+def lang_name(key):
+    return key.replace(*LANG_PREFIX) if key.startswith(LANG_PREFIX[0]) else key
+
+
+@pytest.fixture(scope="module")
+def toy_bf16(tmp_path_factory):
+    return build_toy_checkpoints(tmp_path_factory.mktemp("toy_bf16"), dtype=torch.bfloat16)
+
+
+@pytest.mark.parametrize("inputs, dtype", [("fp32", None), ("bf16", None), ("bf16", "float32"), ("fp32", "bfloat16")])
+def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monkeypatch, inputs, dtype):
+    """Chunks of 100 elements (every tensor split, rows of 64 and more): each entry is
+    alpha * lang + (1 - alpha) * mm in float32, cast once to the output dtype."""
+    monkeypatch.setattr(merge_module, "CHUNK", 100)
+    t = toy if inputs == "fp32" else toy_bf16
+    merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", dtype=dtype, progress=False)
+    mm, lang, out = weights(t.mm), weights(t.lang), weights(tmp_path / "m")
+    for key, value in out.items():
+        want = mm[key].dtype if dtype is None else getattr(torch, dtype)
+        if lang_name(key) in lang:
+            expected = 0.3 * lang[lang_name(key)].float() + 0.7 * mm[key].float()
+        else:
+            expected = mm[key]
+        assert value.dtype == want and torch.equal(value, expected.to(want)), key
+    model = merge(t.mm, t.lang, alpha=0.3, dtype=dtype, progress=False).model  # in memory: the same chunks
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in out.items())
+
+
+def test_nan_in_an_input_the_result_ignores_is_still_refused(toy, tmp_path):
+    """At alpha 0 the result is the multimodal tensor itself: its finiteness says nothing of
+    the twin, which is then checked on its own (one check per merged chunk otherwise)."""
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    for f in toy.lang.iterdir():
+        (lang / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(lang / "model.safetensors")
+    tensors["model.layers.0.mlp.down_proj.weight"][1, 2] = float("nan")
+    save_file(tensors, lang / "model.safetensors", metadata={"format": "pt"})
+    for alpha in (0.0, 0.3, 1.0):
+        with pytest.raises(
+            BabyMergeError, match=r"language-only checkpoint .*'model.layers.0.mlp.down_proj.weight' contains 1 NaN"
+        ):
+            merge(toy.mm, lang, alpha=alpha, out=tmp_path / "out", progress=False)
+        assert not (tmp_path / "out").exists()
+
+
+def test_inf_in_the_multimodal_model_is_reported_in_its_rows(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(merge_module, "CHUNK", 64 * 10)  # 10 rows of 64 per chunk
+    mm = tmp_path / "mm"
+    mm.mkdir()
+    for f in toy.mm.iterdir():
+        (mm / f.name).write_bytes(f.read_bytes())
+    key = "model.language_model.layers.1.self_attn.q_proj.weight"
+    tensors = load_file(mm / "model.safetensors")
+    tensors[key][33, 5] = float("-inf")
+    save_file(tensors, mm / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(
+        BabyMergeError, match=rf"multimodal checkpoint .*rows 30:40 of tensor '{re.escape(key)}' contains 1 NaN/inf"
+    ):
+        merge(mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
+
+
+def test_a_write_error_in_the_writer_thread_reaches_the_caller(toy, tmp_path, monkeypatch):
+    """The disk fills up while the background thread writes: the merge fails with the one-line
+    error, no output and no temporary are left, and the thread is gone."""
+
+    real_writev, written = os.writev, []
+
+    def full_disk(fd, buffers):
+        written.append(sum(len(memoryview(b).cast("B")) for b in buffers))
+        if sum(written) > 20_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writev(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", full_disk)
+    with pytest.raises(BabyMergeError, match="no space left on the device"):
+        merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert not any(t.name == "safetensors-writer" for t in threading.enumerate())
+
+
+def test_views_are_zero_copy_and_released_pages_leave_the_rss(tmp_path):
+    """A 16 MiB tensor read in 1 MiB chunks: the views share the file's pages, and after
+    release() none of the file stays mapped (the kernel maps pages around each fault)."""
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    save_file({"w": torch.randn(2048, 2048), "b": torch.randn(3)}, tmp_path / "model.safetensors")
+    ckpt = Checkpoint(tmp_path)
+    total = torch.zeros(2048)
+    for start in range(0, 2048, 128):
+        chunk = ckpt.view("w", (start, start + 128))
+        total += chunk.sum(0)
+        ckpt.release("w", (start, start + 128))
+    assert torch.allclose(total, load_file(tmp_path / "model.safetensors")["w"].sum(0), atol=1e-3)
+    assert torch.equal(ckpt.view("b"), load_file(tmp_path / "model.safetensors")["b"])
+    view = ckpt.view("w", (0, 1))
+    view[0, 0] = 123.0  # copy-on-write: the file is never changed through a view
+    assert load_file(tmp_path / "model.safetensors")["w"][0, 0] != 123.0
+    ckpt.release("w")
+    ckpt.release("b")
+    assert _mapped_kib(tmp_path / "model.safetensors") == 0
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, current = 0, None
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.split()[-1] if len(line.split()) >= 6 else None
+        elif line.startswith("Rss:") and current == str(path):
+            total += int(line.split()[1])
+    return total
+
+
+def test_the_callers_torch_thread_count_is_restored(toy, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "m", progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
