@@ -17,24 +17,14 @@ import threading
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_merge import as_llama_name as lang_name
+from test_merge import weights
 
 from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
 
 merge_module = importlib.import_module("babymerge.merge")
-LANG_PREFIX = ("model.language_model.", "model.")
-
-
-def weights(path):
-    out = {}
-    for file in sorted(path.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
-
-
-def lang_name(key):
-    return key.replace(*LANG_PREFIX) if key.startswith(LANG_PREFIX[0]) else key
 
 
 @pytest.fixture(scope="module")
