@@ -266,7 +266,9 @@ def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
     plot(out, rows, tasks)
 
 
-DIAGNOSTIC_METRICS = ("ties",)
+# Kept in the CSV, not drawn: "ties" (pairs scored equal, a diagnostic of broken models) and
+# "acc_pipeline" (the BabyLM 2025 pipeline's accuracy, a tie counted right: "acc" plus the ties).
+DIAGNOSTIC_METRICS = ("ties", "acc_pipeline")
 
 
 # -- plots -------------------------------------------------------------------------------------
@@ -277,7 +279,6 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # "ties" (pairs scored equal: a diagnostic of broken models) stays in the CSV, not the plots
     panels = sorted(
         {(r["task"], r["metric"]) for r in rows if r["task"] in tasks and r["metric"] not in DIAGNOSTIC_METRICS}
     )
@@ -346,11 +347,13 @@ def plot_words(out: Path, rows: list[dict], panels: list[tuple[str, str]]) -> No
     alpha, as the paper reads the effect of merging across training. Drawn from two checkpoints
     with a known words-seen count."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     rows = [r for r in rows if r["words_seen"] and (r["task"], r["metric"]) in panels]
     if len({r["words_seen"] for r in rows}) < 2:
         return
     alphas = sorted({r["alpha"] for r in rows})
+    words = sorted({r["words_seen"] for r in rows})
     cols = min(3, len(panels))
     nrows = -(-len(panels) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
@@ -364,6 +367,10 @@ def plot_words(out: Path, rows: list[dict], panels: list[tuple[str, str]]) -> No
                 xs, ys, es = zip(*pts)
                 ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=f"alpha={alpha:g}")
         ax.set_xscale("log")
+        if len(words) <= 8:  # few checkpoints: a tick at each, "25k"; else the log axis's own decades
+            ax.set_xticks(words)
+            ax.minorticks_off()
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         ax.set_title(f"{task}: {metric}")
         ax.set_xlabel("words seen")
         ax.grid(alpha=0.3, which="both")

@@ -19,7 +19,12 @@ few minutes on 2 CPU cores with no network, using the real commands a researcher
    present, else a few minimal pairs written here) and the Winoground-format set;
 5. ``babymerge sweep --checkpoints words`` over the word-count checkpoints and alphas
    0, 0.3, 0.5, 0.7, 1, with its plots (``score_vs_words.png``: words seen on the x-axis);
-6. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file.
+6. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file;
+7. the BabyLM 2025 zero-shot suite on a small synthetic ``evaluation_data/`` tree in the
+   official pipeline's layout (``demo/babylm2025_data.py``): ``babymerge sweep --tasks
+   babylm2025_fast`` across the word-count checkpoints (words seen on the x-axis, one line
+   per alpha), the full suite on the merged model, and ``babymerge submit --format 2025
+   --allow-partial`` (what is missing is listed).
 It prints the trade-off at the last word-count checkpoint (Winoground-format text score and
 minimal-pair accuracy per alpha) and where each artefact is.
 """
@@ -35,11 +40,20 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
+from babymerge.submission2025 import FULL_SIZES, collect
 from demo import world
+from demo.babylm2025_data import write_evaluation_data
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
 ALPHAS = "0,0.3,0.5,0.7,1"
+ALPHAS_2025 = "0,0.3,1"
+# The full zero-shot tasks the synthetic 2025 tree has (Winoground's 2025 files are not written:
+# the demo's Winoground-format set is the world's own).
+FULL_2025 = ["babylm2025_blimp", "babylm2025_blimp_supplement", "babylm2025_ewok", "babylm2025_entity_tracking",
+             "babylm2025_comps", "babylm2025_wug_adj_wug_adj", "babylm2025_wug_past_wug_past", "babylm2025_vqa_vqa",
+             "babylm2025_reading_reading"]  # fmt: skip
+MARKER = ".babymerge-demo"  # in every folder the demo writes: the only folders it replaces
 BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
 # Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
 OWN_PAIRS = {
@@ -59,7 +73,11 @@ OWN_PAIRS = {
 
 
 def run(cmd: list[str], env: dict | None = None) -> None:
+    """Print the command as a user types it; run ``lm_eval`` as this interpreter's module, so the
+    demo works from a venv that is not on PATH."""
     print("   $", " ".join(cmd), flush=True)
+    if cmd[0] == "lm_eval":
+        cmd = [sys.executable, "-m", "lm_eval", *cmd[1:]]
     subprocess.run(cmd, check=True, env=env)
 
 
@@ -82,17 +100,46 @@ def write_blimp(data: Path) -> str:
     )
 
 
+def fresh_output_folder(out: Path) -> None:
+    """Empty ``out`` for a new run, but only if it is missing, empty or an earlier demo's output
+    (it holds ``MARKER``): ``--out ~`` must not delete a home directory."""
+    if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
+        sys.exit(f"python -m demo: error: --out {out} exists and is not an earlier demo's output; give a new folder")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("written by python -m demo; replaced by its next run\n")
+
+
+def submission_sizes(results: Path, model: str) -> Path:
+    """The demo's counts for ``babymerge submit --format 2025 --sizes``: the synthetic tree has a
+    few items per subtask, not the official counts (``FULL_SIZES``) that the check enforces,
+    so the counts are those of the data the demo wrote (each task's samples, all of them: no
+    ``--limit``), keyed in lower case as collate_preds compares them; the tasks it has not
+    written keep the official counts, so they stay missing."""
+    counted = {
+        task: {s.lower(): len(v) for s, v in subtasks.items()}
+        for task, subtasks in collect(results, model, "full").items()
+    }
+    path = results / "sizes.json"
+    path.write_text(json.dumps({"full": {**FULL_SIZES, **counted}}, indent=1) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="where to write everything (replaced)")
+    parser.add_argument(
+        "--out",
+        default="demo_out",
+        help="where to write everything: a new or empty folder, or an earlier demo's output (replaced)",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
-    shutil.rmtree(out, ignore_errors=True)
+    fresh_output_folder(out)
     tasks_dir = tasks_path()  # lm_eval_tasks/ of the checkout (babymerge/lm_eval_tasks/ when installed from a wheel)
     py = sys.executable
     scale = world.DEMO
 
-    print("1/6 the synthetic world (grammar, pictures, held-out test sets), tokenizer, a fixed random DINOv2 "
+    print("1/7 the synthetic world (grammar, pictures, held-out test sets), tokenizer, a fixed random DINOv2 "
           "and the image features (no downloads) ...", flush=True)  # fmt: skip
     summary = world.prepare(out, scale)
     print(f"   {json.dumps(summary)}", flush=True)
@@ -101,17 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     include = os.pathsep.join([tasks_dir, str(out / "world" / "tasks")])
     env = {**os.environ, "BABYMERGE_DATA": str(data)}
 
-    print("2/6 training the multimodal model and its language-only twin (same init, same number of steps): "
+    print("2/7 training the multimodal model and its language-only twin (same init, same number of steps): "
           "deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)  # fmt: skip
     mm_run, lang_run = world.train_twins(out, scale)
     mm_ckpt, lang_ckpt = (run / (run / "latest").read_text().strip() for run in (mm_run, lang_run))
 
-    print("3/6 merging the last checkpoints with `babymerge merge --alpha 0.3` ...", flush=True)
+    print("3/7 merging the last checkpoints with `babymerge merge --alpha 0.3` ...", flush=True)
     merged = out / "merged-alpha0.3"
     run([py, "-m", "babymerge", "merge", "--mm", str(mm_ckpt), "--lang", str(lang_ckpt), "--alpha", "0.3",
          "--out", str(merged)])  # fmt: skip
 
-    print("4/6 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
+    print("4/7 evaluating with `lm_eval --model babymerge` (merge at load time) ...", flush=True)
     tasks = [world.GROUP] + [f"blimp_{uid}" for uid in BLIMP_PARADIGMS] + ["winoground"]
     results = out / "results"
     # lm_eval takes one --include_path: the project's tasks, then the world's (`babymerge sweep` takes both at once)
@@ -120,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
              "--tasks", ",".join(names), "--include_path", folder, "--device", "cpu", "--batch_size", "auto",
              "--output_path", str(results), "--log_samples"], env)  # fmt: skip
 
-    print("5/6 sweeping alpha over the word-count checkpoints with `babymerge sweep` ...", flush=True)
+    print("5/7 sweeping alpha over the word-count checkpoints with `babymerge sweep` ...", flush=True)
     sweep_dir = out / "sweep"
     run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "words",
          "--alphas", ALPHAS, "--tasks", ",".join(tasks), "--include-path", include, "--out", str(sweep_dir),
@@ -129,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     figure = world.plot_trade_off(numbers, out / "tradeoff_world.png")
     across = world.plot_across_training(sweep_dir, out / "tradeoff_words.png")
 
-    print("6/6 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
+    print("6/7 writing a leaderboard prediction file with `babymerge submit` ...", flush=True)
     submission = out / "submission"
     submit_results = out / "results-submission"
     run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}",
@@ -137,6 +184,22 @@ def main(argv: list[str] | None = None) -> int:
          "--device", "cpu", "--batch_size", "auto", "--output_path", str(submit_results), "--log_samples"], env)  # fmt: skip
     run([py, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
          "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
+
+    print("7/7 the BabyLM 2025 suite: fast tasks across the word-count checkpoints with `babymerge sweep`, "
+          "the full tasks on the merged model, `babymerge submit --format 2025` ...", flush=True)  # fmt: skip
+    write_evaluation_data(data, blimp=SHARED_BLIMP if SHARED_BLIMP.is_dir() else None)
+    sweep_2025 = out / "sweep-babylm2025"
+    run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "words",
+         "--alphas", ALPHAS_2025, "--tasks", "babylm2025_fast", "--out", str(sweep_2025), "--no-progress"], env)  # fmt: skip
+    results_2025 = out / "results-babylm2025"
+    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}", "--tasks", ",".join(FULL_2025),
+         "--include_path", tasks_dir, "--device", "cpu", "--batch_size", "auto", "--output_path", str(results_2025),
+         "--log_samples"], env)  # fmt: skip
+    submission_2025 = out / "submission-babylm2025"
+    # the demo's checkpoints are not the 2025 word counts (chck_1M ... chck_1000M), so no fast results go in
+    run([py, "-m", "babymerge", "submit", "--format", "2025", "--results", str(results_2025), "--model", merged.name,
+         "--out", str(submission_2025), "--sizes", str(submission_sizes(results_2025, merged.name)),
+         "--allow-partial"], env)  # fmt: skip
 
     print(f"\nThe trade-off at {numbers['checkpoint']} ({numbers['words_seen']:,} words seen), by alpha "
           "(weight of the language-only model):")  # fmt: skip
@@ -156,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")  # fmt: skip
     print(f"  the trade-off: last checkpoint, words   {figure}  {across}")
     print(f"  submission                              {submission}")
+    print(f"  BabyLM 2025: evaluation data, fast suite across training, submission  {data / 'fast_eval'}  "
+          f"{sweep_2025 / 'score_vs_words.png'}  {submission_2025}")  # fmt: skip
     return 0
 
 

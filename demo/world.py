@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -383,7 +384,7 @@ def twin_configs(root: str | Path, scale: Scale = DEMO) -> dict[str, dict]:
     return configs
 
 
-def train_twins(root: str | Path, scale: Scale = DEMO, launcher: list[str] | None = None) -> tuple[Path, Path]:
+def train_twins(root: str | Path, scale: Scale = DEMO) -> tuple[Path, Path]:
     """Both runs with the real launcher (``deepspeed --num_gpus 2 --module train``), the
     multimodal one first; the twin stops at the same optimiser step."""
     import subprocess
@@ -392,7 +393,8 @@ def train_twins(root: str | Path, scale: Scale = DEMO, launcher: list[str] | Non
     from train.checkpointing import read_trainer_state
 
     root = Path(root)
-    launcher = launcher or ["deepspeed", "--num_gpus", "2", "--module", "train"]
+    # `deepspeed` is this interpreter's launcher module, so the venv need not be on PATH
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--module", "train"]
     configs = twin_configs(root, scale)
     runs = {}
     for name in ("mm", "lang"):

@@ -147,8 +147,7 @@ def test_the_trade_off_end_to_end(tmp_path):
     from babymerge import tasks_path
 
     world.prepare(tmp_path, TEST_SCALE)
-    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--module", "train"]
-    mm_run, lang_run = world.train_twins(tmp_path, TEST_SCALE, launcher=launcher)
+    mm_run, lang_run = world.train_twins(tmp_path, TEST_SCALE)  # the launcher as `python -m`
     env = {**os.environ, "BABYMERGE_DATA": str(tmp_path / "world" / "evaluation_data")}
     include = os.pathsep.join([tasks_path(), str(tmp_path / "world" / "tasks")])
     subprocess.run([sys.executable, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run),
