@@ -12,6 +12,8 @@ the tests themselves.
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,17 @@ def load_task_module(task_dir: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_lm_eval(model_args: str, tasks, out: Path, data: Path, include=REPO / "lm_eval_tasks") -> Path:
+    """``python -m lm_eval --model babymerge`` as a user runs it, offline, samples logged into
+    ``out``, evaluation data from ``data`` (``$BABYMERGE_DATA``); a failure fails the test with
+    lm_eval's stderr. Returns ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", model_args,
+           "--tasks", tasks if isinstance(tasks, str) else ",".join(tasks), "--include_path", str(include),
+           "--batch_size", "auto", "--device", "cpu", "--output_path", str(out), "--log_samples"]  # fmt: skip
+    env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

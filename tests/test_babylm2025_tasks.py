@@ -39,7 +39,7 @@ from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_
 from demo.toy import synthetic_sentences, toy_text_config
 
 from conftest import BLIMP as BLIMP_DATA
-from conftest import PIPELINE, load_task_module, needs_pipeline
+from conftest import PIPELINE, load_task_module, needs_pipeline, run_lm_eval
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "lm_eval_tasks" / "babylm2025"
@@ -177,27 +177,7 @@ def ours(setup):
     from babymerge.lm_eval_model import BabyMergeLM
 
     root, data, models = setup
-    env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "babymerge",
-        "--model_args",
-        f"pretrained={models['bos']}",
-        "--tasks",
-        ",".join(GROUPS + SINGLE),
-        "--include_path",
-        str(REPO / "lm_eval_tasks"),
-        "--output_path",
-        str(root / "lm_eval"),
-        "--log_samples",
-        "--batch_size",
-        "auto",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_lm_eval(f"pretrained={models['bos']}", GROUPS + SINGLE, root / "lm_eval", data)
     (results,) = (root / "lm_eval").rglob("results_*.json")
     samples = {}
     for path in (root / "lm_eval").rglob("samples_*.jsonl"):

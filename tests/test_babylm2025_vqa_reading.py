@@ -28,7 +28,7 @@ from babymerge import BabyMergeError
 from babymerge.submission2025 import FULL_SIZES, build, reading_scores
 from demo.babylm2025_data import write_reading_csv, write_vqa
 
-from conftest import PIPELINE, load_task_module, needs_pipeline
+from conftest import PIPELINE, load_task_module, needs_pipeline, run_lm_eval
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses
@@ -37,30 +37,7 @@ reading = load_task_module("babylm2025/reading")
 
 
 def lm_eval(model_args, tasks, include, data, out):
-    cmd = [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "babymerge",
-        "--model_args",
-        model_args,
-        "--tasks",
-        tasks,
-        "--include_path",
-        str(include),
-        "--batch_size",
-        "auto",
-        "--device",
-        "cpu",
-        "--output_path",
-        str(out),
-        "--log_samples",
-    ]
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)}, cwd=out.parent
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_lm_eval(model_args, tasks, out, data, include)
     samples = {}
     for path in out.rglob("samples_*.jsonl"):
         task = path.name[len("samples_") :].rsplit("_", 1)[0]

@@ -46,7 +46,7 @@ from babymerge.tokenization import train_bpe_tokenizer
 from demo.babylm2025_data import write_reading_csv
 from demo.toy import synthetic_sentences
 
-from conftest import PIPELINE, needs_pipeline
+from conftest import PIPELINE, needs_pipeline, run_lm_eval
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # lm_eval and the official pipeline run as subprocesses
@@ -80,32 +80,7 @@ def python(args, cwd, **env):
 
 
 def lm_eval(pretrained, tasks, data, out):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    python(
-        [
-            "-m",
-            "lm_eval",
-            "--model",
-            "babymerge",
-            "--model_args",
-            f"pretrained={pretrained}",
-            "--tasks",
-            ",".join(tasks),
-            "--include_path",
-            str(REPO / "lm_eval_tasks"),
-            "--batch_size",
-            "auto",
-            "--device",
-            "cpu",
-            "--output_path",
-            str(out),
-            "--log_samples",
-        ],
-        out.parent,
-        BABYMERGE_DATA=str(data),
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
+    run_lm_eval(f"pretrained={pretrained}", tasks, out, data)
 
 
 def lm_eval_tasks(data: Path, kind: str) -> list[str]:
