@@ -53,7 +53,7 @@ ALPHAS_2025 = "0,0.3,1"
 FULL_2025 = ["babylm2025_blimp", "babylm2025_blimp_supplement", "babylm2025_ewok", "babylm2025_entity_tracking",
              "babylm2025_comps", "babylm2025_wug_adj_wug_adj", "babylm2025_wug_past_wug_past", "babylm2025_vqa_vqa",
              "babylm2025_reading_reading"]  # fmt: skip
-MARKER = ".babymerge-demo"  # in every folder the demo writes: the only folders it replaces
+MARKER = ".babymerge-demo"  # left in --out: the demo replaces only a folder that holds it
 BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
 # Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
 OWN_PAIRS = {

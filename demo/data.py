@@ -1,4 +1,4 @@
-"""Small training corpora the project writes itself, for the demo and the tests.
+"""Small training corpora the project writes itself, for the training tests and benchmarks.
 
     python -m demo.data --out data/demo
 
