@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -64,4 +65,23 @@ def setup(engine: str) -> Dist:
         local = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     deepspeed.init_distributed()
+    if not torch.cuda.is_available():
+        _unlink_shared_memory(dist)
     return dist
+
+
+def _unlink_shared_memory(dist: Dist) -> None:
+    """Remove the name of this rank's DeepSpeed shared-memory segment as soon as every rank has it.
+
+    On CPU, DeepSpeed's all-reduce gives each rank a ~66 MB POSIX shared-memory segment,
+    ``/dev/shm/deepspeed_allreduce_buffer_<uid>_<MASTER_ADDR>_<MASTER_PORT>_<rank>``, and
+    never removes it: every run on a new port left 132 MB of RAM behind in /dev/shm (15 GB
+    after a day of tests here). All ranks map all segments inside ``init_distributed``, so
+    after a barrier the names can go: the memory lives on while mapped and is freed when the
+    last rank exits, however it exits (kill -9 included). Only this run's own name is
+    removed (its address, port and rank)."""
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), dist.rank
+    )
+    dist.barrier()
+    (Path("/dev/shm") / name).unlink(missing_ok=True)  # none if the ranks span machines
