@@ -25,6 +25,7 @@ from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
 
 merge_module = importlib.import_module("babymerge.merge")
+output_module = importlib.import_module("babymerge.output")
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,11 @@ def toy_bf16(tmp_path_factory):
 
 @pytest.mark.parametrize("inputs, dtype", [("fp32", None), ("bf16", None), ("bf16", "float32"), ("fp32", "bfloat16")])
 def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monkeypatch, inputs, dtype):
-    """Chunks of 100 elements (every tensor split, rows of 64 and more): each entry is
+    """Chunks of 100 elements (every tensor split, rows of 64 and more), written from 1 KiB
+    slabs that the writer thread recycles hundreds of times: each entry is
     alpha * lang + (1 - alpha) * mm in float32, cast once to the output dtype."""
     monkeypatch.setattr(merge_module, "CHUNK", 100)
+    monkeypatch.setattr(output_module, "BATCH_BYTES", 1024)
     t = toy if inputs == "fp32" else toy_bf16
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", dtype=dtype, progress=False)
     mm, lang, out = weights(t.mm), weights(t.lang), weights(tmp_path / "m")

@@ -52,6 +52,9 @@ SIDE_FILES = (
 # Elements per chunk of rows: 1 MiB of float32, so that an elementwise merge's few passes over
 # a chunk (cast, multiply, add, cast back, finiteness check) run in the CPU's L2 cache.
 CHUNK = 1 << 18
+# Pages of the mapped inputs are released (``Checkpoint.release``) after this many bytes of
+# rows, and at the end of each tensor: one system call per few chunks.
+RELEASE_BYTES = 8 << 20
 
 
 @dataclass
@@ -182,8 +185,8 @@ def merge(
             inputs = [mm.path, lang.path] + ([base.path] if base else [])
             with atomic_output_dir(out, overwrite=overwrite, protect=inputs, owner_marker=RECIPE_NAME) as tmp:
                 layout = [(e.key, e.dtype, e.shape) for e in plan]
-                scratch = _Scratch()
                 with StreamingSafetensorsWriter(tmp, layout, max_shard_size) as writer:
+                    scratch = _Scratch(output=writer.buffer)
                     for entry in bar:
                         writer.add(
                             entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options, None, scratch)
@@ -342,20 +345,22 @@ def _vocab(ckpt: Checkpoint) -> dict[str, int] | None:
 
 
 # -- computing ---------------------------------------------------------------------------------
-def _row_spans(shape) -> list[tuple[int, int] | None]:
-    """Row ranges of about ``CHUNK`` elements each (None: a scalar, read whole)."""
-    if not shape:
-        return [None]
+def _row_spans(shape) -> list[tuple[int, int]]:
+    """Row ranges of about ``CHUNK`` elements each (of a tensor with at least one dimension)."""
     per = max(1, CHUNK // max(1, math.prod(shape[1:])))
     return [(start, min(shape[0], start + per)) for start in range(0, shape[0], per)]
 
 
 class _Scratch:
     """Float32 buffers reused from chunk to chunk: a fresh allocation per chunk would cost
-    its page faults again each time, and the heap grows between the chunks."""
+    its page faults again each time, and the heap grows between the chunks. ``output`` gives
+    the memory of each output chunk: by default one buffer per dtype, reused (an in-memory
+    merge copies each chunk into the model before computing the next); a merge to disk
+    passes its writer's ``buffer``, recycled once written."""
 
-    def __init__(self):
+    def __init__(self, output=None):
         self._buffers: dict[str, torch.Tensor] = {}
+        self.output = output or self._reused_output
 
     def get(self, slot: str, shape) -> torch.Tensor:
         n = math.prod(shape)
@@ -364,9 +369,14 @@ class _Scratch:
             buffer = self._buffers[slot] = torch.empty(max(n, CHUNK))
         return buffer[:n].view(shape)
 
-    def owns(self, tensor: torch.Tensor) -> bool:
-        ptr = tensor.untyped_storage().data_ptr()
-        return any(ptr == b.untyped_storage().data_ptr() for b in self._buffers.values())
+    def _reused_output(self, dtype: torch.dtype, shape) -> torch.Tensor:
+        if dtype == torch.float32:
+            return self.get("result", shape)
+        n = math.prod(shape) * dtype.itemsize
+        buffer = self._buffers.get(f"result-{dtype}")
+        if buffer is None or buffer.numel() < n:
+            buffer = self._buffers[f"result-{dtype}"] = torch.empty(max(n, 4 * CHUNK), dtype=torch.uint8)
+        return buffer[:n].view(dtype).view(shape)
 
 
 def _merged_chunks(
@@ -385,13 +395,11 @@ def _merged_chunks(
     others. A result that is not finite from finite inputs (an overflow) is written, as it
     was when each input was checked instead."""
     if entry.lang_key is None:
-        for span in _row_spans(entry.shape):
-            source = mm.view(entry.key, span)
-            chunk = source.to(entry.dtype)
+        for span, (part,) in _chunk_views([(mm, entry.key)], entry.shape):
+            chunk = part.to(entry.dtype)
             if chunk.is_floating_point() and not all_finite(chunk):
-                mm.check_finite(entry.key, source, span)
+                mm.check_finite(entry.key, part, span)
             yield chunk.reshape(-1)
-            mm.release(entry.key, span)
         return
     if keep is not None or not method.elementwise:
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
@@ -404,8 +412,7 @@ def _merged_chunks(
     scratch = scratch or _Scratch()
     into = method.into if options == method.options else None  # options at their defaults
     sources = [(mm, entry.key), (lang, entry.lang_key)] + ([(base, entry.base_key)] if entry.base_key else [])
-    for span in _row_spans(entry.shape):
-        views = [ckpt.view(key, span) for ckpt, key in sources]
+    for span, views in _chunk_views(sources, entry.shape):
         if into is None:
             inputs = [v.float() for v in views]
         else:
@@ -417,18 +424,53 @@ def _merged_chunks(
         if into is None:
             merged = method.fn(m, l, b, entry.alpha, entry.text_key, **options)
         else:
-            # the output chunk goes to the writer thread: a buffer of its own unless cast below
-            out = torch.empty(m.shape) if entry.dtype == torch.float32 else scratch.get("out", m.shape)
-            merged = into(m, l, b, entry.alpha, entry.text_key, out=out, scratch=scratch.get("tmp", m.shape))
-        chunk = merged.to(entry.dtype)
-        if into is not None and scratch.owns(chunk):  # an input cast to float32 is the result
-            chunk = chunk.clone()
-        if not all_finite(chunk) or any(merged is x for x in (m, l, b)):
+            merged = into(m, l, b, entry.alpha, entry.text_key, **_into_buffers(m, l, views, entry.dtype, scratch))
+        passed_through = any(merged is x for x in (m, l, b))  # the result is an input (linear at alpha 0, 1)
+        if merged.dtype == entry.dtype and (into is None or not passed_through or any(merged is v for v in views)):
+            chunk = merged  # computed into its own buffer, or a view of the file
+        else:
+            chunk = scratch.output(entry.dtype, merged.shape).copy_(merged)
+        if not all_finite(chunk) or passed_through:
             for (ckpt, key), view in zip(sources, views):
                 ckpt.check_finite(key, view, span)
         yield chunk.reshape(-1)
+
+
+def _chunk_views(sources: list[tuple[Checkpoint, str]], shape) -> Iterator[tuple[Any, list[torch.Tensor]]]:
+    """``(rows, views)`` for each chunk of a tensor (``_row_spans``): the rows of each source
+    ``(checkpoint, key)``, sliced from one view of the whole tensor on its mapped file. The
+    pages consumed are released every ``RELEASE_BYTES`` and at the end of the tensor, when the
+    caller asks for the next chunk (it is done with the views by then)."""
+    tensors = [ckpt.view(key) for ckpt, key in sources]
+    if not shape:
+        yield None, tensors
         for ckpt, key in sources:
-            ckpt.release(key, span)
+            ckpt.release(key)
+        return
+    row_bytes = math.prod(shape[1:]) * max(t.dtype.itemsize for t in tensors)
+    every = max(1, RELEASE_BYTES // max(1, row_bytes))
+    released = 0
+    for start, stop in _row_spans(shape):
+        yield (start, stop), [t[start:stop] for t in tensors]
+        if stop - released >= every or stop == shape[0]:
+            for ckpt, key in sources:
+                ckpt.release(key, (released, stop))
+            released = stop
+
+
+def _into_buffers(m, l, views, dtype, scratch: _Scratch) -> dict[str, torch.Tensor]:
+    """``out`` and ``scratch`` for a method's ``into``. ``out`` is the output chunk's own
+    memory (``_Scratch.output``) unless the result is cast to another dtype afterwards. Where
+    the inputs are float32 copies (bfloat16 checkpoints), ``into`` writes over them (the
+    registry allows it): two buffers in the CPU's cache instead of four, ~1.5x faster. They
+    are given as new tensor objects on the same memory, so that a result which *is* an input
+    (linear at alpha 0 or 1) is still told apart by identity from one computed over it."""
+    m_copied, l_copied = m is not views[0], l is not views[1]
+    if dtype == torch.float32:
+        out = scratch.output(dtype, m.shape)
+    else:
+        out = l.view_as(l) if l_copied else scratch.get("out", m.shape)
+    return {"out": out, "scratch": m.view_as(m) if m_copied else scratch.get("tmp", m.shape)}
 
 
 def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):

@@ -66,8 +66,11 @@ def register(
     An elementwise method may also give ``into(mm, lang, base, alpha, key, *, out, scratch)``:
     the same result, bit for bit, written into ``out`` (float32, the chunk's shape) with
     ``scratch`` (the same) for its temporaries, and returned; or one of its inputs returned
-    as ``fn`` would. It never modifies its inputs (views of the checkpoint files). Streaming
-    merges use it, with its options at their defaults, to allocate nothing per chunk.
+    as ``fn`` would. Streaming merges use it, with its options at their defaults, to allocate
+    nothing per chunk. It never modifies its inputs, except that ``out`` may be ``lang`` and
+    ``scratch`` may be ``mm`` where those are float32 copies (of bfloat16 checkpoints): so
+    ``into`` must read each entry of ``lang`` (``mm``) before or while it writes that entry of
+    ``out`` (``scratch``), as ``torch.mul(lang, alpha, out=out)`` does.
 
     A method with a ``mergekit_name`` also takes ``compute_dtype``: mergekit computes in its
     recipe's ``dtype`` (inputs are cast to it), babymerge in float32; with ``compute_dtype``
