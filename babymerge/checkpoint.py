@@ -18,6 +18,7 @@ import math
 import mmap
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,7 @@ class Checkpoint:
             raise BabyMergeError(f"cannot read {config_file}: {err}") from err
         self.tensors: dict[str, TensorInfo] = {}
         self._mapped: dict[Path, tuple[mmap.mmap, torch.Tensor]] = {}  # file -> its mapping, as bytes (see view)
+        self._mapping_lock = threading.Lock()  # threads merging different tensors map each file once
         for file in self._weight_files():
             self._read_header(file)
         if not self.tensors:
@@ -172,13 +174,14 @@ class Checkpoint:
         ``check_finite``); call ``release`` when done with it to keep the process's RSS small.
         """
         info = self.tensors[key]
-        if info.file not in self._mapped:
-            try:
-                with open(info.file, "rb") as f:
-                    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-            except (OSError, ValueError) as err:
-                raise BabyMergeError(f"cannot read {info.file}: {err}") from err
-            self._mapped[info.file] = (mapping, torch.frombuffer(mapping, dtype=torch.uint8))
+        with self._mapping_lock:
+            if info.file not in self._mapped:
+                try:
+                    with open(info.file, "rb") as f:
+                        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+                except (OSError, ValueError) as err:
+                    raise BabyMergeError(f"cannot read {info.file}: {err}") from err
+                self._mapped[info.file] = (mapping, torch.frombuffer(mapping, dtype=torch.uint8))
         _, raw = self._mapped[info.file]
         start, stop = info.byte_range(rows)
         data = raw[start:stop]

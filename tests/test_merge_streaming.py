@@ -1,8 +1,8 @@
-"""The streaming merge's machinery: chunks, mapped views, the writer thread, one torch thread.
+"""The streaming merge's machinery: chunks, mapped views, two merging threads, one torch thread.
 
 merge() computes elementwise methods on views of the memory-mapped inputs, in small chunks,
-into reused buffers, checks NaN/inf once per merged chunk and writes from a background
-thread. These tests pin what that must not change: the numbers (against the formula by
+into reused buffers, checks NaN/inf once per merged chunk and writes each chunk at its place
+in the file, from two threads that each take whole tensors. These tests pin what that must not change: the numbers (against the formula by
 hand, across chunk boundaries), which input a NaN is reported in, errors of the writer
 thread, the pages left mapped, and the caller's torch thread count.
 """
@@ -25,7 +25,6 @@ from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
 
 merge_module = importlib.import_module("babymerge.merge")
-output_module = importlib.import_module("babymerge.output")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,12 @@ def toy_bf16(tmp_path_factory):
 
 @pytest.mark.parametrize("inputs, dtype", [("fp32", None), ("bf16", None), ("bf16", "float32"), ("fp32", "bfloat16")])
 def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monkeypatch, inputs, dtype):
-    """Chunks of 100 elements (every tensor split, rows of 64 and more), written from 1 KiB
-    slabs that the writer thread recycles hundreds of times: each entry is
+    """Chunks of 100 elements (every tensor split, rows of 64 and more), two threads each
+    merging and writing their own tensors at their places in the file: each entry is
     alpha * lang + (1 - alpha) * mm in float32, cast once to the output dtype."""
     monkeypatch.setattr(merge_module, "CHUNK", 100)
-    monkeypatch.setattr(output_module, "BATCH_BYTES", 1024)
+    monkeypatch.setattr(merge_module, "THREADED_CHUNK", 100)
+    monkeypatch.setattr(merge_module, "_threads_for", lambda method: 2)  # also where only one CPU is free
     t = toy if inputs == "fp32" else toy_bf16
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", dtype=dtype, progress=False)
     mm, lang, out = weights(t.mm), weights(t.lang), weights(tmp_path / "m")
@@ -74,6 +74,7 @@ def test_nan_in_an_input_the_result_ignores_is_still_refused(toy, tmp_path):
 
 def test_inf_in_the_multimodal_model_is_reported_in_its_rows(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(merge_module, "CHUNK", 64 * 10)  # 10 rows of 64 per chunk
+    monkeypatch.setattr(merge_module, "THREADED_CHUNK", 64 * 10)
     mm = tmp_path / "mm"
     mm.mkdir()
     for f in toy.mm.iterdir():
@@ -88,23 +89,24 @@ def test_inf_in_the_multimodal_model_is_reported_in_its_rows(toy, tmp_path, monk
         merge(mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
 
 
-def test_a_write_error_in_the_writer_thread_reaches_the_caller(toy, tmp_path, monkeypatch):
-    """The disk fills up while the background thread writes: the merge fails with the one-line
-    error, no output and no temporary are left, and the thread is gone."""
+def test_a_write_error_in_a_merging_thread_reaches_the_caller(toy, tmp_path, monkeypatch):
+    """The disk fills up while two threads merge and write: the merge fails with the one-line
+    error, no output and no temporary are left, and the threads are gone."""
 
-    real_writev, written = os.writev, []
+    real_pwrite, written = os.pwrite, []
 
-    def full_disk(fd, buffers):
-        written.append(sum(len(memoryview(b).cast("B")) for b in buffers))
+    def full_disk(fd, data, offset):
+        written.append(len(memoryview(data).cast("B")))
         if sum(written) > 20_000:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_writev(fd, buffers)
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(os, "writev", full_disk)
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    monkeypatch.setattr(merge_module, "_threads_for", lambda method: 2)
     with pytest.raises(BabyMergeError, match="no space left on the device"):
         merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
-    assert not any(t.name == "safetensors-writer" for t in threading.enumerate())
+    assert not any(t.name.startswith("babymerge-merge") for t in threading.enumerate())
 
 
 def test_views_are_zero_copy_and_released_pages_leave_the_rss(tmp_path):

@@ -3,10 +3,11 @@
 The plan is made from the safetensors headers alone, so every shape, vocabulary, alpha and
 option problem is reported before anything is computed or written. Then tensors flow one at
 a time: viewed on the memory-mapped files of the multimodal, language-only and optional base
-checkpoints (no copy), merged in float32 (in cache-sized chunks for elementwise methods), cast
-to the output dtype and either handed to a background thread that streams them into
-safetensors shards (computing the next chunk while this one is written) or copied into a
-model's parameters. Peak memory stays near one tensor (to disk) or one model (in memory).
+checkpoints (no copy), merged in float32 (in chunks for elementwise methods), cast to the
+output dtype and either written at their place in the safetensors shards, whose headers fix
+every offset up front, or copied into a model's parameters. Merging to disk, two threads
+each take whole tensors where two CPUs are free. Peak memory stays near one tensor (to disk)
+or one model (in memory).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,10 @@ SIDE_FILES = (
 # Elements per chunk of rows: 1 MiB of float32, so that an elementwise merge's few passes over
 # a chunk (cast, multiply, add, cast back, finiteness check) run in the CPU's L2 cache.
 CHUNK = 1 << 18
+# Where two threads merge (``_in_threads``), 4 MiB chunks: each chunk's few torch calls hand
+# the GIL to the other thread and back, and on a VM every handover waits for a wake-up; a
+# quarter as many chunks made a bfloat16 merge 1.4x faster than 1 MiB ones.
+THREADED_CHUNK = 1 << 20
 # Pages of the mapped inputs are released (``Checkpoint.release``) after this many bytes of
 # rows, and at the end of each tensor: one system call per few chunks.
 RELEASE_BYTES = 8 << 20
@@ -173,7 +180,7 @@ def merge(
         if out is None:
             kept, scratch = ({} if keep_sources else None), _Scratch()
             report.model = _merge_into_model(
-                mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, kept, scratch)
+                mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, scratch, kept)
             )
             if keep_sources:
                 report.remerge = Remerger(
@@ -186,11 +193,14 @@ def merge(
             with atomic_output_dir(out, overwrite=overwrite, protect=inputs, owner_marker=RECIPE_NAME) as tmp:
                 layout = [(e.key, e.dtype, e.shape) for e in plan]
                 with StreamingSafetensorsWriter(tmp, layout, max_shard_size) as writer:
-                    scratch = _Scratch(output=writer.buffer)
-                    for entry in bar:
-                        writer.add(
-                            entry.key, _merged_chunks(entry, mm, lang, base, merge_method, options, None, scratch)
-                        )
+
+                    def merge_and_write(entry: _Entry, scratch: _Scratch) -> None:
+                        start = 0
+                        for chunk in _merged_chunks(entry, mm, lang, base, merge_method, options, scratch):
+                            writer.write(entry.key, start, chunk)
+                            start += chunk.numel()
+
+                    _in_threads(plan, merge_and_write, _threads_for(merge_method), bar)
                     writer.close()
                 _write_side_files(mm, tmp, out_dtype)
                 _write_recipe(tmp / RECIPE_NAME, report, mm, lang, base, options)
@@ -204,8 +214,8 @@ def _one_thread_per_chunk(method: MergeMethod) -> Iterator[None]:
     """Elementwise methods run their chunks on one torch thread (restored afterwards). A chunk
     is a few cache-sized passes: splitting each over threads costs more in OpenMP's fork and
     join than it saves, and many times more when another process holds a core (every pass
-    then waits for a descheduled thread: 20x slower on a loaded 2-core machine). The second
-    core is the writer thread's (see ``StreamingSafetensorsWriter``)."""
+    then waits for a descheduled thread: 20x slower on a loaded 2-core machine). A second
+    core gets whole tensors of its own instead (``_in_threads``)."""
     threads = torch.get_num_threads()
     if not method.elementwise or threads == 1:
         yield
@@ -215,6 +225,51 @@ def _one_thread_per_chunk(method: MergeMethod) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _threads_for(method: MergeMethod) -> int:
+    """Two threads for elementwise methods where this process may use two CPUs: each merges
+    and writes its own tensors (no handing over of chunks: a thread wakes up late on a VM).
+    One for the others, whose whole-tensor operations use torch's own threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # not on macOS
+    return 2 if method.elementwise and cpus >= 2 else 1
+
+
+def _in_threads(plan: list[_Entry], work, threads: int, bar) -> None:
+    """``work(entry, scratch)`` for every entry, on ``threads`` threads (this one and helpers),
+    each with its own buffers, taking the largest remaining tensor next (so that both finish
+    together). The first error stops the others after their current tensor and is raised."""
+    if threads == 1:
+        scratch = _Scratch()
+        for entry in plan:
+            work(entry, scratch)
+            bar.update(1)
+        return
+    todo = sorted(plan, key=lambda e: math.prod(e.shape), reverse=True)
+    lock, failed = threading.Lock(), threading.Event()
+
+    def worker() -> None:
+        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
+        scratch = _Scratch(THREADED_CHUNK)
+        entry = None
+        while not failed.is_set():
+            with lock:
+                if entry is not None:
+                    bar.update(1)
+                if not todo:
+                    return
+                entry = todo.pop(0)
+            try:
+                work(entry, scratch)
+            except BaseException:
+                failed.set()
+                raise
+
+    with ThreadPoolExecutor(threads - 1, "babymerge-merge") as helpers:
+        futures = [helpers.submit(worker) for _ in range(threads - 1)]
+        worker()  # an error here (or Ctrl-C) stops the helpers, which the pool then waits for
+    for future in futures:
+        future.result()  # raises a helper's error
 
 
 class Remerger:
@@ -345,42 +400,41 @@ def _vocab(ckpt: Checkpoint) -> dict[str, int] | None:
 
 
 # -- computing ---------------------------------------------------------------------------------
-def _row_spans(shape) -> list[tuple[int, int]]:
-    """Row ranges of about ``CHUNK`` elements each (of a tensor with at least one dimension)."""
-    per = max(1, CHUNK // max(1, math.prod(shape[1:])))
+def _row_spans(shape, chunk: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``chunk`` elements each (of a tensor with at least one dimension)."""
+    per = max(1, chunk // max(1, math.prod(shape[1:])))
     return [(start, min(shape[0], start + per)) for start in range(0, shape[0], per)]
 
 
 class _Scratch:
-    """Float32 buffers reused from chunk to chunk: a fresh allocation per chunk would cost
-    its page faults again each time, and the heap grows between the chunks. ``output`` gives
-    the memory of each output chunk: by default one buffer per dtype, reused (an in-memory
-    merge copies each chunk into the model before computing the next); a merge to disk
-    passes its writer's ``buffer``, recycled once written."""
+    """Buffers reused from chunk to chunk: a fresh allocation per chunk would cost its page
+    faults again each time, and the heap grows between the chunks. The output chunk too is
+    reused (``output``): each is written to the file or copied into the model before the
+    next is computed."""
 
-    def __init__(self, output=None):
+    def __init__(self, chunk: int | None = None):
+        self.chunk = chunk or CHUNK  # elements per chunk
         self._buffers: dict[str, torch.Tensor] = {}
-        self.output = output or self._reused_output
 
     def get(self, slot: str, shape) -> torch.Tensor:
         n = math.prod(shape)
         buffer = self._buffers.get(slot)
         if buffer is None or buffer.numel() < n:
-            buffer = self._buffers[slot] = torch.empty(max(n, CHUNK))
+            buffer = self._buffers[slot] = torch.empty(max(n, self.chunk))
         return buffer[:n].view(shape)
 
-    def _reused_output(self, dtype: torch.dtype, shape) -> torch.Tensor:
+    def output(self, dtype: torch.dtype, shape) -> torch.Tensor:
         if dtype == torch.float32:
             return self.get("result", shape)
         n = math.prod(shape) * dtype.itemsize
         buffer = self._buffers.get(f"result-{dtype}")
         if buffer is None or buffer.numel() < n:
-            buffer = self._buffers[f"result-{dtype}"] = torch.empty(max(n, 4 * CHUNK), dtype=torch.uint8)
+            buffer = self._buffers[f"result-{dtype}"] = torch.empty(max(n, 4 * self.chunk), dtype=torch.uint8)
         return buffer[:n].view(dtype).view(shape)
 
 
 def _merged_chunks(
-    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, keep=None, scratch=None
+    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, scratch: _Scratch, keep=None
 ) -> Iterator[torch.Tensor]:
     """The output tensor as consecutive flat chunks of rows; whole for methods that need the
     whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources.
@@ -395,7 +449,7 @@ def _merged_chunks(
     others. A result that is not finite from finite inputs (an overflow) is written, as it
     was when each input was checked instead."""
     if entry.lang_key is None:
-        for span, (part,) in _chunk_views([(mm, entry.key)], entry.shape):
+        for span, (part,) in _chunk_views([(mm, entry.key)], entry.shape, scratch.chunk):
             chunk = part.to(entry.dtype)
             if chunk.is_floating_point() and not all_finite(chunk):
                 mm.check_finite(entry.key, part, span)
@@ -409,34 +463,39 @@ def _merged_chunks(
             keep[entry.key] = [m_kept, l.clone(), m_kept if b is m else b.clone()]
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
-    scratch = scratch or _Scratch()
     into = method.into if options == method.options else None  # options at their defaults
     sources = [(mm, entry.key), (lang, entry.lang_key)] + ([(base, entry.base_key)] if entry.base_key else [])
-    for span, views in _chunk_views(sources, entry.shape):
+    for span, views in _chunk_views(sources, entry.shape, scratch.chunk):
         if into is None:
             inputs = [v.float() for v in views]
-        else:
-            inputs = [
-                v if v.dtype == torch.float32 else scratch.get(f"in{i}", v.shape).copy_(v) for i, v in enumerate(views)
-            ]
-        m, l = inputs[0], inputs[1]
-        b = inputs[2] if entry.base_key else m
-        if into is None:
+            m, l = inputs[0], inputs[1]
+            b = inputs[2] if entry.base_key else m
             merged = method.fn(m, l, b, entry.alpha, entry.text_key, **options)
+            chunk = merged.to(entry.dtype)
+            check = any(merged is x for x in (m, l, b)) or not all_finite(chunk)
         else:
-            merged = into(m, l, b, entry.alpha, entry.text_key, **_into_buffers(m, l, views, entry.dtype, scratch))
-        passed_through = any(merged is x for x in (m, l, b))  # the result is an input (linear at alpha 0, 1)
-        if merged.dtype == entry.dtype and (into is None or not passed_through or any(merged is v for v in views)):
-            chunk = merged  # computed into its own buffer, or a view of the file
-        else:
-            chunk = scratch.output(entry.dtype, merged.shape).copy_(merged)
-        if not all_finite(chunk) or passed_through:
+            chunk = scratch.output(entry.dtype, views[0].shape)
+            check = _merge_rows(into, entry, views, chunk, scratch)
+        if check:
             for (ckpt, key), view in zip(sources, views):
                 ckpt.check_finite(key, view, span)
         yield chunk.reshape(-1)
 
 
-def _chunk_views(sources: list[tuple[Checkpoint, str]], shape) -> Iterator[tuple[Any, list[torch.Tensor]]]:
+def _merge_rows(into, entry: _Entry, views: list[torch.Tensor], out: torch.Tensor, scratch: _Scratch) -> bool:
+    """Merge rows of the sources (``views``) with a method's ``into`` into ``out`` (the output
+    chunk, in the output dtype). True if the inputs must be checked for NaN/inf: the result
+    is not finite, or it is one of the inputs (see ``_merged_chunks``)."""
+    inputs = [v if v.dtype == torch.float32 else scratch.get(f"in{i}", v.shape).copy_(v) for i, v in enumerate(views)]
+    m, l = inputs[0], inputs[1]
+    b = inputs[2] if len(inputs) > 2 else m
+    merged = into(m, l, b, entry.alpha, entry.text_key, **_into_buffers(m, l, views, out, scratch))
+    if merged is not out:
+        out.copy_(merged)
+    return any(merged is x for x in (m, l, b)) or not all_finite(out)
+
+
+def _chunk_views(sources: list[tuple[Checkpoint, str]], shape, chunk: int) -> Iterator[tuple[Any, list[torch.Tensor]]]:
     """``(rows, views)`` for each chunk of a tensor (``_row_spans``): the rows of each source
     ``(checkpoint, key)``, sliced from one view of the whole tensor on its mapped file. The
     pages consumed are released every ``RELEASE_BYTES`` and at the end of the tensor, when the
@@ -450,7 +509,7 @@ def _chunk_views(sources: list[tuple[Checkpoint, str]], shape) -> Iterator[tuple
     row_bytes = math.prod(shape[1:]) * max(t.dtype.itemsize for t in tensors)
     every = max(1, RELEASE_BYTES // max(1, row_bytes))
     released = 0
-    for start, stop in _row_spans(shape):
+    for start, stop in _row_spans(shape, chunk):
         yield (start, stop), [t[start:stop] for t in tensors]
         if stop - released >= every or stop == shape[0]:
             for ckpt, key in sources:
@@ -458,17 +517,15 @@ def _chunk_views(sources: list[tuple[Checkpoint, str]], shape) -> Iterator[tuple
             released = stop
 
 
-def _into_buffers(m, l, views, dtype, scratch: _Scratch) -> dict[str, torch.Tensor]:
-    """``out`` and ``scratch`` for a method's ``into``. ``out`` is the output chunk's own
-    memory (``_Scratch.output``) unless the result is cast to another dtype afterwards. Where
-    the inputs are float32 copies (bfloat16 checkpoints), ``into`` writes over them (the
-    registry allows it): two buffers in the CPU's cache instead of four, ~1.5x faster. They
-    are given as new tensor objects on the same memory, so that a result which *is* an input
-    (linear at alpha 0 or 1) is still told apart by identity from one computed over it."""
+def _into_buffers(m, l, views, out: torch.Tensor, scratch: _Scratch) -> dict[str, torch.Tensor]:
+    """``out`` and ``scratch`` for a method's ``into``: ``out`` is the output chunk itself
+    where that is float32. Where the inputs are float32 copies (bfloat16 checkpoints),
+    ``into`` writes over them (the registry allows it): two buffers in the CPU's cache
+    instead of four, ~1.5x faster. They are given as new tensor objects on the same memory,
+    so that a result which *is* an input (linear at alpha 0 or 1) is still told apart by
+    identity from one computed over it."""
     m_copied, l_copied = m is not views[0], l is not views[1]
-    if dtype == torch.float32:
-        out = scratch.output(dtype, m.shape)
-    else:
+    if out.dtype != torch.float32:
         out = l.view_as(l) if l_copied else scratch.get("out", m.shape)
     return {"out": out, "scratch": m.view_as(m) if m_copied else scratch.get("tmp", m.shape)}
 
