@@ -452,11 +452,13 @@ class StreamingSafetensorsWriter:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        self._close_files()
+        while self._files:  # after an error: the caller removes the files
+            with contextlib.suppress(OSError):
+                os.close(self._files.pop())
 
     def _open_shard(self, path: Path, entries) -> None:
         header: dict = {"__metadata__": {"format": "pt"}}
-        offset = 0
+        offset, places = 0, []
         for name, dtype, shape in entries:
             nbytes = _nbytes(dtype, shape)
             header[name] = {
@@ -464,16 +466,15 @@ class StreamingSafetensorsWriter:
                 "shape": list(shape),
                 "data_offsets": [offset, offset + nbytes],
             }
+            places.append((name, dtype, offset, nbytes))
             offset += nbytes
         blob = json.dumps(header, separators=(",", ":")).encode()
         blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self._files.append(fd)
         _pwrite_all(fd, struct.pack("<Q", len(blob)) + blob, 0)
-        start = 8 + len(blob)
-        for name, dtype, shape in entries:
-            nbytes = _nbytes(dtype, shape)
-            self._where[name] = (fd, start + header[name]["data_offsets"][0], dtype, nbytes)
+        for name, dtype, offset, nbytes in places:  # the data follow the 8-byte length and the header
+            self._where[name] = (fd, 8 + len(blob) + offset, dtype, nbytes)
             self._written[name] = 0
 
     def write(self, name: str, start: int, chunk: torch.Tensor) -> None:
@@ -495,7 +496,8 @@ class StreamingSafetensorsWriter:
         short = [name for name, (_, _, _, nbytes) in self._where.items() if self._written[name] != nbytes]
         if short:
             raise RuntimeError(f"{len(short)} tensors were not written whole, e.g. {short[:3]}")
-        self._close_files()
+        while self._files:
+            os.close(self._files.pop())  # a write error the file system deferred (NFS) is raised here
         if len(self._plan) > 1:
             weight_map = {name: path.name for path, entries in self._plan for name, _, _ in entries}
             index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
@@ -504,11 +506,6 @@ class StreamingSafetensorsWriter:
             with safe_open(path, framework="pt") as f:  # header and sizes must round-trip
                 assert len(list(f.keys())) == len(entries)
         return [path for path, _ in self._plan]
-
-    def _close_files(self) -> None:
-        while self._files:
-            with contextlib.suppress(OSError):
-                os.close(self._files.pop())
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
