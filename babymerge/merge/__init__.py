@@ -250,24 +250,23 @@ def _in_threads(plan: list[_Entry], work, threads: int, bar) -> None:
 
     def worker() -> None:
         torch.set_num_threads(1)  # OpenMP's thread count is per calling thread
-        scratch = _Scratch(THREADED_CHUNK)
-        entry = None
-        while not failed.is_set():
-            with lock:
-                if entry is not None:
-                    bar.update(1)
-                if not todo:
-                    return
-                entry = todo.pop(0)
-            try:
+        scratch, entry = _Scratch(THREADED_CHUNK), None
+        try:
+            while not failed.is_set():
+                with lock:
+                    if entry is not None:
+                        bar.update(1)
+                    if not todo:
+                        return
+                    entry = todo.pop(0)
                 work(entry, scratch)
-            except BaseException:
-                failed.set()
-                raise
+        except BaseException:  # an error, or Ctrl-C in this thread
+            failed.set()
+            raise
 
     with ThreadPoolExecutor(threads - 1, "babymerge-merge") as helpers:
         futures = [helpers.submit(worker) for _ in range(threads - 1)]
-        worker()  # an error here (or Ctrl-C) stops the helpers, which the pool then waits for
+        worker()  # an error here stops the helpers after their current tensor; the pool waits for them
     for future in futures:
         future.result()  # raises a helper's error
 
