@@ -1,10 +1,11 @@
 """The streaming merge's machinery: chunks, mapped views, two merging threads, one torch thread.
 
-merge() computes elementwise methods on views of the memory-mapped inputs, in small chunks,
-into reused buffers, checks NaN/inf once per merged chunk and writes each chunk at its place
-in the file, from two threads that each take whole tensors. These tests pin what that must not change: the numbers (against the formula by
-hand, across chunk boundaries), which input a NaN is reported in, errors of the writer
-thread, the pages left mapped, and the caller's torch thread count.
+merge() computes elementwise methods on views of the memory-mapped inputs, in chunks, into
+reused buffers, checks NaN/inf once per merged chunk and writes each chunk at its place in
+the file, from two threads that each take whole tensors. These tests pin what that must not
+change: the numbers (against the formula by hand, across chunk boundaries), which input a
+NaN is reported in, errors of a merging thread, the pages left mapped, and the caller's
+torch thread count.
 """
 
 import errno
