@@ -415,21 +415,15 @@ class _Scratch:
         self.chunk = chunk or CHUNK  # elements per chunk
         self._buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, slot: str, shape) -> torch.Tensor:
+    def get(self, slot: str, shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         n = math.prod(shape)
         buffer = self._buffers.get(slot)
         if buffer is None or buffer.numel() < n:
-            buffer = self._buffers[slot] = torch.empty(max(n, self.chunk))
+            buffer = self._buffers[slot] = torch.empty(max(n, self.chunk), dtype=dtype)
         return buffer[:n].view(shape)
 
     def output(self, dtype: torch.dtype, shape) -> torch.Tensor:
-        if dtype == torch.float32:
-            return self.get("result", shape)
-        n = math.prod(shape) * dtype.itemsize
-        buffer = self._buffers.get(f"result-{dtype}")
-        if buffer is None or buffer.numel() < n:
-            buffer = self._buffers[f"result-{dtype}"] = torch.empty(max(n, 4 * self.chunk), dtype=torch.uint8)
-        return buffer[:n].view(dtype).view(shape)
+        return self.get(f"result-{dtype}", shape, dtype)
 
 
 def _merged_chunks(
