@@ -58,11 +58,12 @@ How:
   average (``uptime``) is printed at the start and the end.
 * ``--baseline SRC`` adds rows running the babymerge of another source tree (an older commit)
   on the same files in the same rounds, so before/after is measured under the same load;
-  its outputs must be byte-identical to this tree's (sha256 printed).
+  the sha256 of both outputs is printed (byte-identical unless the arithmetic changed).
 
-Afterwards the outputs are compared tensor by tensor: babymerge vs naive (the same formula
-in fp32, so bit-equal there; naive bf16 arithmetic rounds after each op, babymerge computes
-in fp32 and rounds once) and babymerge vs mergekit on the Llama pair (max |diff|).
+Afterwards the outputs are compared tensor by tensor: babymerge vs naive (the same
+interpolation; babymerge computes mm + alpha * (lang - mm) in fp32 with one fused
+multiply-add and rounds once, naive two products and a sum, in bf16 rounding after each op:
+they differ in the last bit) and babymerge vs mergekit on the Llama pair (max |diff|).
 Ratios and targets are printed last: wall <= 0.5x naive and <= 0.8x mergekit; babymerge to
 disk (linear, work time) <= 1.5x the I/O floor, fp32 and bf16; RSS above bare <= 0.5x one
 checkpoint merging to disk, <= 1.2x merging into a model in memory, and in memory <= 1.1x

@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_merge import interpolated
 
 
 def run(*args):
@@ -21,7 +22,7 @@ def test_merge_command_prints_a_summary_and_writes_the_checkpoint(toy, tmp_path)
     assert "merging (linear)" in result.stderr  # the tqdm bar
     mm, lang, got = (load_file(p / "model.safetensors") for p in (toy.mm, toy.lang, out))
     key = "model.language_model.layers.0.mlp.down_proj.weight"
-    assert torch.equal(got[key], 0.3 * lang["model.layers.0.mlp.down_proj.weight"] + 0.7 * mm[key])
+    assert torch.equal(got[key], interpolated(mm[key], lang["model.layers.0.mlp.down_proj.weight"], 0.3))
 
 
 @pytest.mark.slow

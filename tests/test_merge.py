@@ -26,6 +26,20 @@ def as_llama_name(key):
     return key.replace(*LANG_PREFIX) if key.startswith(LANG_PREFIX[0]) else key
 
 
+def interpolated(mm, lang, alpha):
+    """The linear merge by hand, in float64: mm + a * (lang - mm), or lang - (1 - a) * (lang - mm)
+    for a >= 0.5, with a = float32(alpha), the difference rounded to float32 and the
+    multiply-add rounded once to float32, as a fused multiply-add rounds it (float64 holds the
+    product of two float32 exactly; rounding its sum twice differs from once only at halfway
+    cases, about one entry in 2^29 of random data). Returns float32."""
+    a = float(torch.tensor(alpha, dtype=torch.float32))
+    m, l = mm.float(), lang.float()
+    difference = (l - m).double()
+    if a < 0.5:
+        return (m.double() + a * difference).float()
+    return (l.double() - (1 - a) * difference).float()
+
+
 @pytest.mark.parametrize("alpha", [0.3, 0.7])
 def test_linear_equals_manual_interpolation(toy, tmp_path, alpha):
     report = merge(toy.mm, toy.lang, alpha=alpha, out=tmp_path / "m", progress=False)
@@ -35,7 +49,7 @@ def test_linear_equals_manual_interpolation(toy, tmp_path, alpha):
     for key, value in out.items():
         lang_key = as_llama_name(key)
         if lang_key in lang:
-            assert torch.equal(value, alpha * lang[lang_key] + (1 - alpha) * mm[key]), key
+            assert torch.equal(value, interpolated(mm[key], lang[lang_key], alpha)), key
             merged += value.numel()
         else:  # projector and black image: only the multimodal model has them
             assert torch.equal(value, mm[key]), key
@@ -58,6 +72,25 @@ def test_alpha_one_takes_the_language_model_from_the_twin(toy, tmp_path):
         assert torch.equal(value, expected), key
 
 
+def test_a_weight_both_models_share_comes_out_unchanged_at_every_alpha(toy, tmp_path):
+    """mm + alpha * (lang - mm) is mm wherever lang == mm (a weight frozen or not yet trained in
+    both); the two products and a sum, 0.3 * w + 0.7 * w, change 6% of random float32 weights
+    in the last bit (0.3 + 0.7 != 1 in float32)."""
+    mm, lang = weights(toy.mm), weights(toy.lang)
+    key = "model.language_model.layers.0.mlp.up_proj.weight"
+    shared = mm[key]
+    assert not torch.equal(0.3 * mm[key] + 0.7 * mm[key], mm[key])  # what the two-product form would do
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    for f in toy.lang.iterdir():
+        if f.name != "model.safetensors":
+            (twin / f.name).write_bytes(f.read_bytes())
+    save_file({**lang, as_llama_name(key): shared.clone()}, twin / "model.safetensors", metadata={"format": "pt"})
+    for alpha in (0.1, 0.3, 0.5, 0.7, 0.9):
+        merged = merge(toy.mm, twin, alpha=alpha, out=tmp_path / f"m{alpha}", progress=False)
+        assert torch.equal(weights(merged.out)[key], shared), alpha
+
+
 def test_same_class_twin_merges_every_shared_tensor_but_the_black_image(toy_same_class, tmp_path):
     t = toy_same_class
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", progress=False)
@@ -67,7 +100,7 @@ def test_same_class_twin_merges_every_shared_tensor_but_the_black_image(toy_same
         if key == "model.black_image_features":
             assert torch.equal(out[key], mm[key])
         else:
-            assert torch.equal(out[key], 0.3 * lang[key] + 0.7 * mm[key]), key
+            assert torch.equal(out[key], interpolated(mm[key], lang[key], 0.3)), key
 
 
 def test_in_memory_merge_equals_the_checkpoint_on_disk(toy, tmp_path):
@@ -124,7 +157,7 @@ def test_bfloat16_inputs_are_merged_in_float32_and_rounded_once(tmp_path):
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", progress=False)
     mm, lang, out = weights(t.mm), weights(t.lang), weights(tmp_path / "m")
     key = "model.language_model.layers.1.mlp.up_proj.weight"
-    expected = (0.3 * lang[as_llama_name(key)].float() + 0.7 * mm[key].float()).to(torch.bfloat16)
+    expected = interpolated(mm[key], lang[as_llama_name(key)], 0.3).to(torch.bfloat16)
     assert out[key].dtype == torch.bfloat16 and torch.equal(out[key], expected)
 
 
@@ -157,8 +190,8 @@ def test_per_module_alpha_and_layer_gradient(toy, tmp_path):
     merge(toy.mm, toy.lang, alpha={"model.embed_tokens.*": 0.5, "*": 0.1}, out=tmp_path / "modules", progress=False)
     out = weights(tmp_path / "modules")
     emb, up = "model.language_model.embed_tokens.weight", "model.language_model.layers.0.mlp.up_proj.weight"
-    assert torch.equal(out[emb], 0.5 * lang["model.embed_tokens.weight"] + 0.5 * mm[emb])
-    assert torch.equal(out[up], 0.1 * lang[as_llama_name(up)] + 0.9 * mm[up])
+    assert torch.equal(out[emb], interpolated(mm[emb], lang["model.embed_tokens.weight"], 0.5))
+    assert torch.equal(out[up], interpolated(mm[up], lang[as_llama_name(up)], 0.1))
 
     merge(toy.mm, toy.lang, alpha=[0.0, 1.0], out=tmp_path / "gradient", progress=False)  # 2 layers: 0 then 1
     out = weights(tmp_path / "gradient")

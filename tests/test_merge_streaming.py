@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from test_merge import as_llama_name as lang_name
-from test_merge import weights
+from test_merge import interpolated, weights
 
 from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
@@ -36,8 +36,8 @@ def toy_bf16(tmp_path_factory):
 @pytest.mark.parametrize("inputs, dtype", [("fp32", None), ("bf16", None), ("bf16", "float32"), ("fp32", "bfloat16")])
 def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monkeypatch, inputs, dtype):
     """Chunks of 100 elements (every tensor split, rows of 64 and more), two threads each
-    merging and writing their own tensors at their places in the file: each entry is
-    alpha * lang + (1 - alpha) * mm in float32, cast once to the output dtype."""
+    merging and writing their own tensors at their places in the file: each entry is the
+    interpolation computed by hand (``interpolated``), cast once to the output dtype."""
     monkeypatch.setattr(merge_module, "CHUNK", 100)
     monkeypatch.setattr(merge_module, "THREADED_CHUNK", 100)
     monkeypatch.setattr(merge_module, "_threads_for", lambda method: 2)  # also where only one CPU is free
@@ -47,7 +47,7 @@ def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monk
     for key, value in out.items():
         want = mm[key].dtype if dtype is None else getattr(torch, dtype)
         if lang_name(key) in lang:
-            expected = 0.3 * lang[lang_name(key)].float() + 0.7 * mm[key].float()
+            expected = interpolated(mm[key], lang[lang_name(key)], 0.3)
         else:
             expected = mm[key]
         assert value.dtype == want and torch.equal(value, expected.to(want)), key

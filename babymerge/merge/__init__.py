@@ -53,11 +53,11 @@ SIDE_FILES = (
     "generation_config.json",
 )  # fmt: skip
 # Elements per chunk of rows: 1 MiB of float32, so that an elementwise merge's few passes over
-# a chunk (cast, multiply, add, cast back, finiteness check) run in the CPU's L2 cache.
+# a chunk (the merge, the finiteness check, the copy into the file) run in the CPU's L2 cache.
 CHUNK = 1 << 18
 # Where two threads merge (``_in_threads``), 4 MiB chunks: each chunk's few torch calls hand
 # the GIL to the other thread and back, and on a VM every handover waits for a wake-up; a
-# quarter as many chunks made a bfloat16 merge 1.4x faster than 1 MiB ones.
+# quarter as many chunks made a bfloat16 merge 1.3x faster than 1 MiB ones.
 THREADED_CHUNK = 1 << 20
 # Pages of the mapped inputs are released (``Checkpoint.release``) after this many bytes of
 # rows, and at the end of each tensor: one system call per few chunks.
@@ -433,8 +433,8 @@ def _merged_chunks(
     whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources.
 
     Elementwise methods compute on views of the mapped files, chunk by chunk; with the
-    method's ``into`` (linear) into reused ``scratch`` buffers, so that the only copies are
-    the float32 casts of non-float32 inputs and the output chunk. NaN/inf are refused with
+    method's ``into`` (linear) from the mapped rows straight into a reused output chunk
+    (``_merge_rows``), so that the only copy is the output chunk itself. NaN/inf are refused with
     one check of the merged chunk instead of one per input: an elementwise method is
     arithmetic, which carries a NaN or inf of any input into its result (inf * 0 is NaN); the
     inputs are checked, to name the broken one, only when the result is not finite, or when
@@ -478,11 +478,21 @@ def _merged_chunks(
 def _merge_rows(into, entry: _Entry, views: list[torch.Tensor], out: torch.Tensor, scratch: _Scratch) -> bool:
     """Merge rows of the sources (``views``) with a method's ``into`` into ``out`` (the output
     chunk, in the output dtype). True if the inputs must be checked for NaN/inf: the result
-    is not finite, or it is one of the inputs (see ``_merged_chunks``)."""
-    inputs = [v if v.dtype == torch.float32 else scratch.get(f"in{i}", v.shape).copy_(v) for i, v in enumerate(views)]
+    is not finite, or it is one of the inputs (see ``_merged_chunks``).
+
+    Where the sources and the output share a dtype computed in float32 (float32, bfloat16,
+    float16: the usual case) ``into`` reads the mapped rows and writes the output chunk
+    directly; otherwise (inputs of mixed dtypes, ``dtype=`` changing it, float64) it works on
+    float32 copies, which gives the same bits as the direct way (see ``register``)."""
+    inputs, target = views, out
+    if out.dtype not in (torch.float32, torch.bfloat16, torch.float16) or any(v.dtype != out.dtype for v in views):
+        inputs = [
+            v if v.dtype == torch.float32 else scratch.get(f"in{i}", v.shape).copy_(v) for i, v in enumerate(views)
+        ]
+        target = out if out.dtype == torch.float32 else scratch.get("out", out.shape)
     m, l = inputs[0], inputs[1]
     b = inputs[2] if len(inputs) > 2 else m
-    merged = into(m, l, b, entry.alpha, entry.text_key, **_into_buffers(m, l, views, out, scratch))
+    merged = into(m, l, b, entry.alpha, entry.text_key, out=target)
     if merged is not out:
         out.copy_(merged)
     return any(merged is x for x in (m, l, b)) or not all_finite(out)
@@ -508,19 +518,6 @@ def _chunk_views(sources: list[tuple[Checkpoint, str]], shape, chunk: int) -> It
             for ckpt, key in sources:
                 ckpt.release(key, (released, stop))
             released = stop
-
-
-def _into_buffers(m, l, views, out: torch.Tensor, scratch: _Scratch) -> dict[str, torch.Tensor]:
-    """``out`` and ``scratch`` for a method's ``into``: ``out`` is the output chunk itself
-    where that is float32. Where the inputs are float32 copies (bfloat16 checkpoints),
-    ``into`` writes over them (the registry allows it): two buffers in the CPU's cache
-    instead of four, ~1.5x faster. They are given as new tensor objects on the same memory,
-    so that a result which *is* an input (linear at alpha 0 or 1) is still told apart by
-    identity from one computed over it."""
-    m_copied, l_copied = m is not views[0], l is not views[1]
-    if out.dtype != torch.float32:
-        out = l.view_as(l) if l_copied else scratch.get("out", m.shape)
-    return {"out": out, "scratch": m.view_as(m) if m_copied else scratch.get("tmp", m.shape)}
 
 
 def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):

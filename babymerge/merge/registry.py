@@ -63,14 +63,13 @@ def register(
     """Register ``fn`` as merge method ``name``. ``elementwise`` methods are applied to
     tensors in chunks (less peak memory); the others see whole tensors (norms, top-k, RNG).
 
-    An elementwise method may also give ``into(mm, lang, base, alpha, key, *, out, scratch)``:
-    the same result, bit for bit, written into ``out`` (float32, the chunk's shape) with
-    ``scratch`` (the same) for its temporaries, and returned; or one of its inputs returned
-    as ``fn`` would. Streaming merges use it, with its options at their defaults, to allocate
-    nothing per chunk. It never modifies its inputs, except that ``out`` may be ``lang`` and
-    ``scratch`` may be ``mm`` where those are float32 copies (of bfloat16 checkpoints): so
-    ``into`` must read each entry of ``lang`` (``mm``) before or while it writes that entry of
-    ``out`` (``scratch``), as ``torch.mul(lang, alpha, out=out)`` does.
+    An elementwise method may also give ``into(mm, lang, base, alpha, key, *, out)``: the
+    same result, bit for bit, written into ``out`` and returned (or one of its inputs returned
+    as ``fn`` would). The inputs and ``out`` share one dtype: float32, or the checkpoints'
+    bfloat16 / float16 where the output keeps it, in which case ``into`` computes in float32
+    inside and rounds once, as casting ``fn``'s result would (``torch.lerp`` does). Streaming
+    merges use it, with its options at their defaults, to merge chunks of the mapped files
+    without a float32 copy of them and allocate nothing per chunk.
 
     A method with a ``mergekit_name`` also takes ``compute_dtype``: mergekit computes in its
     recipe's ``dtype`` (inputs are cast to it), babymerge in float32; with ``compute_dtype``
