@@ -25,7 +25,7 @@ from .registry import register
 
 
 def linear_into(mm, lang, base, alpha, key, *, out):
-    """``linear`` written into ``out`` (see ``register``)."""
+    """``linear`` written into ``out`` (see ``register``); a new tensor where ``out`` is None."""
     if alpha == 0:
         return mm
     if alpha == 1:
@@ -36,8 +36,4 @@ def linear_into(mm, lang, base, alpha, key, *, out):
 @register("linear", elementwise=True, mergekit_name="linear", float32_inside=True, into=linear_into)
 def linear(mm, lang, base, alpha, key):
     """merged = alpha * lang + (1 - alpha) * mm, as mm + alpha * (lang - mm) rounded once (torch.lerp)"""
-    if alpha == 0:
-        return mm
-    if alpha == 1:
-        return lang
-    return torch.lerp(mm, lang, alpha)
+    return linear_into(mm, lang, base, alpha, key, out=None)
