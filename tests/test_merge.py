@@ -282,3 +282,16 @@ def test_remerge_for_another_alpha_equals_a_fresh_merge_for_random_mask_methods(
     report.remerge.set_alpha(0.6)
     fresh = merge(toy.mm, toy.lang, "dare_ties", 0.6, density=0.5, progress=False).model.state_dict()
     assert all(torch.equal(v, fresh[k]) for k, v in report.model.state_dict().items())
+
+
+def test_remerge_of_bfloat16_checkpoints_equals_a_fresh_merge(tmp_path):
+    """A fresh merge interpolates the mapped bfloat16 rows directly; a sweep's remerge, the
+    float32 copies it kept: both must round to the same bfloat16 weights."""
+    from demo.toy import build_toy_checkpoints
+
+    t = build_toy_checkpoints(tmp_path / "toy", dtype=torch.bfloat16)
+    report = merge(t.mm, t.lang, alpha=0.3, keep_sources=True, progress=False)
+    for alpha in (0.6, 0.1):
+        report.remerge.set_alpha(alpha)
+        fresh = merge(t.mm, t.lang, alpha=alpha, progress=False).model.state_dict()
+        assert all(torch.equal(v, fresh[k]) for k, v in report.model.state_dict().items()), alpha
