@@ -25,9 +25,7 @@ mixing results. ``.sweep.lock`` (``fcntl.flock``) keeps a second sweep out of a 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import hashlib
 import io
 import json
@@ -40,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .data import evaluation_data_dir
 from .errors import BabyMergeError
+from .locking import exclusive_lock
 from .output import write_file_atomic
 
 CELLS = "cells.jsonl"
@@ -588,27 +587,16 @@ def check_settings(out: Path, settings: dict, fingerprints: dict) -> dict:
     return {**recorded, **settings}
 
 
-@contextlib.contextmanager
 def sweep_lock(out: Path):
     """Hold an exclusive lock on ``out/.sweep.lock`` (released by the OS if the process dies)."""
     path = out / LOCK
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        raise BabyMergeError(f"another sweep ({holder or 'a running process'}) is writing to {out} (it holds {path}); "
-                             "wait for it to finish or choose another --out") from None  # fmt: skip
-    try:
-        f.truncate(0)
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
-        yield
-    finally:
-        f.truncate(0)
-        f.close()
+    return exclusive_lock(
+        path,
+        lambda holder: (
+            f"another sweep ({holder}) is writing to {out} (it holds {path}); "
+            "wait for it to finish or choose another --out"
+        ),
+    )
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """train/: tokenizer, packing, the real deepspeed launcher with two CPU ranks (ZeRO-1/2/3)
 against plain single-process PyTorch, kill -9 and --resume, twins that merge, bad input."""
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,35 +57,84 @@ def write_config(ws: Path, name: str, multimodal: bool = True, **top) -> Path:
     return demo_data.write_config(ws / f"{name}.yaml", config)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(config, *args, ranks=2, port=None, fault=()) -> list[str]:
+    """The real command: the deepspeed launcher (or python -m train for ranks=0); with a
+    ``fault`` (tests/train_kill.py's options), that script instead of the train module."""
+    if not ranks:
+        return [sys.executable, "-m", "train", "--config", str(config), *args]
+    program = [str(REPO / "tests" / "train_kill.py"), *fault] if fault else ["--module", "train"]
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(ranks), "--master_port", str(port)]
+    return [*launcher, *program, "--config", str(config), *args]
+
+
+def assert_no_shared_memory_left(port: int) -> None:
+    """DeepSpeed's CPU all-reduce segments (66 MB each) do not outlive a run, killed or not."""
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+
+
 def run_train(ws, config, *args, ranks=2, env=None, check=True, kill_at=None):
-    """The real command: the deepspeed launcher (or python -m train for ranks=0); with
-    ``kill_at="RANK:STEP"``, tests/train_kill.py instead of the train module."""
-    if ranks:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        program = [str(REPO / "tests" / "train_kill.py"), "--kill-at", kill_at] if kill_at else ["--module", "train"]
-        cmd = [
-            sys.executable,
-            "-m",
-            "deepspeed.launcher.runner",
-            "--num_gpus",
-            str(ranks),
-            "--master_port",
-            str(port),
-            *program,
-            "--config",
-            str(config),
-        ]
-        cmd += args
-    else:
-        cmd = [sys.executable, "-m", "train", "--config", str(config), *args]
+    port = free_port()
+    fault = ("--kill-at", kill_at) if kill_at else ()
+    cmd = train_command(config, *args, ranks=ranks, port=port, fault=fault)
     proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    if ranks:  # DeepSpeed's CPU all-reduce segments (66 MB each) do not outlive the run, killed or not
-        assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    if ranks:
+        assert_no_shared_memory_left(port)
     return proc
+
+
+class StalledRun:
+    """A 2-rank launcher run whose rank 0 stops after ``step`` (tests/train_kill.py --stall-at)
+    until ``go()``: ``pid`` is rank 0's, ``processes`` the launcher's whole tree."""
+
+    def __init__(self, ws: Path, config: Path, step: int):
+        import psutil
+
+        self.marker, self.port = ws / f"stalled-{config.stem}", free_port()
+        fault = ("--stall-at", f"0:{step}", "--marker", str(self.marker))
+        cmd = train_command(config, port=self.port, fault=fault)
+        self.launcher = subprocess.Popen(cmd, cwd=ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         start_new_session=True)  # fmt: skip
+        for _ in range(3000):
+            if self.marker.is_file() and self.marker.read_text():
+                break
+            assert self.launcher.poll() is None, self.launcher.stdout.read()[-3000:]
+            time.sleep(0.1)
+        self.pid = int(self.marker.read_text())
+        self.processes = [self.launcher_process, *psutil.Process(self.launcher.pid).children(recursive=True)]
+
+    @property
+    def launcher_process(self):
+        import psutil
+
+        return psutil.Process(self.launcher.pid)
+
+    def go(self) -> str:
+        """Let it finish; its output."""
+        self.marker.unlink()
+        out, _ = self.launcher.communicate(timeout=600)
+        assert self.launcher.returncode == 0, out[-3000:]
+        assert_no_shared_memory_left(self.port)
+        return out
+
+    def kill_group(self) -> None:
+        """Whatever is left of it (a failed test must not leave ranks behind)."""
+        self.marker.unlink(missing_ok=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.launcher.pid, signal.SIGKILL)
+        self.launcher.communicate()
+
+
+def tree_sha256(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
 def weights(run: Path, ckpt: str) -> dict:
@@ -360,6 +412,96 @@ def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_weights_and_word_c
         assert max_diff(weights(zero2, name), weights(run, name)) < 1e-6, name
 
 
+@pytest.mark.slow
+def test_a_second_run_into_a_folder_in_use_is_refused_and_the_first_run_is_untouched(ws, reference):
+    """Two launcher runs into one output_dir: the second (another lr, another port) is refused
+    in one line naming the first's rank 0 while the first holds ckpt-step5 and word-count
+    checkpoints, changes no byte there, and the first finishes with the weights of the
+    reference run of the same config."""
+    _, zero2 = reference
+    config = write_config(ws, "twice", word_checkpoint_unit=1000)
+    run = ws / "runs" / "twice"
+    first = StalledRun(ws, config, step=6)
+    try:
+        before = tree_sha256(run)
+        assert "ckpt-step5/model.safetensors" in before and "chck_0.001M/model.safetensors" in before
+        second = run_train(ws, config, "--set", "optim.lr=0.001", check=False)
+        assert second.returncode == 2
+        errors = [line for line in (second.stdout + second.stderr).splitlines() if "error:" in line]
+        assert len(errors) == 1, errors
+        assert f"is in use by another training run (pid {first.pid} on {socket.gethostname()}" in errors[0]
+        assert "Traceback" not in second.stdout + second.stderr
+        assert tree_sha256(run) == before
+        first.go()
+    finally:
+        first.kill_group()
+    assert (run / "latest").read_text().strip() == "ckpt-ep2"
+    for name in ["ckpt-ep2", "ckpt-step5", *expected_word_checkpoints(ws)]:
+        assert max_diff(weights(zero2, name), weights(run, name)) == 0, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_the_launcher_stops_every_rank_and_resume_gives_the_uninterrupted_run(ws, reference, sig):
+    """The signal goes to the `deepspeed` command's pid only (what a scheduler or Ctrl-\\ does):
+    launch.py and both ranks are gone within seconds, latest is the last complete checkpoint,
+    and --resume (which the lock would refuse while an orphan lived) gives the reference's bits."""
+    import psutil
+
+    _, zero2 = reference
+    config = write_config(ws, f"launcher_{sig.name}", word_checkpoint_unit=1000)
+    run = ws / "runs" / f"launcher_{sig.name}"
+    stalled = StalledRun(ws, config, step=12)
+    try:
+        assert len(stalled.processes) >= 4  # runner, launch.py, 2 ranks
+        stalled.launcher.send_signal(sig)
+        stalled.launcher.wait(timeout=10)
+        gone, alive = psutil.wait_procs(stalled.processes[1:], timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        stalled.kill_group()
+    assert_no_shared_memory_left(stalled.port)
+    assert (run / "latest").read_text().strip() == "ckpt-step10" and not list(run.glob(".tmp-*"))
+    run_train(ws, config, "--resume")
+    want = expected_word_checkpoints(ws)
+    assert chck_states(run) == want
+    for name in ["ckpt-ep2", *want]:
+        assert max_diff(weights(zero2, name), weights(run, name)) == 0, name
+
+
+def test_a_fresh_run_refuses_an_earlier_runs_output_and_overwrite_removes_only_that(ws, tmp_path):
+    """Checkpoints without `latest` (a run killed inside its first save) are another run's
+    output too. --overwrite removes what training wrote and nothing else; a run refused
+    before writing anything leaves no folder behind."""
+    out = tmp_path / "run"
+    config = write_config(ws, "fresh_check", engine="torch", max_steps=1, output_dir=str(out))
+    (out / "chck_0.001M").mkdir(parents=True)
+    (out / "chck_0.001M" / "trainer_state.json").write_text("{}")
+    (out / ".tmp-ckpt-step1").mkdir()
+    (out / "log.jsonl").write_text("{}\n")
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    proc = run_train(ws, config, ranks=0, check=False)
+    assert proc.returncode == 2 and "already holds a run; pass --resume to continue it, --overwrite" in proc.stderr
+    proc = run_train(ws, config, "--resume", ranks=0, check=False)
+    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr and "pass --overwrite" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".tmp-ckpt-step1", ".train.lock", "chck_0.001M", "log.jsonl",
+                                                     "mine", "notes.txt"]  # fmt: skip
+    run_train(ws, config, "--overwrite", ranks=0)
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".train.lock",
+        "ckpt-step1",
+        "latest",
+        "log.jsonl",
+        "mine",
+        "notes.txt",
+    ]
+    assert (out / "notes.txt").read_text() == "mine" and len((out / "log.jsonl").read_text().splitlines()) == 1
+    proc = run_train(ws, write_config(ws, "nowhere", engine="torch", output_dir=str(tmp_path / "new"),
+                                      tokenizer=str(tmp_path / "no-tokenizer")), ranks=0, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "tokenizer" in proc.stderr and not (tmp_path / "new").exists()
+
+
 SIX = {"max_steps": 6, "save_every_steps": 0}
 
 
@@ -492,6 +634,79 @@ def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, 
     )
     proc = run_train(ws, write_config(ws, "torch", engine="torch"), ranks=0, check=False)  # the reference run's folder
     assert proc.returncode == 2 and "already holds a run; pass --resume" in proc.stderr
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    """A small RAM file system at ``path`` (a real full or read-only disk); skips without mount rights."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def error_lines(proc) -> list[str]:
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output[-3000:]
+    return [line for line in output.splitlines() if "error:" in line]
+
+
+def test_a_read_only_output_dir_or_data_cache_is_one_line(ws, tmp_path):
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        for where, path, message in (
+            ("output_dir", ro / "x", "cannot create output_dir"),
+            ("output_dir", ro, "cannot create the lock file"),  # an existing read-only folder
+            ("data__cache_dir", ro / "x", "cannot write the data cache"),
+        ):
+            config = write_config(ws, "ro", engine="torch", max_steps=1, **{where: str(path)})
+            proc = run_train(ws, config, ranks=0, check=False)
+            (line,) = error_lines(proc)
+            assert proc.returncode == 2 and message in line and "Read-only file system" in line, line
+        proc = run_train(ws, write_config(ws, "ro_cache", engine="torch", max_steps=1, data__cache_dir=str(ro / "x"),
+                                          output_dir=str(tmp_path / "run")), ranks=0, check=False)  # fmt: skip
+        assert proc.returncode == 2 and not (tmp_path / "run").exists()  # the run folder it made is gone again
+
+
+@pytest.mark.slow
+def test_a_disk_filling_during_a_checkpoint_is_one_line_and_leaves_no_partial_checkpoint(ws, tmp_path):
+    """1 MiB holds the first checkpoint's DeepSpeed state (~0.86 MB, both ranks) but not its
+    weights (0.2 MB, rank 0): the real ENOSPC comes from safetensors on rank 0 alone, and both
+    ranks stop with rank 0's one line."""
+    with tmpfs(tmp_path / "full", "1m") as full:
+        config = write_config(ws, "full", word_checkpoint_unit=1000, output_dir=str(full / "run"))
+        proc = run_train(ws, config, check=False)
+        (line,) = error_lines(proc)
+        assert proc.returncode == 2 and "could not write checkpoint 'chck_0.001M' in" in line, line
+        assert "No space left on device" in line and "rerun with --overwrite" in line
+        assert sorted(p.name for p in (full / "run").iterdir()) == [".train.lock", "log.jsonl"]
+
+
+@pytest.mark.slow
+def test_resuming_from_a_truncated_optimiser_state_is_one_line_naming_it(ws, reference):
+    _, zero2 = reference
+    run = ws / "runs" / "truncated"
+    shutil.copytree(zero2, run)
+    shard = run / "ckpt-ep2" / "deepspeed" / "state" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    os.truncate(shard, shard.stat().st_size // 2)
+    proc = run_train(ws, write_config(ws, "truncated", word_checkpoint_unit=1000), "--resume", check=False)
+    (line,) = error_lines(proc)
+    assert proc.returncode == 2 and f"--resume: the engine state '{shard}' is damaged" in line, line
+    assert "start over with --overwrite" in line
+
+
+def test_a_config_with_a_python_tag_is_refused_before_any_work(ws, tmp_path, capsys):
+    from train.loop import main
+
+    config = write_config(ws, "tagged", output_dir=str(tmp_path / "run"))
+    config.write_text(config.read_text() + "seed: !!python/object/apply:os.getpid []\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{config}' (line " in err and "python/object/apply:os.getpid" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_features_aligned_by_id_from_npz_and_by_index_from_safetensors(ws, tmp_path):

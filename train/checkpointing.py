@@ -9,7 +9,9 @@ A run folder looks like::
       ckpt-step500/ ...
       chck_1M/ ... chck_1000M/  word-count checkpoints (weights; engine state only when newest)
       latest                    name of the newest complete checkpoint
-      log.jsonl
+      log.jsonl                 one record per logged step (train.loop)
+      tensorboard/              with tensorboard: true
+      .train.lock               held by the run writing the folder (train.run_folder)
 
 **Word-count checkpoints** follow the BabyLM 2025 schedule (every 1M words seen up to 10M,
 every 10M up to 100M, every 100M up to 1000M) and are named as the evaluation pipeline
@@ -36,9 +38,13 @@ those are what a merge sweep over checkpoints needs.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
+import zipfile
 from contextlib import nullcontext
 from pathlib import Path
+
+from safetensors import SafetensorError
 
 from babymerge.errors import BabyMergeError
 from babymerge.output import write_file_atomic
@@ -46,6 +52,7 @@ from babymerge.output import write_file_atomic
 from .distributed import Dist
 
 STATE_DIR, TAG, TRAINER_STATE, LATEST = "deepspeed", "state", "trainer_state.json", "latest"
+LOG, TENSORBOARD = "log.jsonl", "tensorboard"
 
 
 def _gathered(engine):
@@ -97,24 +104,52 @@ def save_checkpoints(
 
 
 def _write(engine, tokenizer, out: Path, name: str, state: dict, dist: Dist, with_engine_state: bool) -> Path:
-    """Weights + tokenizer + trainer state (+ engine state) into ``.tmp-name``, renamed to ``name``."""
+    """Weights + tokenizer + trainer state (+ engine state) into ``.tmp-name``, renamed to ``name``.
+
+    A write that fails (a full disk, a quota) ends the run with one line: every rank's own
+    engine state first (that rank reports it; DeepSpeed's collectives inside the save leave no
+    safe point to agree on it), then rank 0's weights, which every rank learns of. ``latest``
+    still names the previous checkpoint; ``.tmp-name`` is removed, or by the next run."""
     tmp, final = out / f".tmp-{name}", out / name
     if dist.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     dist.barrier()
     if with_engine_state:
-        engine.save_checkpoint(str(tmp / STATE_DIR), tag=TAG, client_state=state, save_latest=False)
+        try:
+            engine.save_checkpoint(str(tmp / STATE_DIR), tag=TAG, client_state=state, save_latest=False)
+        except WRITE_ERRORS as err:
+            raise BabyMergeError(_write_error(out, name, err)) from None
+    error = None
     with _gathered(engine):
         if dist.is_main:
-            engine.module.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            write_file_atomic(tmp / TRAINER_STATE, json.dumps(state, indent=2))
-    dist.barrier()
+            try:
+                engine.module.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                write_file_atomic(tmp / TRAINER_STATE, json.dumps(state, indent=2))
+            except WRITE_ERRORS as err:
+                error = _write_error(out, name, err)
+    error = dist.first_error(error)
+    if error is not None:
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        dist.fail(error)
     if dist.is_main:
         shutil.rmtree(final, ignore_errors=True)  # a re-run of a step a crash interrupted
         tmp.rename(final)
     return final
+
+
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)  # torch.save reports a failed write as a RuntimeError
+
+
+def _write_error(out: Path, name: str, err: Exception) -> str:
+    pointer = out / LATEST
+    latest = pointer.read_text().strip() if pointer.is_file() else None
+    after = (f"rerun with --resume: {latest!r} (named by {pointer}) is intact" if latest
+             else "rerun with --overwrite: no checkpoint was complete yet")  # fmt: skip
+    reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return f"could not write checkpoint {name!r} in {str(out)!r}: {reason}; free space (or fix the folder) and {after}"
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -150,6 +185,43 @@ def latest_checkpoint(out: Path) -> Path:
             f"--resume: {str(ckpt)!r} (named by {pointer}) is missing {TRAINER_STATE} or its optimiser state"
         )
     return ckpt
+
+
+def damaged_engine_state(ckpt: Path, rank: int) -> str | None:
+    """Why the engine-state files ``rank`` reads from ``ckpt`` are damaged, or None.
+
+    They are zip archives (``torch.save``) whose members carry CRCs: a truncated or corrupted
+    file is found here, by every rank before any of them loads (DeepSpeed's load has
+    collectives inside, so a rank failing there leaves the others waiting on it)."""
+    state_dir = ckpt / STATE_DIR / TAG
+    for f in sorted(state_dir.glob("*.pt")):
+        if f.name.startswith("zero_pp_rank_") and not f.name.startswith(f"zero_pp_rank_{rank}_"):
+            continue  # another rank's shard
+        try:
+            with zipfile.ZipFile(f) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            bad = str(err) or type(err).__name__
+        if bad is not None:
+            return (
+                f"--resume: the engine state {str(f)!r} is damaged ({bad}); start over with --overwrite, or write "
+                f"into {str(ckpt.parent / LATEST)!r} the name of an earlier checkpoint that has a {STATE_DIR}/ folder"
+            )
+    return None
+
+
+def load_engine_state(engine, ckpt: Path) -> dict:
+    """Load ``ckpt``'s engine state (weights, optimiser, scheduler) into ``engine``; its client state."""
+    try:
+        _, state = engine.load_checkpoint(str(ckpt / STATE_DIR), tag=TAG)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise BabyMergeError(
+            f"--resume: cannot read the engine state in {str(ckpt / STATE_DIR)!r} ({reason}): the checkpoint is "
+            f"damaged; start over with --overwrite, or write into {str(ckpt.parent / LATEST)!r} the name of an "
+            f"earlier checkpoint that has a {STATE_DIR}/ folder"
+        ) from None
+    return state
 
 
 def remove_unpublished(out: Path) -> None:

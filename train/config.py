@@ -170,7 +170,15 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
         path = Path(path)
         if not path.is_file():
             raise BabyMergeError(f"config file {str(path)!r} not found (the shipped ones are in train/configs/)")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:  # a syntax error, or a tag such as !!python/object that safe_load refuses
+            mark = getattr(err, "problem_mark", None)
+            at = f" (line {mark.line + 1})" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise BabyMergeError(
+                f"config file {str(path)!r}{at}: not a plain YAML config: {problem}; fix that line (a config holds plain values: numbers, strings, lists, mappings)"
+            ) from None
         where = str(path)
     for item in overrides:
         if "=" not in item:

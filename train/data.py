@@ -389,9 +389,18 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
                 "n_words": datasets.Value("int64"),
             }),
         )  # fmt: skip
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))  # published by a rename
-        dataset.save_to_disk(str(tmp))
+        tmp = None
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))  # published by a rename
+            dataset.save_to_disk(str(tmp))
+        except OSError as err:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise BabyMergeError(
+                f"cannot write the data cache in {str(cache.parent)!r}: {err.strerror or err}; "
+                "set data.cache_dir to a writable folder with room for the packed data"
+            ) from None
         try:
             tmp.rename(cache)
         except OSError:  # another run with the same data finished first: its blocks are the same

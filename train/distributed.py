@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from babymerge.errors import BabyMergeError
+
+
+class PeerError(BabyMergeError):
+    """Rank 0 refused the run and said why; the other ranks stop without repeating it."""
 
 
 @dataclass
@@ -29,6 +37,18 @@ class Dist:
     def barrier(self) -> None:
         if self.world_size > 1:
             torch.distributed.barrier()
+
+    def first_error(self, error: str | None) -> str | None:
+        """The first rank's error message of those that had one, on every rank."""
+        if self.world_size == 1:
+            return error
+        errors = [None] * self.world_size
+        torch.distributed.all_gather_object(errors, error)
+        return next((e for e in errors if e is not None), None)
+
+    def fail(self, message: str):
+        """Raise ``message`` on every rank; rank 0 alone reports it (the others raise PeerError)."""
+        raise (BabyMergeError if self.is_main else PeerError)(message)
 
     def mean(self, value: float) -> float:
         if self.world_size == 1:
@@ -49,7 +69,9 @@ def setup(engine: str) -> Dist:
         return Dist()
     import deepspeed
 
-    if "RANK" not in os.environ:  # started without a launcher: a process group of one
+    if "RANK" in os.environ:
+        watch_launcher()
+    else:  # started without a launcher: a process group of one
         os.environ.update(
             RANK="0",
             LOCAL_RANK="0",
@@ -85,3 +107,51 @@ def _unlink_shared_memory(dist: Dist) -> None:
     )
     dist.barrier()
     (Path("/dev/shm") / name).unlink(missing_ok=True)  # none if the ranks span machines
+
+
+# -- stopping with the launcher -------------------------------------------------------------------
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` (Linux /proc), None once ``pid`` is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the name in (...) may hold spaces
+
+
+def _is_deepspeed_launch(pid: int) -> bool:
+    try:
+        return b"deepspeed.launcher.launch" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def watch_launcher(poll_seconds: float = 1.0) -> None:
+    """End this rank when the launcher that started it is gone.
+
+    torchrun and accelerate forward SIGTERM/SIGINT to their ranks, but DeepSpeed's ``deepspeed``
+    command forwards them only for multi-node runs: killing it (a scheduler's SIGTERM, or
+    SIGKILL) used to leave its per-node ``launch.py`` and every rank training on, writing into
+    the run folder, with the user told the run had ended. So each rank records the process
+    chain above it (its parent, and the parent's parent when the parent is DeepSpeed's
+    ``launch.py``) and a daemon thread checks every ``poll_seconds`` that nobody in it was
+    reparented. When one was, the rank exits at once: checkpoints are published by rename, so
+    the run folder keeps its last complete checkpoint and ``--resume`` continues from it."""
+    if not Path("/proc/self/stat").is_file():  # not Linux: no process table to watch
+        return
+    parent = os.getppid()
+    chain = [(os.getpid(), parent)]
+    if _is_deepspeed_launch(parent) and (grandparent := _parent_of(parent)) is not None:
+        chain.append((parent, grandparent))
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            for pid, was in chain:
+                if _parent_of(pid) != was:
+                    if os.environ.get("RANK") == "0":
+                        print(f"[train] the launcher (pid {was}) is gone: stopping every rank; "
+                              "the run folder keeps its last complete checkpoint (--resume continues)", flush=True)  # fmt: skip
+                    os._exit(143)  # 128 + SIGTERM, as if the launcher's signal had reached us
+
+    threading.Thread(target=watch, name="watch-launcher", daemon=True).start()

@@ -7,8 +7,8 @@ behind every step is the same for any number of ranks (a 2-rank ZeRO run and a 1
 run see the same data), and a resumed run, which starts at its checkpoint's step, sees
 exactly the batches an uninterrupted run would have.
 
-Read top to bottom: ``setup`` (process group, resume point, data, model, engine: every
-check before any work), ``BatchPlan`` and ``micro_batches`` (which blocks each step uses; a
+Read top to bottom: ``setup`` (resume point, data, model, engine: every check before any
+work, in a run folder ``train`` holds with ``train.run_folder``), ``BatchPlan`` and ``micro_batches`` (which blocks each step uses; a
 ``DataLoader`` prepares the next batches while the step runs), ``train_step`` (one optimiser
 step), ``due_checkpoints`` (epoch ends, ``save_every_steps``, the word-count schedule of
 ``train.checkpointing``), ``Logger`` and ``train``, which strings them together. Rank 0
@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
 
-from . import checkpointing, distributed
+from . import checkpointing, distributed, run_folder
 from .config import TrainConfig, load_config, validate
 from .data import TrainingData, build_blocks, make_batch
 from .engine import build_engine, deepspeed_config, grad_accum_steps
@@ -57,7 +57,13 @@ def parse_args(argv=None):
         metavar="KEY=VALUE",
         help="override one config value, e.g. --set optim.lr=3e-4 (repeatable)",
     )
-    p.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from the output_dir's latest checkpoint")
+    mode.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an output_dir holding an earlier run (removes its checkpoints)",
+    )
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # passed by the deepspeed launcher
     return p.parse_args(argv)
 
@@ -134,13 +140,12 @@ def _check_resume(ckpt: Path, state: dict, now: dict) -> None:
         )
 
 
-def setup(config: TrainConfig, resume: bool) -> Run:
-    """Check, then build: process group, resume point, data, model and engine (state loaded on resume)."""
+def setup(config: TrainConfig, dist: distributed.Dist, resume: bool) -> Run:
+    """Check, then build: resume point, data, model and engine (state loaded on resume), in a
+    run folder this run holds (``train.run_folder``)."""
     import transformers
 
-    validate(config)
     transformers.utils.logging.disable_progress_bar()  # one bar (ours), not one per save
-    dist = distributed.setup(config.engine)
     world, micro, G = dist.world_size, config.micro_batch_size, config.global_batch_size
     out = Path(config.output_dir)
     resume_from = state = None
@@ -149,10 +154,9 @@ def setup(config: TrainConfig, resume: bool) -> Run:
         state = checkpointing.read_trainer_state(resume_from)
         now = dict(world_size=world, global_batch_size=G, micro_batch_size=micro, seed=config.seed)
         _check_resume(resume_from, state, now)
-    elif (out / checkpointing.LATEST).exists():
-        raise BabyMergeError(
-            f"{str(out)!r} already holds a run; pass --resume to continue it or choose another output_dir"
-        )
+        damaged = dist.first_error(checkpointing.damaged_engine_state(resume_from, dist.rank))
+        if damaged:
+            dist.fail(damaged)
     grad_accum_steps(config, world)  # batch sizes fit the number of ranks
     if config.engine == "deepspeed":
         deepspeed_config(config, world)  # the ZeRO file exists and every "auto" has a value
@@ -180,10 +184,9 @@ def setup(config: TrainConfig, resume: bool) -> Run:
     if resume_from is not None:
         # the rest of the invariants, still before DeepSpeed reads the state
         _check_resume(resume_from, state, {k: invariants[k] for k in ("n_blocks", "zero_stage")})
-        _, state = engine.load_checkpoint(str(resume_from / checkpointing.STATE_DIR), tag=checkpointing.TAG)
+        state = checkpointing.load_engine_state(engine, resume_from)
         run.step, run.tokens_seen, run.words_seen = state["global_step"], state["tokens_seen"], state["words_seen"]
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         checkpointing.remove_unpublished(out)
         words_per_epoch = int(np.asarray(data.blocks["n_words"], dtype=np.int64).sum())
         capped = " (max_steps)" if total < config.epochs * plan.steps_per_epoch else ""
@@ -263,7 +266,7 @@ class Logger:
 
     def __init__(self, run: Run):
         self.run, self.main = run, run.dist.is_main
-        self.file = open(run.out / "log.jsonl", "a") if self.main else None
+        self.file = open(run.out / checkpointing.LOG, "a") if self.main else None
         self.board = _tensorboard(run.out) if run.config.tensorboard and self.main else None
         self.bar = tqdm(total=run.total, initial=run.step, desc="training", unit="step", disable=not self.main,
                         dynamic_ncols=True)  # fmt: skip
@@ -313,14 +316,21 @@ def _tensorboard(out: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as err:
         raise BabyMergeError("tensorboard: true needs the tensorboard package: pip install tensorboard") from err
-    return SummaryWriter(out / "tensorboard")
+    return SummaryWriter(out / checkpointing.TENSORBOARD)
 
 
 # -- the loop ------------------------------------------------------------------------------------
-def train(config: TrainConfig, resume: bool = False, on_step_end=None) -> Path:
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, on_step_end=None) -> Path:
     """Train as ``config`` says; returns the output directory. ``on_step_end(step)`` is called
     on every rank after each step and its checkpoints (the tests' fault injection)."""
-    run = setup(config, resume)
+    validate(config)
+    dist = distributed.setup(config.engine)
+    with run_folder.claimed(Path(config.output_dir), dist, resume, overwrite):
+        return _train(setup(config, dist, resume), on_step_end)
+
+
+def _train(run: Run, on_step_end) -> Path:
+    config = run.config
     n_tokens = np.asarray(run.data.blocks["n_tokens"], dtype=np.int64)
     n_words = np.asarray(run.data.blocks["n_words"], dtype=np.int64)
     logger = Logger(run)
@@ -352,7 +362,9 @@ def main(argv=None, on_step_end=None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.set)
-        train(config, resume=args.resume, on_step_end=on_step_end)
+        train(config, resume=args.resume, overwrite=args.overwrite, on_step_end=on_step_end)
+    except distributed.PeerError:
+        return 2  # rank 0 printed why
     except BabyMergeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

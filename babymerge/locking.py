@@ -1,0 +1,50 @@
+"""One writer per output folder: an exclusive ``flock`` on a lock file inside it.
+
+The OS releases the lock when its holder exits, however it exits (``kill -9`` included), so
+a crashed run never blocks the next one. The file says who holds it (pid, host, since when),
+so a refusal can name the holder. The file itself is left in place, emptied, when the holder
+is done: removing a lock file races with a second process opening it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .errors import BabyMergeError
+
+
+def holder_description() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, refusal: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block; when another process holds it, raise
+    ``BabyMergeError(refusal(holder))``, ``holder`` being what that process wrote there."""
+    try:
+        f = open(path, "a+")
+    except OSError as err:
+        raise BabyMergeError(
+            f"cannot create the lock file {str(path)!r}: {err.strerror}; choose a writable folder"
+        ) from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "a running process"
+        f.close()
+        raise BabyMergeError(refusal(holder)) from None
+    try:
+        f.truncate(0)
+        f.write(holder_description() + "\n")
+        f.flush()
+        yield
+    finally:
+        f.truncate(0)
+        f.close()
