@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from babymerge.errors import BabyMergeError
+from babymerge.image_features import VISION_ENCODER
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ModelConfig:
     num_heads: int = 12
     context_length: int = 128
     feature_size: int = 1024  # width of the image features (DINOv2-large: 1024)
-    vision_encoder: str = "facebook/dinov2-large"  # recorded in the config; used to encode images
+    vision_encoder: str = VISION_ENCODER  # recorded in the config; used to encode images
 
 
 @dataclass
