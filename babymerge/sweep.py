@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .babylm.checkpoints import checkpoint_words
 from .data import evaluation_data_dir
 from .errors import BabyMergeError
 from .output import write_file_atomic
@@ -86,9 +87,6 @@ def check_model_args(model_args: dict | None) -> dict:
     return model_args
 
 
-_WORD_CHECKPOINT = re.compile(r"chck_(?P<n>\d+(?:\.\d+)?)M")
-
-
 def _trainer_state(path: Path) -> dict:
     state = path / "trainer_state.json"
     if not state.is_file():
@@ -102,8 +100,7 @@ def _trainer_state(path: Path) -> dict:
 
 def milestone(path: Path) -> int | None:
     """The words-seen milestone a ``chck_<N>M`` checkpoint was saved at (N million), else None."""
-    m = _WORD_CHECKPOINT.fullmatch(Path(path).name)
-    return int(round(float(m["n"]) * 1_000_000)) if m else None
+    return checkpoint_words(Path(path).name)
 
 
 def words_seen(path: Path) -> int | None:
