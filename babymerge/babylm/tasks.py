@@ -1,44 +1,22 @@
-"""The BabyLM 2025 evaluation pipeline's zero-shot tasks as lm-eval tasks: names, data, scoring.
+"""The BabyLM pipelines' tasks and subtasks, and the 2025 table of our lm-eval tasks.
 
-The official pipeline (``evaluation_pipeline/`` of babylm-evaluation-pipeline-2025) scores
-each candidate of an item and picks the argmax. This module holds what our lm-eval tasks
-(``lm_eval_tasks/babylm2025/``) and the 2025 submission file share with it:
+The subtask lists are spelled as the pipelines' data and submission files spell them (BLiMP
+UIDs as in the data, EWoK domains with hyphens, ``regular_0_ops`` ...); the 2024 submission,
+the lm-eval task YAMLs (``lm_eval_tasks/*/generate.py``) and the demo data read them here.
 
-* ``TASKS``: every lm-eval task name <-> (pipeline task, subtask, ``full`` | ``fast``), with
-  the data file it reads under ``$BABYMERGE_DATA`` (the pipeline's ``evaluation_data/``
-  layout: ``full_eval/...``, ``fast_eval/...``). The task and subtask are the keys of the
-  pipeline's submission file (``collate_preds.py``), spelled as it spells them (BLiMP UIDs
-  as in the data, EWoK domains with hyphens, ``regular_0_ops`` ...).
-* ``FAST_REVISIONS``: the checkpoints fast evaluation covers, in the pipeline's order.
-* ``pipeline_tokens``: which tokens the pipeline's ``causal`` backend scores for a candidate.
-  A request whose extra argument dict has ``SCORING_KEY`` is scored that way by
-  ``--model babymerge`` (``babymerge.lm_eval_model``).
-* ``choose`` / ``pipeline_prediction``: the pipeline's argmax (a tie picks the first
-  candidate, the right one) and the prediction entry it writes for an item.
-
-Names: full tasks ``babylm2025_<task>_<subtask>``, fast ones ``babylm2025_fast_<task>_<subtask>``
-(a task whose only subtask is itself repeats it: ``babylm2025_wug_adj_wug_adj``).
+``TASKS``: every 2025 lm-eval task name <-> (pipeline task, subtask, ``full`` | ``fast``), with
+the data file it reads under ``$BABYMERGE_DATA`` (the pipeline's ``evaluation_data/`` layout:
+``full_eval/...``, ``fast_eval/...``). The task and subtask are the keys of the 2025 pipeline's
+submission file (``collate_preds.py``). Names: full tasks ``babylm2025_<task>_<subtask>``, fast
+ones ``babylm2025_fast_<task>_<subtask>`` (a task whose only subtask is itself repeats it:
+``babylm2025_wug_adj_wug_adj``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from .errors import BabyMergeError
-
-# Extra-argument key of a loglikelihood request scored the pipeline's way (see pipeline_tokens).
-SCORING_KEY = "babylm2025_scoring"
-
-# Checkpoint order of fast evaluation (collate_preds.py): the strict-small track stops at 100M
-# words; the other tracks, the multimodal one included, go to 1000M.
-STRICT_SMALL_FAST_REVISIONS = [f"chck_{i}M" for i in range(1, 10)] + [f"chck_{i * 10}M" for i in range(1, 11)]
-FAST_REVISIONS = (
-    [f"chck_{i}M" for i in range(1, 10)]
-    + [f"chck_{i * 10}M" for i in range(1, 10)]
-    + [f"chck_{i * 100}M" for i in range(1, 11)]
-)
+from ..errors import BabyMergeError
 
 BLIMP_UIDS = (
     "adjunct_island anaphor_gender_agreement anaphor_number_agreement animate_subject_passive animate_subject_trans "
@@ -75,6 +53,9 @@ EWOK_DOMAINS = (
     "social-relations",
     "spatial-relations",
 )
+# GLUE (fine-tuning, done outside this project): the 2024 pipeline's tasks, then the 2025 one's
+GLUE_2024 = ("cola", "sst2", "mrpc", "qqp", "mnli", "mnli-mm", "qnli", "rte", "boolq", "multirc", "wsc")
+GLUE_2025 = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 ENTITY_TRACKING_SPLITS = ("regular", "ambiref", "move_contents")  # one file each; subtasks <split>_<numops>_ops
 ENTITY_TRACKING_OPS = range(6)
 # COMPS subtask -> file stem (read_files.decode_comps; calculate_results_from_pred.py names the last file)
@@ -157,62 +138,6 @@ def lookup(task: str, subtask: str, kind: str) -> Entry:
     name = task_name(task, subtask, kind)
     if name not in TASKS:
         raise BabyMergeError(
-            f"no BabyLM 2025 {kind} task {task}/{subtask} (lm-eval task {name}); see babymerge.babylm2025.TASKS"
+            f"no BabyLM 2025 {kind} task {task}/{subtask} (lm-eval task {name}); see babymerge.babylm.tasks.TASKS"
         )
     return TASKS[name]
-
-
-# -- scoring ------------------------------------------------------------------------------------
-def pipeline_tokens(tokenizer, context: str, continuation: str) -> tuple[list[int], int]:
-    """The tokens of one candidate and how many at their end the 2025 pipeline scores.
-
-    The pipeline's ``causal`` backend (``sentence_zero_shot/dataset.py``) tokenises the whole
-    candidate sentence, here ``context + continuation``, with the tokenizer's default special
-    tokens, feeds ``tokens[:-1]`` and predicts ``tokens[1:]``: the first token is never scored.
-    A later token is scored when its character span ends after the completion's start,
-    ``len(context)`` plus the first token's start offset, as the pipeline computes it. So
-    whitespace and BOS are whatever the tokenizer makes of the full text, unlike lm-eval's
-    ``(context, continuation)`` split, and a token straddling the boundary counts.
-
-    Returns ``(tokens up to the last scored one, number of scored tokens)``; nothing after the
-    last scored token (e.g. an EOS the tokenizer appends) affects the score. Needs a fast
-    tokenizer (offsets).
-    """
-    text = context + continuation
-    encoding = tokenizer(text=text, return_offsets_mapping=True)  # a processor too, called as the pipeline calls it
-    ids, offsets = list(encoding["input_ids"]), encoding["offset_mapping"]
-    if not ids:
-        raise BabyMergeError(f"the tokenizer gives no tokens for {text!r}")
-    start = len(context) + offsets[0][0]
-    scored = [i for i in range(1, len(ids)) if offsets[i][1] > start]
-    if not scored:
-        return ids, 0
-    if scored != list(range(scored[0], scored[-1] + 1)):
-        raise BabyMergeError(
-            f"the scored tokens of {text!r} are not contiguous (offsets {offsets}); unsupported tokenizer"
-        )
-    return ids[: scored[-1] + 1], len(scored)
-
-
-def choose(loglikelihoods) -> int:
-    """The pipeline's prediction: the candidate of highest summed log-probability, the first
-    one on a tie (``torch.max``'s rule), so a tie counts as right: the right one is first."""
-    scores = list(loglikelihoods)
-    return scores.index(max(scores))
-
-
-def first_probability(loglikelihoods) -> float:
-    """The wug tasks' model ratio: softmax over the candidates' log-likelihoods, the first one's
-    share, in float32 as the pipeline computes it (``rank_and_evaluate_wug``). Far-apart
-    candidates give exactly 1.0 or 0.0 there, and those ties change Spearman's rho."""
-    return float(torch.tensor(list(loglikelihoods), dtype=torch.float32).softmax(0)[0])
-
-
-def pipeline_prediction(doc: dict, loglikelihoods) -> dict:
-    """What the pipeline writes for one item (without its ``id``): ``pred``, the chosen
-    candidate's text as the pipeline reports it (``doc["preds"]``: the completion, or the whole
-    sentence for COMPS), and for the wug tasks ``prob``."""
-    prediction = {"pred": doc["preds"][choose(loglikelihoods)]}
-    if "ratio" in doc:
-        prediction["prob"] = first_probability(loglikelihoods)
-    return prediction
