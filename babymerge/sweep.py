@@ -264,7 +264,8 @@ def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
 
 
 # Kept in the CSV, not drawn: "ties" (pairs scored equal, a diagnostic of broken models) and
-# "acc_pipeline" (the BabyLM 2025 pipeline's accuracy, a tie counted right: "acc" plus the ties).
+# "acc_pipeline" (the BabyLM pipelines' accuracy, a tie counted right: "acc" plus the ties;
+# babymerge.babylm.scoring).
 DIAGNOSTIC_METRICS = ("ties", "acc_pipeline")
 
 

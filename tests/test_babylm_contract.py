@@ -91,3 +91,18 @@ def test_submit_forms_reach_their_writer(tmp_path, capsys, form):
     assert cli(["submit", *form, "--results", str(tmp_path), "--model", "m", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("no lm-eval samples" in err or "not found" in err), err
+
+
+def test_the_2025_size_tables_name_the_contracts_subtasks():
+    """``submission2025.FULL_SIZES`` copies collate_preds' counts; its subtask names are the lists'."""
+    from babymerge.babylm.submission2025 import FULL_SIZES
+    from babymerge.babylm.tasks import BLIMP_UIDS, COMPS_FILES, EWOK_DOMAINS, GLUE_2025, SUPPLEMENT
+
+    for task, names in (
+        ("blimp", BLIMP_UIDS),
+        ("blimp_supplement", SUPPLEMENT),
+        ("ewok", EWOK_DOMAINS),
+        ("comps", COMPS_FILES),
+    ):
+        assert sorted(FULL_SIZES[task]) == sorted(n.lower() for n in names), task
+    assert set(GLUE_2025) <= set(FULL_SIZES)

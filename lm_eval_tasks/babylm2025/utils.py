@@ -34,6 +34,7 @@ from lm_eval.api.task import ConfigurableTask
 from scipy.stats import spearmanr
 
 from babymerge.babylm.scoring import SCORING_KEY, choice_metrics, first_probability
+from babymerge.babylm.tasks import COMPS_FILES
 from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning
 from babymerge.errors import BabyMergeError
 
@@ -62,7 +63,7 @@ def decode(reader: str, row: dict, stem: str) -> tuple[str, dict]:
         return f"{stem}_{row['numops']}_ops", _candidates([row["input_prefix"]] * len(options), options)
     if reader == "comps":  # the property after each prefix; the pipeline reports the whole sentence
         prefixes, phrase = [row["prefix_acceptable"], row["prefix_unacceptable"]], row["property_phrase"]
-        subtask = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
+        subtask = {file: subtask for subtask, file in COMPS_FILES.items()}  # any other file: the last, as there
         return subtask.get(stem, "wugs_dist_in_between"), _candidates(
             [p + " " for p in prefixes], [phrase, phrase], [p + " " + phrase for p in prefixes]
         )
