@@ -7,13 +7,13 @@ babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mer
 babymerge methods                                   # list merge methods and their options
 babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
 babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
+babymerge submit --format 2025 --results results/main --model NAME --out submission/ [--fast-results DIR]
 babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
@@ -199,41 +199,15 @@ def _run_sweep(args) -> int:
 
 
 def _add_submit_parser(sub) -> None:
-    p = sub.add_parser("submit", help="BabyLM leaderboard prediction file from lm-eval --log_samples output")
-    p.add_argument("--results", required=True, help="lm-eval --output_path folder(s) with samples_*.jsonl")
-    p.add_argument("--model", required=True, help="model name (no path): the evaluated checkpoint's folder name")
-    p.add_argument("--out", required=True, help="where to write NAME_{textonly,withvision}_predictions.json.gz")
-    p.add_argument(
-        "--data", help="evaluation data folder to check counts against (default $BABYMERGE_DATA or ./evaluation_data)"
-    )
-    p.add_argument("--vision", action="store_true", help="include the vision tasks (withvision file)")
-    p.add_argument("--allow-partial", action="store_true", help="write even if required tasks are missing (listed)")
-    p.add_argument(
-        "--format",
-        choices=["2024", "2025"],
-        default="2024",
-        help="2024: NAME_*_predictions.json.gz; 2025: all_full_preds_and_fast_scores_<backend>.json (babymerge.submission2025)",
-    )
-    from .submission2025 import add_arguments
+    from .babylm.submit import add_parser
 
-    add_arguments(p)
+    add_parser(sub)
 
 
 def _run_submit(args) -> int:
-    if args.format == "2025":
-        from .submission2025 import run
+    from .babylm.submit import run
 
-        return run(args)
-    from .submission import submit
-
-    paths = submit(
-        args.results, args.model, args.out, data_dir=args.data, vision=args.vision, allow_partial=args.allow_partial
-    )
-    summary = json.loads(paths["summary"].read_text())
-    if summary["missing"]:
-        print(f"partial submission: {len(summary['missing'])} required subtasks missing, e.g. {summary['missing'][:5]}")
-    print(f"wrote {paths['predictions']}\nwrote {paths['summary']}")
-    return 0
+    return run(args)
 
 
 def _run_methods(args) -> int:

@@ -23,7 +23,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlavaConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .image_features import DEFAULT_LAYER, DEFAULT_POOLING, LEGACY_LAYER, LEGACY_POOLING, check_pooling
+from .image_features import DEFAULT_LAYER, DEFAULT_POOLING, LEGACY_LAYER, LEGACY_POOLING, VISION_ENCODER, check_pooling
 
 # DINOv2-large (facebook/dinov2-large): 24 layers, width 1024, 16 heads, patch 14.
 DINOV2_LARGE = {
@@ -74,7 +74,7 @@ class BabyLlavaConfig(LlavaConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama", init_kwargs=SMALL_LLAMA),
     }
 
-    vision_encoder: str | None = "facebook/dinov2-large"
+    vision_encoder: str | None = VISION_ENCODER
     image_token_index: int = IMAGE_TOKEN_ID
     image_seq_length: int = 1
     vision_feature_select_strategy: str = "full"

@@ -29,6 +29,7 @@ import torch
 
 from .errors import BabyMergeError
 
+VISION_ENCODER = "facebook/dinov2-large"  # the default image encoder (hub id): configs, training, encode_images
 POOLINGS = ("patch_mean", "mean", "cls")
 DEFAULT_LAYER, DEFAULT_POOLING = -2, "patch_mean"  # the paper's authors'
 LEGACY_LAYER, LEGACY_POOLING = -1, "mean"  # babymerge before the choice was recorded

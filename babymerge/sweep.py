@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .babylm.checkpoints import checkpoint_words
 from .data import evaluation_data_dir
 from .errors import BabyMergeError
 from .locking import exclusive_lock
@@ -85,9 +86,6 @@ def check_model_args(model_args: dict | None) -> dict:
     return model_args
 
 
-_WORD_CHECKPOINT = re.compile(r"chck_(?P<n>\d+(?:\.\d+)?)M")
-
-
 def _trainer_state(path: Path) -> dict:
     state = path / "trainer_state.json"
     if not state.is_file():
@@ -101,8 +99,7 @@ def _trainer_state(path: Path) -> dict:
 
 def milestone(path: Path) -> int | None:
     """The words-seen milestone a ``chck_<N>M`` checkpoint was saved at (N million), else None."""
-    m = _WORD_CHECKPOINT.fullmatch(Path(path).name)
-    return int(round(float(m["n"]) * 1_000_000)) if m else None
+    return checkpoint_words(Path(path).name)
 
 
 def words_seen(path: Path) -> int | None:
@@ -266,7 +263,8 @@ def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
 
 
 # Kept in the CSV, not drawn: "ties" (pairs scored equal, a diagnostic of broken models) and
-# "acc_pipeline" (the BabyLM 2025 pipeline's accuracy, a tie counted right: "acc" plus the ties).
+# "acc_pipeline" (the BabyLM pipelines' accuracy, a tie counted right: "acc" plus the ties;
+# babymerge.babylm.scoring).
 DIAGNOSTIC_METRICS = ("ties", "acc_pipeline")
 
 

@@ -100,7 +100,7 @@ def build(workdir: Path, n: int, hidden_size: int, layers: int):
 
 def our_scores(output: Path) -> dict[str, dict[str, float]]:
     """lm-eval's per-subtask fast scores, keyed as collate_preds keys them."""
-    from babymerge.babylm2025 import TASKS
+    from babymerge.babylm.tasks import TASKS
 
     (results,) = output.rglob("results_*.json")
     results = json.loads(results.read_text())["results"]

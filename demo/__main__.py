@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
-from babymerge.submission2025 import FULL_SIZES, collect
+from babymerge.babylm.submission2025 import FULL_SIZES, collect
 from demo import world
 from demo.babylm2025_data import write_evaluation_data
 

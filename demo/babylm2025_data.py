@@ -5,7 +5,7 @@
 ``write_evaluation_data(root)`` writes ``root/full_eval/`` and ``root/fast_eval/`` with every
 zero-shot task of our 2025 suite that runs offline, a few made-up items per subtask, the
 fields exactly as the pipeline's files have them (``evaluation_pipeline/sentence_zero_shot/
-read_files.py`` reads them; ``babymerge.babylm2025`` names the folders):
+read_files.py`` reads them; ``babymerge.babylm.tasks`` names the folders):
 
 * BLiMP (``blimp_filtered/``, ``blimp_fast/``: ``<UID>.jsonl`` with ``sentence_good``,
   ``sentence_bad``, ``field``, ``UID``, ...): lines of the official BLiMP files when a folder
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from babymerge.babylm2025 import BLIMP_UIDS, COMPS_FILES, ENTITY_TRACKING_SPLITS, EWOK_DOMAINS, SUPPLEMENT
+from babymerge.babylm.tasks import BLIMP_UIDS, COMPS_FILES, ENTITY_TRACKING_SPLITS, EWOK_DOMAINS, SUPPLEMENT
 from demo.toy import synthetic_sentences
 
 # reading_data.csv's measures (evaluation_pipeline/reading/run.py's ``variables``)

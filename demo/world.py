@@ -324,7 +324,7 @@ class Scale:
     epochs: int = 8
     lr: float = 3e-3
     vocab_size: int = 500
-    # Word-count checkpoints (train.checkpointing): log-spaced word counts for the log x-axis
+    # Word-count checkpoints (babymerge.babylm.checkpoints): log-spaced word counts for the log x-axis
     # of score_vs_words.png, up to what both runs reach (the multimodal run: ~440,000 words).
     word_checkpoints: str | list = field(default_factory=lambda: [25_000, 50_000, 100_000, 200_000, DEMO_FINAL_WORDS])
     word_checkpoint_unit: int = 1_000_000

@@ -296,7 +296,7 @@ def test_official_pipeline_and_our_babylm2025_blimp_task_agree_on_our_merged_che
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from babymerge.babylm2025 import pipeline_prediction
+    from babymerge.babylm.scoring import pipeline_prediction
     from babymerge.lm_eval_model import BabyMergeLM
 
     uid, rows = blimp_rows()

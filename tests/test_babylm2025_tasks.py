@@ -27,13 +27,10 @@ from lm_eval.api.instance import Instance
 from tokenizers import processors
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from babymerge import BabyMergeError, babylm2025
-from babymerge.babylm2025 import (
-    ENTITY_TRACKING_SPLITS,
-    TASKS,
-    pipeline_prediction,
-    pipeline_tokens,
-)
+from babymerge import BabyMergeError
+from babymerge.babylm.checkpoints import FAST_REVISIONS, STRICT_SMALL_FAST_REVISIONS
+from babymerge.babylm.scoring import SCORING_KEY, choose, first_probability, pipeline_prediction, pipeline_tokens
+from babymerge.babylm.tasks import ENTITY_TRACKING_SPLITS, FOLDERS, TASKS, task_name
 from babymerge.tokenization import train_bpe_tokenizer
 from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_tasks
 from demo.toy import synthetic_sentences, toy_text_config
@@ -67,8 +64,8 @@ SINGLE = [
     "babylm2025_wug_past_wug_past",
     "babylm2025_fast_wug_adj_wug_adj",
     "babylm2025_fast_wug_past_wug_past",
-] + [babylm2025.task_name("blimp", uid, kind) for kind in BLIMP for uid in BLIMP[kind]]
-# The pipeline's runs: (task, kind) -> its --task; the data folder is babylm2025.FOLDERS[task, kind].
+] + [task_name("blimp", uid, kind) for kind in BLIMP for uid in BLIMP[kind]]
+# The pipeline's runs: (task, kind) -> its --task; the data folder is FOLDERS[task, kind].
 RUNS = {(e.task, e.kind): e.reader for e in OURS}
 COLLATE = {
     "blimp": ["target", "blimp"],
@@ -143,7 +140,7 @@ def pipeline(setup):
         for name, model in models.items():
             if name == "plain" and (task, kind) not in plain_runs:
                 continue
-            folder = data / babylm2025.FOLDERS[task, kind]
+            folder = data / FOLDERS[task, kind]
             argv = ["--task", reader, "--data_path", str(folder), "--model_path_or_name", str(model)]
             argv += ["--backend", "causal", "--output_dir", str(root / "pipeline_results"), "--batch_size", "1"]
             argv += ["--save_predictions"]  # last: the driver reads the options before it as pairs
@@ -269,8 +266,8 @@ def test_fast_scores_equal_collate_preds(pipeline, ours):
 @needs_pipeline
 def test_table_uses_the_pipelines_names_and_checkpoint_order(pipeline):
     constants = pipeline["constants"]
-    assert babylm2025.FAST_REVISIONS == constants["FAST_REVISIONS"]
-    assert babylm2025.STRICT_SMALL_FAST_REVISIONS == constants["STRICT_SMALL_FAST_REVISIONS"]
+    assert FAST_REVISIONS == constants["FAST_REVISIONS"]
+    assert STRICT_SMALL_FAST_REVISIONS == constants["STRICT_SMALL_FAST_REVISIONS"]
     for task, subtasks in constants["FULL_SIZES"].items():  # collate_preds checks lower-cased subtask names
         ours_full = sorted(e.subtask.lower() for e in TASKS.values() if e.task == task and e.kind == "full")
         assert ours_full == sorted(subtasks), task
@@ -360,9 +357,9 @@ def test_ties_and_spearman_are_counted_as_documented():
         "acc_pipeline": 0.0,
         "ties": 0.0,
     }
-    assert babylm2025.choose([-3.0, -3.0]) == 0 and babylm2025.choose([-4.0, -3.0, -3.0]) == 1
-    assert babylm2025.first_probability([0.0, 0.0]) == pytest.approx(0.5)
-    assert babylm2025.first_probability([-1000.0, 0.0]) == pytest.approx(0.0)
+    assert choose([-3.0, -3.0]) == 0 and choose([-4.0, -3.0, -3.0]) == 1
+    assert first_probability([0.0, 0.0]) == pytest.approx(0.5)
+    assert first_probability([-1000.0, 0.0]) == pytest.approx(0.0)
     assert utils.spearman([(0.1, 1.0), (0.2, 3.0), (0.3, 2.0)]) == pytest.approx(0.5)
 
 
@@ -382,7 +379,7 @@ def test_pipeline_requests_mix_with_ordinary_ones(setup):
 
     _, _, models = setup
     lm = BabyMergeLM(pretrained=str(models["bos"]), device="cpu")
-    marked = {babylm2025.SCORING_KEY: "causal"}
+    marked = {SCORING_KEY: "causal"}
     ordinary = [Instance("loglikelihood", {}, ("The dog", " sees a cat."), 0)]
     exact = [Instance("loglikelihood", {}, ("The dog", " sees a cat.", marked), 0)]
     mixed = lm.loglikelihood([ordinary[0], exact[0], ordinary[0]])
@@ -406,7 +403,7 @@ def test_babyllava_is_scored_as_its_processor_encodes_the_text(toy):
     from babymerge.processing import BabyLlavaProcessor
 
     lm = BabyMergeLM(pretrained=str(toy.mm), device="cpu")
-    marked = {babylm2025.SCORING_KEY: "causal"}
+    marked = {SCORING_KEY: "causal"}
     texts = [("", "The dog sees a cat."), ("The dog sees", " a big cat."), ("<image> The dog", " sees a cat.")]
     processor = BabyLlavaProcessor.from_pretrained(toy.mm)
     got = lm.loglikelihood([Instance("loglikelihood", {}, (c, x, marked), i) for i, (c, x) in enumerate(texts)])

@@ -56,9 +56,12 @@ def test_tasks_and_groups_cover_the_67_paradigms():
 
 
 def test_a_tie_counts_as_wrong():
-    assert blimp_utils.process_results({}, [(-3.0, False), (-3.0, False)]) == {"acc": 0.0, "ties": 1.0}
-    assert blimp_utils.process_results({}, [(-2.0, False), (-3.0, False)]) == {"acc": 1.0, "ties": 0.0}
-    assert blimp_utils.process_results({}, [(-4.0, False), (-3.0, False)]) == {"acc": 0.0, "ties": 0.0}
+    def pair(good, bad):
+        return blimp_utils.process_results({}, [(good, False), (bad, False)])
+
+    assert pair(-3.0, -3.0) == {"acc": 0.0, "acc_pipeline": 1.0, "ties": 1.0}
+    assert pair(-2.0, -3.0) == {"acc": 1.0, "acc_pipeline": 1.0, "ties": 0.0}
+    assert pair(-4.0, -3.0) == {"acc": 0.0, "acc_pipeline": 0.0, "ties": 0.0}
 
 
 def test_missing_data_and_malformed_lines_are_named(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from babymerge import BabyMergeError
-from babymerge.submission import submit
+from babymerge.babylm.submission2024 import submit
 
 from conftest import BLIMP, needs_blimp
 

@@ -39,9 +39,10 @@ import pytest
 from test_babylm2025_tasks import build_data, build_model
 
 from babymerge import BabyMergeError
-from babymerge.babylm2025 import TASKS, task_name
+from babymerge.babylm.checkpoints import fast_revisions
+from babymerge.babylm.submission2025 import build
+from babymerge.babylm.tasks import TASKS, task_name
 from babymerge.cli import main as cli
-from babymerge.submission2025 import build, checkpoints
 from babymerge.tokenization import train_bpe_tokenizer
 from demo.babylm2025_data import write_reading_csv
 from demo.toy import synthetic_sentences
@@ -164,7 +165,7 @@ def both(tmp_path_factory):
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
-    for name in checkpoints()[1:]:
+    for name in fast_revisions()[1:]:
         shutil.copytree(theirs / "model" / "chck_1M", theirs / "model" / name)
     # GLUE and AoA come from outside (fine-tuning, all checkpoints' surprisals): made-up files in the pipeline's layout
     main = theirs / "model" / "main"
@@ -175,7 +176,7 @@ def both(tmp_path_factory):
     aoa = {
         "results": [
             {"step": c, "target_word": w, "surprisal": 1.5 + k}
-            for k, c in enumerate(checkpoints())
+            for k, c in enumerate(fast_revisions())
             for w in ("dog", "cat")
         ]
     }
@@ -239,7 +240,7 @@ def both(tmp_path_factory):
     (root / "ckpts").mkdir()
     (root / "ckpts" / "chck_1M").symlink_to(model)
     lm_eval(root / "ckpts" / "chck_1M", lm_eval_tasks(data, "fast"), data, root / "results" / "fast" / "chck_1M")
-    for name in checkpoints()[1:]:
+    for name in fast_revisions()[1:]:
         copy = shutil.copytree(root / "results" / "fast" / "chck_1M", root / "results" / "fast" / name)
         for path in copy.rglob("results_*.json"):  # the copy stands for that checkpoint's own run
             path.write_text(path.read_text().replace("chck_1M", name))
@@ -354,7 +355,7 @@ def test_refuses_missing_and_wrong_counts_unless_partial(both, tmp_path, capsys)
 def test_vqa_predictions_are_the_pipelines(tmp_path):
     """VQA entries from lm-eval samples: ids ``vqa_<n>`` in data order, ``pred`` the chosen ``" " + answer``,
     the first one on a tie (the right one), as the pipeline's rank_and_evaluate writes them."""
-    from babymerge.submission2025 import full_entry
+    from babymerge.babylm.submission2025 import full_entry
 
     docs = [
         {"preds": [" red", " blue", " two"]},
@@ -377,7 +378,7 @@ def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
     ``devbench/<name>/predictions``), after its shape and dtype checks; GLUE files are merged."""
     import numpy as np
 
-    from babymerge.submission2025 import pipeline_parts
+    from babymerge.babylm.submission2025 import pipeline_parts
 
     folder = tmp_path / "main"
     (folder / "zero_shot" / "devbench").mkdir(parents=True)

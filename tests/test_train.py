@@ -378,7 +378,7 @@ def test_babylm2025_schedule_is_the_pipelines_checkpoint_list():
     the pipeline installs, not us)."""
     import ast
 
-    from train.checkpointing import checkpoint_words, word_checkpoint_name, word_thresholds
+    from babymerge.babylm.checkpoints import checkpoint_words, word_checkpoint_name, word_thresholds
 
     source = PIPELINE / "evaluation_pipeline" / "collate_preds.py"
     body = ast.parse(source.read_text()).body

@@ -133,12 +133,15 @@ def test_filtered_rows_are_scored_like_the_babylm_pipeline(toy, data, tmp_path, 
                                   task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False), log_samples=True)  # fmt: skip
     filtered = out["results"]["winoground_filtered"]
     assert len(out["samples"]["winoground_filtered"]) == 12
-    # every filtered row is one image's text-score half: its accuracy is the mean of those halves
-    halves = []
+    # every filtered row is one image's text-score half: its accuracy is the mean of those halves,
+    # the pipeline's (a tie right) and ours (a tie wrong)
+    halves, strict_halves = [], []
     for s in out["samples"]["winoground"]:
         sc = {pair: r[0][0] for pair, r in zip(wino.PAIRS, s["resps"])}
         halves += [sc[0, 0] >= sc[1, 0], sc[1, 1] >= sc[0, 1]]
-    assert filtered["acc,none"] == pytest.approx(sum(halves) / len(halves))
+        strict_halves += [sc[0, 0] > sc[1, 0], sc[1, 1] > sc[0, 1]]
+    assert filtered["acc_pipeline,none"] == pytest.approx(sum(halves) / len(halves))
+    assert filtered["acc,none"] == pytest.approx(sum(strict_halves) / len(strict_halves))
 
 
 def test_bad_input_is_named(data, tmp_path, monkeypatch):

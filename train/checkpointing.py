@@ -13,15 +13,11 @@ A run folder looks like::
       tensorboard/              with tensorboard: true
       .train.lock               held by the run writing the folder (train.run_folder)
 
-**Word-count checkpoints** follow the BabyLM 2025 schedule (every 1M words seen up to 10M,
-every 10M up to 100M, every 100M up to 1000M) and are named as the evaluation pipeline
-names revisions: ``chck_<N>M``, N = the threshold in millions of words. A checkpoint is
+**Word-count checkpoints** follow the BabyLM 2025 schedule and are named as the evaluation
+pipeline names revisions, ``chck_<N>M`` (both in ``babymerge.babylm.checkpoints``). A checkpoint is
 saved at the first optimiser-step boundary at which ``words_seen >= threshold`` (words as
 ``train.data`` counts them), so it holds slightly more words than its name says;
-``trainer_state.json`` has the exact ``"words_seen"``. A smaller schedule (a tiny run's
-thousands of words) keeps the rule: N is written in decimal without trailing zeros,
-``chck_0.001M`` for 1,000 words, ``chck_0.0125M`` for 12,500; ``checkpoint_words(name)``
-reads it back, and ordering names by it orders them by words. When one step crosses
+``trainer_state.json`` has the exact ``"words_seen"``. When one step crosses
 several thresholds, each gets its folder (same weights); when a step is also an epoch end
 or a ``save_every_steps`` step, ``ckpt-*`` is written last and ``latest`` points at it.
 
@@ -62,32 +58,6 @@ def _gathered(engine):
 
         return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
     return nullcontext()
-
-
-BABYLM2025_SCHEDULE = [*range(1, 10), *range(10, 100, 10), *range(100, 1001, 100)]  # in units (1M words)
-
-
-def word_thresholds(word_checkpoints, unit: int) -> list[int]:
-    """The word counts to checkpoint at: the 2025 schedule in ``unit`` words, none, or a list."""
-    if word_checkpoints == "babylm2025":
-        return [n * unit for n in BABYLM2025_SCHEDULE]
-    return [] if word_checkpoints == "none" else list(word_checkpoints)
-
-
-def word_checkpoint_name(words: int) -> str:
-    """``chck_<N>M``, N = ``words`` in millions, in decimal without trailing zeros."""
-    whole, part = divmod(int(words), 1_000_000)
-    return f"chck_{whole}M" if not part else f"chck_{whole}.{part:06d}".rstrip("0") + "M"
-
-
-def checkpoint_words(name: str) -> int | None:
-    """The words a ``chck_<N>M`` name stands for (``chck_0.001M`` -> 1000); None for other names."""
-    if not (name.startswith("chck_") and name.endswith("M")):
-        return None
-    whole, _, part = name[5:-1].partition(".")
-    if not whole.isdigit() or (part and not part.isdigit()) or len(part) > 6:
-        return None
-    return int(whole) * 1_000_000 + int(part.ljust(6, "0") or 0)
 
 
 def save_checkpoints(

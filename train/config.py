@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from babymerge.errors import BabyMergeError
+from babymerge.image_features import VISION_ENCODER
 
 
 @dataclass
@@ -36,7 +37,7 @@ class ModelConfig:
     num_heads: int = 12
     context_length: int = 128
     feature_size: int = 1024  # width of the image features (DINOv2-large: 1024)
-    vision_encoder: str = "facebook/dinov2-large"  # recorded in the config; used to encode images
+    vision_encoder: str = VISION_ENCODER  # recorded in the config; used to encode images
 
 
 @dataclass
@@ -84,7 +85,7 @@ class TrainConfig:
     save_every_steps: int = 0  # also checkpoint every N optimiser steps (0: only at epoch ends)
     keep_optimizer_states: int = 1  # DeepSpeed states kept for --resume (newest N); weights are always kept
     log_every_steps: int = 10
-    # Word-count checkpoints chck_<N>M (train.checkpointing): "babylm2025" is the 2025 track's
+    # Word-count checkpoints chck_<N>M (babymerge.babylm.checkpoints): "babylm2025" is the 2025 track's
     # schedule, 1..10, 20..100, 200..1000 units of word_checkpoint_unit words; "none"; or a list
     # of word counts. A tiny run sets word_checkpoint_unit: 1000 (chck_0.001M, chck_0.002M, ...).
     word_checkpoints: str | list = "babylm2025"

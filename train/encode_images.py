@@ -36,6 +36,7 @@ from babymerge.image_features import (
     DEFAULT_LAYER,
     DEFAULT_POOLING,
     POOLINGS,
+    VISION_ENCODER,
     black_image,
     check_pooling,
     image_features,
@@ -127,7 +128,9 @@ def encode(
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.encode_images", description=__doc__.split("\n\n")[0])
     p.add_argument("--captions", required=True, type=Path, help="JSONL with an 'image' path per row")
-    p.add_argument("--encoder", default="facebook/dinov2-large", help="DINOv2 hub id or local directory")
+    p.add_argument(
+        "--encoder", default=VISION_ENCODER, help=f"DINOv2 hub id or local directory (default {VISION_ENCODER})"
+    )
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--layer", type=int, default=DEFAULT_LAYER, help="hidden layer to pool (default -2, the authors')")
     p.add_argument(

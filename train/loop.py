@@ -11,7 +11,7 @@ Read top to bottom: ``setup`` (resume point, data, model, engine: every check be
 work, in a run folder ``train`` holds with ``train.run_folder``), ``BatchPlan`` and ``micro_batches`` (which blocks each step uses; a
 ``DataLoader`` prepares the next batches while the step runs), ``train_step`` (one optimiser
 step), ``due_checkpoints`` (epoch ends, ``save_every_steps``, the word-count schedule of
-``train.checkpointing``), ``Logger`` and ``train``, which strings them together. Rank 0
+``babymerge.babylm.checkpoints``), ``Logger`` and ``train``, which strings them together. Rank 0
 shows a tqdm bar and appends loss, learning rate, tokens/s, samples/s, tokens and words seen
 to ``log.jsonl`` (and to TensorBoard with ``tensorboard: true``); the loss is read back from
 the device only on the steps it is logged.
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from babymerge.babylm.checkpoints import word_checkpoint_name, word_thresholds
 from babymerge.errors import BabyMergeError
 
 from . import checkpointing, distributed, run_folder
@@ -179,7 +180,7 @@ def setup(config: TrainConfig, dist: distributed.Dist, resume: bool) -> Run:
     zero_stage = engine.zero_optimization_stage() if hasattr(engine, "zero_optimization_stage") else 0
     invariants = dict(world_size=world, global_batch_size=G, micro_batch_size=micro, n_blocks=len(data),
                       seed=config.seed, zero_stage=zero_stage)  # fmt: skip
-    thresholds = checkpointing.word_thresholds(config.word_checkpoints, config.word_checkpoint_unit)
+    thresholds = word_thresholds(config.word_checkpoints, config.word_checkpoint_unit)
     run = Run(config, dist, out, tokenizer, data, image_token, plan, total, engine, invariants, thresholds)
     if resume_from is not None:
         # the rest of the invariants, still before DeepSpeed reads the state
@@ -251,7 +252,7 @@ def due_checkpoints(run: Run, words_before: int) -> list[str]:
     """Names of the checkpoints due after the step just taken: every word-count threshold
     crossed by it (first step with ``words_seen >= threshold``), then the epoch's end, every
     ``save_every_steps`` and the last step (``ckpt-*`` last, so ``latest`` points at it)."""
-    names = [checkpointing.word_checkpoint_name(t) for t in run.word_thresholds if words_before < t <= run.words_seen]
+    names = [word_checkpoint_name(t) for t in run.word_thresholds if words_before < t <= run.words_seen]
     step, every = run.step, run.config.save_every_steps
     if step % run.plan.steps_per_epoch == 0:
         names.append(f"ckpt-ep{step // run.plan.steps_per_epoch}")

@@ -1,4 +1,4 @@
-"""Write the BabyLM 2025 text task and group YAMLs of this folder from ``babymerge.babylm2025.TASKS``.
+"""Write the BabyLM 2025 text task and group YAMLs of this folder from ``babymerge.babylm.tasks.TASKS``.
 
     python lm_eval_tasks/babylm2025/generate.py
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from babymerge.babylm2025 import ENTITY_TRACKING_SPLITS, TASKS  # noqa: E402
+from babymerge.babylm.scoring import METRICS  # noqa: E402
+from babymerge.babylm.tasks import ENTITY_TRACKING_SPLITS, TASKS  # noqa: E402
 
 GROUPED = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "comps")  # one group per task and kind
-CHOICE_METRICS = ("acc", "acc_pipeline", "ties")
 
 
 def task_yaml(entry) -> str:
@@ -35,7 +35,7 @@ def task_yaml(entry) -> str:
     )
 
 
-def group_yaml(group: str, members: list[str], about: str, metrics=CHOICE_METRICS) -> str:
+def group_yaml(group: str, members: list[str], about: str, metrics=METRICS) -> str:
     lines = [f"# {about}", f"group: {group}", "task:"] + [f"  - {m}" for m in members]
     if metrics:
         lines += ["aggregate_metric_list:"]

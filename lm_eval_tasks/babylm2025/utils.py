@@ -2,21 +2,20 @@
 
 Every task reads one file of the pipeline's ``evaluation_data/`` under ``$BABYMERGE_DATA``
 (``full_eval/blimp_filtered/<UID>.jsonl``, ``fast_eval/ewok_fast/<domain>.jsonl``, ...: the
-table is ``babymerge.babylm2025.TASKS``) and keeps the lines of its subtask, in file order,
+table is ``babymerge.babylm.tasks.TASKS``) and keeps the lines of its subtask, in file order,
 which is the order of the pipeline's prediction ids (``<subtask>_<n>`` = doc_id n).
 
 ``decode`` turns a line into candidates as the pipeline's ``read_files.py`` does, the right
 one first. Each candidate is one loglikelihood request ``(context, continuation, {SCORING_KEY:
 "causal"})`` with ``context + continuation`` the pipeline's sentence and ``continuation`` its
 completion; ``--model babymerge`` scores it as the pipeline's causal backend does
-(``babymerge.babylm2025.pipeline_tokens``: the full sentence tokenised with the tokenizer's
+(``babymerge.babylm.scoring.pipeline_tokens``: the full sentence tokenised with the tokenizer's
 special tokens, the completion's tokens found by character offsets). Other lm-eval models
 cannot take the extra argument: the tasks need ``--model babymerge``.
 
 Metrics (fractions, where the pipeline prints percentages):
-  acc            the right candidate strictly above every other: a tie is wrong, as in our other tasks
-  acc_pipeline   the pipeline's argmax: a tie picks the first candidate, the right one, so it counts as right
-  ties           the right candidate tied with the best other one (acc_pipeline - acc)
+  acc, acc_pipeline, ties   choice tasks, as every task counts them (``babymerge.babylm.scoring``):
+                 a tie is wrong in acc, right in acc_pipeline (the pipeline's accuracy)
   spearman       wug tasks: Spearman's rho, over the task's items, between the model's probability of
                  the first form (softmax over the candidates' summed log-probabilities) and the human
                  ratio, as compute_results.rank_and_evaluate_wug and collate_preds compute it
@@ -34,7 +33,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 from scipy.stats import spearmanr
 
-from babymerge.babylm2025 import SCORING_KEY, first_probability
+from babymerge.babylm.scoring import SCORING_KEY, choice_metrics, first_probability
+from babymerge.babylm.tasks import COMPS_FILES
 from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning
 from babymerge.errors import BabyMergeError
 
@@ -63,7 +63,7 @@ def decode(reader: str, row: dict, stem: str) -> tuple[str, dict]:
         return f"{stem}_{row['numops']}_ops", _candidates([row["input_prefix"]] * len(options), options)
     if reader == "comps":  # the property after each prefix; the pipeline reports the whole sentence
         prefixes, phrase = [row["prefix_acceptable"], row["prefix_unacceptable"]], row["property_phrase"]
-        subtask = {"comps_base": "base", "comps_wugs": "wugs", "comps_wugs_dist-before": "wugs_dist_before"}
+        subtask = {file: subtask for subtask, file in COMPS_FILES.items()}  # any other file: the last, as there
         return subtask.get(stem, "wugs_dist_in_between"), _candidates(
             [p + " " for p in prefixes], [phrase, phrase], [p + " " + phrase for p in prefixes]
         )
@@ -132,14 +132,8 @@ def doc_to_choice(doc) -> list[str]:
 
 
 def process_results(doc, results) -> dict[str, float]:
-    """Ours (a tie is wrong), the pipeline's (a tie is right: its argmax picks the first, right,
-    candidate) and whether the right candidate tied with the best other one."""
-    right, best_other = results[0][0], max(result[0] for result in results[1:])
-    return {
-        "acc": float(right > best_other),
-        "acc_pipeline": float(right >= best_other),
-        "ties": float(right == best_other),
-    }
+    """``acc``, ``acc_pipeline``, ``ties`` (``babymerge.babylm.scoring.choice_metrics``)."""
+    return choice_metrics(result[0] for result in results)
 
 
 def process_wug(doc, results) -> dict[str, tuple[float, float]]:

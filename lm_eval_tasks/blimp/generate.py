@@ -15,10 +15,14 @@ The generated files are checked in; rerun this only if the paradigm list changes
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUPPLEMENT = ["hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking"]
+sys.path.insert(0, str(HERE.parents[1]))
+from babymerge.babylm.scoring import METRICS  # noqa: E402
+from babymerge.babylm.tasks import SUPPLEMENT  # noqa: E402
+
 PHENOMENON = {"s-selection": "argument_structure"}  # BLiMP paper, Table 4: s-selection is argument structure
 FIELD = {"syntax/semantics": "syntax_semantics"}
 
@@ -30,7 +34,7 @@ def task_yaml(task: str, folder: str, name: str) -> str:
 def group_yaml(group: str, tasks: list[str], weight_by_size: bool, about: str) -> str:
     lines = [f"# {about}", f"group: {group}", "task:"] + [f"  - {t}" for t in tasks]
     lines += ["aggregate_metric_list:"]
-    for metric in ("acc", "ties"):
+    for metric in METRICS:
         lines += [
             f"  - metric: {metric}",
             "    aggregation: mean",

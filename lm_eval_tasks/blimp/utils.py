@@ -7,16 +7,17 @@ One loader serves the three families of tasks:
 ($BABYMERGE_DATA defaults to ./evaluation_data.) Every file has one JSON object per line
 with ``sentence_good`` and ``sentence_bad``.
 
-Scoring is BLiMP's: full-sentence log-probabilities, no normalisation; a pair is right when
-log P(good) > log P(bad). lm-eval's ``acc`` takes an argmax, so a tie would pick the first
-choice (the good sentence) and count as right; here a tie counts as wrong, and ``ties``
-reports how often it happened.
+Scoring is BLiMP's: full-sentence log-probabilities, no normalisation; a pair is right (``acc``)
+when log P(good) > log P(bad), so a tie counts as wrong. ``acc_pipeline`` is the BabyLM
+pipelines' argmax (a tie picks the good sentence, right) and ``ties`` how often they differ: the
+metrics of every choice task (``babymerge.babylm.scoring``).
 """
 
 from __future__ import annotations
 
 import datasets
 
+from babymerge.babylm.scoring import choice_metrics
 from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning, read_jsonl
 from babymerge.errors import BabyMergeError
 
@@ -54,6 +55,5 @@ def load_pairs(folder: str = "blimp", name: str = "", **kwargs) -> datasets.Data
 
 
 def process_results(doc, results) -> dict[str, float]:
-    """Right when log P(good) > log P(bad): a tie is wrong, and counted."""
-    good, bad = results[0][0], results[1][0]
-    return {"acc": float(good > bad), "ties": float(good == bad)}
+    """``acc`` (log P(good) > log P(bad)), ``acc_pipeline``, ``ties``: ``babymerge.babylm.scoring.choice_metrics``."""
+    return choice_metrics(result[0] for result in results)

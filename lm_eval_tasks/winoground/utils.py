@@ -6,7 +6,7 @@ caption). Following Thrush et al. (2022):
   text score  : for each image, its own caption scores higher  s(c0,I0) > s(c1,I0) and s(c1,I1) > s(c0,I1)
   image score : for each caption, its own image scores higher  s(c0,I0) > s(c0,I1) and s(c1,I1) > s(c1,I0)
   group score : both.
-Ties count as wrong (strict >). Each is a per-item 0/1 averaged over items, so lm-eval
+Ties count as wrong (strict >, ``babymerge.babylm.scoring.is_right``). Each is a per-item 0/1 averaged over items, so lm-eval
 reports it with its standard error.
 
 Data are read from ``$BABYMERGE_DATA`` (default ``./evaluation_data``), never downloaded:
@@ -29,6 +29,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 from PIL import Image, UnidentifiedImageError
 
+from babymerge.babylm.scoring import choice_metrics, is_right
 from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl
 from babymerge.errors import BabyMergeError
 
@@ -145,8 +146,8 @@ def filtered_image(doc) -> list:
 # -- scoring ---------------------------------------------------------------------------------------
 def scores(s: dict[tuple[int, int], float]) -> dict[str, float]:
     """Text, image and group score of one item from s[(caption i, image j)]; ties are wrong."""
-    text = s[0, 0] > s[1, 0] and s[1, 1] > s[0, 1]
-    image = s[0, 0] > s[0, 1] and s[1, 1] > s[1, 0]
+    text = is_right([s[0, 0], s[1, 0]]) and is_right([s[1, 1], s[0, 1]])
+    image = is_right([s[0, 0], s[0, 1]]) and is_right([s[1, 1], s[1, 0]])
     return {"text_score": float(text), "image_score": float(image), "group_score": float(text and image)}
 
 
@@ -186,7 +187,6 @@ def group_score(*args, **kwargs): ...
 
 
 def filtered_results(doc, results) -> dict[str, float]:
-    """winoground_filtered, scored as the BabyLM pipeline does (argmax, so a tie picks
-    caption_0, the right one), plus the strict version and the number of ties."""
-    good, bad = results[0][0], results[1][0]
-    return {"acc": float(good >= bad), "acc_strict": float(good > bad), "ties": float(good == bad)}
+    """winoground_filtered: caption_0 is the right one; ``acc`` (a tie is wrong), ``acc_pipeline``
+    (the BabyLM pipeline's argmax: a tie picks caption_0, right), ``ties``, as every choice task."""
+    return choice_metrics(result[0] for result in results)

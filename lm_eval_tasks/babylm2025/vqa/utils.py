@@ -9,9 +9,9 @@ only the tokens of the completion ``" " + answer`` are scored, the candidate wit
 ``question``, choices ``[target_ans] + distractors`` after the delimiter ``" "``, the image as
 ``visual``.
 
-The pipeline's argmax takes the first maximum, so a tie between the right answer and a
-distractor counts as right there. ``acc`` counts it wrong; ``acc_pipeline`` is the pipeline's
-number; ``ties`` says how often they differ.
+Metrics: ``acc``, ``acc_pipeline``, ``ties``, as every choice task (``babymerge.babylm.scoring``):
+a tie between the right answer and a distractor is wrong in ``acc``, right in ``acc_pipeline``
+(the pipeline's argmax takes the first maximum).
 
 Data, read from ``$BABYMERGE_DATA`` (default ``./evaluation_data``), never downloaded:
 
@@ -36,6 +36,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
+from babymerge.babylm.scoring import choice_metrics
 from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl
 from babymerge.errors import BabyMergeError
 
@@ -105,7 +106,7 @@ def load_vqa(
                 f"VQA row {i}: idx_in_hf_dataset={row['idx_in_hf_dataset']} is outside {images} ({n} rows); "
                 "is it VQAv2 validation?"
             )
-    # ``preds``: what the pipeline reports when it picks each candidate (babymerge.babylm2025.pipeline_prediction)
+    # ``preds``: what the pipeline reports when it picks each candidate (babymerge.babylm.scoring.pipeline_prediction)
     docs = [{**row, "images_dir": str(images), "preds": [" " + a for a in doc_to_choice(row)]} for row in rows]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
 
@@ -123,11 +124,5 @@ def doc_to_choice(doc) -> list[str]:
 
 
 def process_results(doc, results) -> dict[str, float]:
-    """Right answer is candidate 0: strict accuracy, the pipeline's (first argmax), ties."""
-    scores = [result[0] for result in results]
-    best_other = max(scores[1:])
-    return {
-        "acc": float(scores[0] > best_other),
-        "acc_pipeline": float(scores[0] >= best_other),
-        "ties": float(scores[0] == best_other),
-    }
+    """The right answer is candidate 0: ``babymerge.babylm.scoring.choice_metrics``."""
+    return choice_metrics(result[0] for result in results)

@@ -1,12 +1,13 @@
-"""BabyLM leaderboard prediction files from lm-eval ``--log_samples`` output.
+"""The BabyLM 2024 leaderboard prediction file from lm-eval ``--log_samples`` output.
 
-    babymerge submit --results results/ --model my-merge-a0.3 --out submission/ [--vision] [--allow-partial]
+    babymerge submit [--format 2024] --results results/ --model my-merge-a0.3 --out submission/ [--vision] [--allow-partial]
 
 Writes ``{model}_textonly_predictions.json.gz`` (``_withvision_`` with ``--vision``) in the
 BabyLM 2024 pipeline's format (its ``collate_preds.py``):
 ``{task: {subtask: {"predictions": [{"id": "<subtask>_<i>", "pred": <chosen continuation>}]}}}``,
 where ``i`` is the example's line in the subtask's data file and ``pred`` the continuation
-with the highest log-probability (the first on a tie, as the pipeline's argmax does), plus
+with the highest log-probability (the first on a tie, as the pipeline's argmax does:
+``scoring.choose``), plus
 ``{model}_summary.json`` with the scores lm-eval reported.
 
 Like the pipeline, it validates before writing: every required task and subtask is there
@@ -26,17 +27,12 @@ import os
 import re
 from pathlib import Path
 
-from .data import evaluation_data_dir
-from .errors import BabyMergeError
-from .output import write_file_atomic
+from ..data import evaluation_data_dir
+from ..errors import BabyMergeError
+from ..output import write_file_atomic
+from .scoring import choose
+from .tasks import EWOK_DOMAINS, GLUE_2024, SUPPLEMENT
 
-# The 2024 pipeline's task list. GLUE (fine-tuning) and EWoK, devbench, VQA predictions are
-# produced by tools outside this project; without them a submission is partial.
-BLIMP_SUPPLEMENT = ["hypernym", "qa_congruence_easy", "qa_congruence_tricky", "subject_aux_inversion", "turn_taking"]
-EWOK = ["agent-properties", "material-dynamics", "material-properties", "physical-dynamics", "physical-interactions",
-        "physical-relations", "quantitative-properties", "social-interactions", "social-properties", "social-relations",
-        "spatial-relations"]  # fmt: skip
-GLUE = ["cola", "sst2", "mrpc", "qqp", "mnli", "mnli-mm", "qnli", "rte", "boolq", "multirc", "wsc"]
 # lm-eval task name -> (submission task, subtask, data file relative to the evaluation data dir)
 _TASK_PATTERNS = [
     (re.compile(r"blimp_filtered_(?P<sub>.+)"), "blimp", "blimp_filtered/{sub}.jsonl"),
@@ -53,11 +49,13 @@ def required_subtasks(data_dir: Path, vision: bool) -> dict[str, list[str]]:
         raise BabyMergeError(
             f"{blimp_dir} not found: the submission is checked against the BabyLM evaluation data (set BABYMERGE_DATA)"
         )
+    # GLUE (fine-tuning) and EWoK, devbench, VQA predictions are produced by tools outside this
+    # project; without them a submission is partial.
     required = {
-        "glue": GLUE,
+        "glue": list(GLUE_2024),
         "blimp": sorted(p.stem for p in blimp_dir.glob("*.jsonl")),
-        "blimp_supplement": BLIMP_SUPPLEMENT,
-        "ewok": EWOK,
+        "blimp_supplement": list(SUPPLEMENT),
+        "ewok": list(EWOK_DOMAINS),
     }
     if vision:
         required |= {
@@ -123,7 +121,7 @@ def predictions(samples: Path) -> list[tuple[int, str]]:
         try:
             doc = json.loads(line)
             scores = [float(resp[0][0]) for resp in doc["resps"]]
-            best = scores.index(max(scores))  # the first maximum, like numpy's argmax
+            best = choose(scores)
             args = doc["arguments"]
             choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
             out.append((int(doc["doc_id"]), choice))

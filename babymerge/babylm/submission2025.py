@@ -26,7 +26,7 @@ subtask or checkpoint is refused unless ``allow_partial``, which writes what the
 returns the list of what is missing; a missing checkpoint's place in a ``fast_eval_results``
 list holds ``{}`` so that the others keep their positions.
 
-Which lm-eval task is which pipeline task and subtask: ``babymerge.babylm2025.TASKS`` (plus
+Which lm-eval task is which pipeline task and subtask: ``babymerge.babylm.tasks.TASKS`` (plus
 ``winoground_filtered`` -> winoground). The pipeline's prediction for an item is built from the
 sample's ``doc`` (its ``preds``: what the pipeline reports for each candidate) and ``resps``
 (one log-likelihood per candidate, the right one first), with the pipeline's argmax.
@@ -38,7 +38,12 @@ import json
 import math
 from pathlib import Path
 
-from .errors import BabyMergeError
+from ..errors import BabyMergeError
+from ..output import write_file_atomic
+from .checkpoints import fast_revisions
+from .scoring import choose, pipeline_prediction
+from .submission2024 import find_samples
+from .tasks import GLUE_2025, TASKS
 
 # -- what collate_preds.py checks (evaluation_pipeline/collate_preds.py, commit bf55c11) ------------------------------
 BLIMP_SIZES = dict(
@@ -182,7 +187,6 @@ FAST_SIZES = {
 AOA_SIZE = 8005  # surprisal rows per checkpoint
 DEVBENCH_SHAPES = {"lex-viz_vocab": (119, 4, 1), "trog": (76, 4, 1), "things": (1854, 1854)}
 # The subtasks the pipeline's data have (the required ones): the full sizes' keys, in the data's spelling.
-GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 FULL_TEXT_TASKS = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading")
 VISION_TASKS = ("vqa", "winoground")
 FAST_TASKS = (
@@ -222,18 +226,9 @@ def reading_scores(frame) -> dict[str, float]:
     return {"spr": _delta_r2(frame, "self_paced_reading_time", SPILLOVER_COVARIATES), "rt": sum(rt) / len(rt)}
 
 
-def checkpoints(track: str = "multimodal") -> list[str]:
-    """The checkpoints of fast evaluation, in the pipeline's order (collate_preds' revision lists)."""
-    from .babylm2025 import FAST_REVISIONS, STRICT_SMALL_FAST_REVISIONS
-
-    return list(STRICT_SMALL_FAST_REVISIONS if track == "strict-small" else FAST_REVISIONS)
-
-
 # -- reading lm-eval samples ---------------------------------------------------------------------------------------
 def _pipeline_task(lm_eval_task: str) -> tuple[str, str, str] | None:
     """lm-eval task name -> (pipeline task, subtask, full|fast), or None for a task the file does not take."""
-    from .babylm2025 import TASKS
-
     if lm_eval_task == "winoground_filtered":
         return "winoground", "winoground", "full"
     entry = TASKS.get(lm_eval_task)
@@ -257,8 +252,6 @@ def _loglikelihoods(sample: dict) -> list[float]:
 
 def collect(results: str | Path, model: str, kind: str) -> dict[str, dict[str, list[dict]]]:
     """{pipeline task: {subtask: samples in data order}} of one lm-eval output folder (``kind``: full|fast)."""
-    from .submission import find_samples
-
     found: dict[str, dict[str, list[dict]]] = {}
     for lm_eval_task, path in sorted(find_samples(Path(results), model).items()):
         key = _pipeline_task(lm_eval_task)
@@ -269,10 +262,6 @@ def collect(results: str | Path, model: str, kind: str) -> dict[str, dict[str, l
             raise BabyMergeError(f"{results}: two lm-eval tasks give {task}/{subtask} ({kind})")
         found.setdefault(task, {})[subtask] = _read_samples(path)
     return found
-
-
-def _choose(scores: list[float]) -> int:
-    return scores.index(max(scores))  # the first maximum, as the pipeline's torch.max
 
 
 def predictions(task: str, samples: list[dict]) -> list[dict]:
@@ -286,9 +275,7 @@ def predictions(task: str, samples: list[dict]) -> list[dict]:
             )
         return out
     if task == "winoground":  # the existing winoground_filtered task: the pipeline reports the caption itself
-        return [{"pred": [s["doc"]["caption_0"], s["doc"]["caption_1"]][_choose(_loglikelihoods(s))]} for s in samples]
-    from .babylm2025 import pipeline_prediction
-
+        return [{"pred": [s["doc"]["caption_0"], s["doc"]["caption_1"]][choose(_loglikelihoods(s))]} for s in samples]
     return [pipeline_prediction(s["doc"], _loglikelihoods(s)) for s in samples]
 
 
@@ -335,9 +322,7 @@ def _expected(sizes: dict, task: str, subtask: str):
 
 def _required(sizes: dict, task: str, kind: str) -> list[str]:
     """Subtasks a task must have, spelled as the pipeline keys them: those its sizes list, else every
-    subtask of the task in ``babylm2025.TASKS`` (fast BLiMP, supplement and EWoK have one count for all)."""
-    from .babylm2025 import TASKS
-
+    subtask of the task in ``babylm.tasks.TASKS`` (fast BLiMP, supplement and EWoK have one count for all)."""
     spelled = {e.subtask.lower(): e.subtask for e in TASKS.values() if e.task == task and e.kind == kind}
     if isinstance(sizes[task], dict):
         return [spelled.get(s, s) for s in sizes[task]]
@@ -367,7 +352,7 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
 
     folder, parts = Path(folder), {}
     glue = {}
-    for task in GLUE:
+    for task in GLUE_2025:
         path = folder / "finetune" / task / "predictions.json"
         if not path.is_file():
             missing.append(f"glue/{task}")
@@ -381,7 +366,7 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
     if aoa.is_file():
         loaded = json.loads(aoa.read_text())
         steps = [r["step"] for r in loaded["results"]]
-        wanted = checkpoints(track)
+        wanted = fast_revisions(track)
         if set(steps) != set(wanted) or any(steps.count(c) != sizes.get("aoa", AOA_SIZE) for c in wanted):
             raise BabyMergeError(
                 f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of the {len(wanted)} "
@@ -450,7 +435,7 @@ def build(
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}
-        for checkpoint in checkpoints(track):
+        for checkpoint in fast_revisions(track):
             folder = fast_root / checkpoint
             found = collect(folder, checkpoint, "fast") if folder.is_dir() else {}
             if not folder.is_dir():
@@ -480,56 +465,7 @@ def build(
 
 def submit(results, model: str, out, fast_results=None, **kwargs) -> tuple[Path, list[str]]:
     """Check, then write ``out/all_full_preds_and_fast_scores_<backend>.json`` atomically."""
-    from .output import write_file_atomic
-
     submission, missing = build(results, model, fast_results, **kwargs)
     path = Path(out) / f"all_full_preds_and_fast_scores_{kwargs.get('backend', 'causal')}.json"
     write_file_atomic(path, json.dumps(submission))
     return path, missing
-
-
-# -- command line (``babymerge submit --format 2025``) -------------------------------------------------------------
-def add_arguments(parser) -> None:
-    """The 2025 options of ``babymerge submit``; --results, --model, --out and --allow-partial are shared with 2024."""
-    group = parser.add_argument_group("--format 2025")
-    group.add_argument(
-        "--fast-results",
-        metavar="DIR",
-        help="folder with one lm-eval output folder per checkpoint, named chck_1M ... chck_1000M (fast tasks)",
-    )
-    group.add_argument(
-        "--pipeline-results",
-        metavar="DIR",
-        help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
-    )
-    group.add_argument("--backend", default="causal", help="backend name in the file name (default causal)")
-    group.add_argument(
-        "--track",
-        default="multimodal",
-        choices=TRACKS,
-        help="sets the checkpoints and vision tasks (default multimodal)",
-    )
-    group.add_argument(
-        "--sizes",
-        metavar="JSON",
-        help='replace the official counts, for small fixtures: {"full": {...}, "fast": {...}}',
-    )
-
-
-def run(args) -> int:
-    sizes = json.loads(Path(args.sizes).read_text()) if args.sizes else None
-    path, missing = submit(
-        args.results,
-        args.model,
-        args.out,
-        args.fast_results,
-        pipeline_results=args.pipeline_results,
-        backend=args.backend,
-        track=args.track,
-        sizes=sizes,
-        allow_partial=args.allow_partial,
-    )
-    if missing:
-        print(f"partial submission: {len(missing)} parts missing: {', '.join(missing)}")
-    print(f"wrote {path}")
-    return 0
