@@ -21,7 +21,7 @@ from babymerge.errors import BabyMergeError
 
 
 class PeerError(BabyMergeError):
-    """Rank 0 refused the run and said why; the other ranks stop without repeating it."""
+    """An error every rank stops for and rank 0 reports; the other ranks stop without repeating it."""
 
 
 @dataclass
@@ -131,8 +131,8 @@ def watch_launcher(poll_seconds: float = 1.0) -> None:
 
     torchrun and accelerate forward SIGTERM/SIGINT to their ranks, but DeepSpeed's ``deepspeed``
     command forwards them only for multi-node runs: killing it (a scheduler's SIGTERM, or
-    SIGKILL) used to leave its per-node ``launch.py`` and every rank training on, writing into
-    the run folder, with the user told the run had ended. So each rank records the process
+    SIGKILL) leaves its per-node ``launch.py`` and every rank training on, writing into the run
+    folder, while the user is told the run has ended. So each rank records the process
     chain above it (its parent, and the parent's parent when the parent is DeepSpeed's
     ``launch.py``) and a daemon thread checks every ``poll_seconds`` that nobody in it was
     reparented. When one was, the rank exits at once: checkpoints are published by rename, so
