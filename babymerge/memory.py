@@ -23,6 +23,7 @@ GB = 1e9
 # Address space a load or merge takes beyond its tensors: the stacks and malloc arenas of the
 # threads torch starts (64 MiB of address space each) and the modules it imports then.
 OVERHEAD = 128 << 20
+PROC_CGROUP, CGROUP_ROOT = Path("/proc/self/cgroup"), Path("/sys/fs/cgroup")
 
 
 def _proc_values(path: str) -> dict[str, int]:
@@ -61,15 +62,15 @@ def _stat_value(path: Path, key: str) -> int:
 def _cgroup_available() -> int | None:
     """What the tightest cgroup memory limit over this process leaves, or None without one."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = PROC_CGROUP.read_text().splitlines()
     except OSError:
         return None
     best = None
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2: walk up from this cgroup to the root
-            directory = Path("/sys/fs/cgroup") / path.lstrip("/")
-            while str(directory).startswith("/sys/fs/cgroup"):
+            directory = CGROUP_ROOT / path.lstrip("/")
+            while directory == CGROUP_ROOT or CGROUP_ROOT in directory.parents:
                 limit = _read_int(directory / "memory.max")
                 usage = _read_int(directory / "memory.current")
                 if limit is not None and usage is not None:
@@ -77,7 +78,7 @@ def _cgroup_available() -> int | None:
                     best = left if best is None else min(best, left)
                 directory = directory.parent
         elif "memory" in controllers.split(","):  # v1
-            directory = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            directory = CGROUP_ROOT / "memory" / path.lstrip("/")
             limit = _read_int(directory / "memory.limit_in_bytes")
             usage = _read_int(directory / "memory.usage_in_bytes")
             if limit is not None and usage is not None and limit < 1 << 60:

@@ -213,3 +213,36 @@ def test_lm_eval_refuses_a_float32_model_that_cannot_fit_before_loading(pair, me
     assert abs(needed - ((1 if merging else 2) * model + OVERHEAD) / 1e9) <= 0.015
     assert abs(left - 0.7 * model / 1e9) <= 0.01
     assert "dtype=bfloat16" in error
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_cgroup_memory_limit_counts_and_its_reclaimable_page_cache_does_not(tmp_path, monkeypatch, version):
+    """A 4 GiB cgroup holding 3 GB, 1 GB of it inactive page cache, leaves 2.29 GB: what a
+    merge in memory is compared with, and named, when it is the tightest limit."""
+    import babymerge.memory as memory
+
+    limit, usage, cache = 4 << 30, 3_000_000_000, 1_000_000_000
+    if version == 2:  # the limit sits on an ancestor: every level up to the root counts
+        (tmp_path / "proc").write_text("0::/job/step\n")
+        (tmp_path / "job" / "step").mkdir(parents=True)
+        for directory, values in (
+            (tmp_path / "job", (limit, usage, cache)),
+            (tmp_path / "job" / "step", ("max", 1, 0)),
+        ):
+            (directory / "memory.max").write_text(f"{values[0]}\n")
+            (directory / "memory.current").write_text(f"{values[1]}\n")
+            (directory / "memory.stat").write_text(f"anon 1\ninactive_file {values[2]}\n")
+    else:
+        (tmp_path / "proc").write_text("4:memory:/job\n3:cpu:/\n")
+        (tmp_path / "memory" / "job").mkdir(parents=True)
+        (tmp_path / "memory" / "job" / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        (tmp_path / "memory" / "job" / "memory.usage_in_bytes").write_text(f"{usage}\n")
+        (tmp_path / "memory" / "job" / "memory.stat").write_text(f"cache 5\ntotal_inactive_file {cache}\n")
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "proc")
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path)
+    assert memory._cgroup_available() == limit - usage + cache
+    if memory._proc_values("/proc/meminfo")["MemAvailable"] > limit:  # the cgroup is the tightest limit
+        with pytest.raises(
+            memory.BabyMergeError, match="needs about 3.13 GB but only 2.29 GB is left under the cgroup"
+        ):
+            memory.check_fits(3_000_000_000, "merging")
