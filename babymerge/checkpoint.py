@@ -1,11 +1,13 @@
 """Hugging Face checkpoint directories, read lazily one tensor at a time.
 
 Merging two models should cost about one tensor of memory, not two models. ``Checkpoint``
-reads only the safetensors headers up front (names, dtypes, shapes, byte offsets). Each
-weight file is then memory-mapped once, privately, and ``view(key, rows)`` is a tensor on
-those pages: no copy, no allocation, so a merge computes straight from the page cache.
-``release(key, rows)`` unmaps the pages a consumed chunk touched (they stay in the page
-cache), so a merge streaming through a checkpoint keeps about one chunk in its RSS.
+reads only the safetensors headers up front (names, dtypes, shapes, byte offsets). A merge
+then reads each tensor, or a chunk of its rows, with ``pread`` into a buffer it reuses
+(``read_into``). Not memory-mapped: a mapped file that another process truncates kills the
+reader with SIGBUS, which Python cannot catch, where a short read is an error naming the
+file; and reads hold no address space beyond the buffers (``ulimit -v``), nor pages in the
+process's RSS. Every weight file's identity (inode, size, modification time) is recorded with
+its header, and a file found different later (``check_unchanged``, a short read) is refused.
 
 It also knows how the language model's parameters are named in each layout, so a
 ``LlamaForCausalLM`` twin lines up with the Llava language model (``text_key``).
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
+import os
 import re
 import struct
 import threading
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from .errors import BabyMergeError
 
@@ -45,8 +46,6 @@ _LANGUAGE_MODEL_PREFIXES = (
     ("language_model.model.", "model."),
     ("language_model.lm_head.", "lm_head."),
 )
-# A page fault on a mapped file may map this much around the page (fault-around, large folios).
-_MAPPED_AROUND = 2 << 20
 _LAYER_INDEX = re.compile(r"\blayers\.(\d+)\.")
 
 
@@ -79,6 +78,36 @@ def all_finite(tensor: torch.Tensor) -> bool:
     return math.isfinite(float(low)) and math.isfinite(float(high))
 
 
+def _check_layout(header: dict, data_bytes: int) -> str | None:
+    """Check a safetensors header as ``safe_open`` does, without mapping the file (a mapping
+    needs the file's size of address space): every tensor's bytes match its dtype and shape,
+    and the tensors tile the data exactly, in order, to the end of the file. ValueError if
+    not; the name of a tensor whose dtype babymerge does not handle, else None."""
+    tensors = []
+    for key, entry in header.items():
+        try:
+            begin, stop = (int(x) for x in entry["data_offsets"])
+            tensors.append((begin, stop, key, [int(d) for d in entry["shape"]], str(entry["dtype"])))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"tensor {key!r} has no valid dtype, shape and data_offsets") from None
+    unsupported, end = None, 0
+    for begin, stop, key, shape, dtype in sorted(tensors):
+        if begin != end or any(d < 0 for d in shape):
+            raise ValueError(f"tensor {key!r} starts at byte {begin}, after {end}")
+        if dtype not in SAFETENSORS_DTYPES:
+            unsupported = unsupported or key
+        elif stop - begin != math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize:
+            raise ValueError(f"tensor {key!r} of shape {shape} holds {stop - begin} bytes")
+        end = stop
+    if end != data_bytes:
+        raise ValueError(f"the header describes {end:,} bytes of data, the file holds {data_bytes:,}")
+    return unsupported
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def layer_index(key: str) -> int | None:
     """Decoder layer number in a parameter name (``model.layers.3.mlp...`` -> 3), else None."""
     m = _LAYER_INDEX.search(key)
@@ -109,8 +138,11 @@ class Checkpoint:
         except (OSError, json.JSONDecodeError) as err:
             raise BabyMergeError(f"cannot read {config_file}: {err}") from err
         self.tensors: dict[str, TensorInfo] = {}
-        self._mapped: dict[Path, tuple[mmap.mmap, torch.Tensor]] = {}  # file -> its mapping, as bytes (see view)
-        self._mapping_lock = threading.Lock()  # threads merging different tensors map each file once
+        self._identity: dict[
+            Path, tuple[int, ...]
+        ] = {}  # file -> (device, inode, size, mtime) when its header was read
+        self._fds: dict[Path, int] = {}  # file -> descriptor, opened at its first read
+        self._open_lock = threading.Lock()  # threads reading different tensors open each file once
         for file in self._weight_files():
             self._read_header(file)
         if not self.tensors:
@@ -146,74 +178,100 @@ class Checkpoint:
 
     def _read_header(self, file: Path) -> None:
         try:
-            with safe_open(file, framework="pt") as f:  # validates the header against the file
-                keys = list(f.keys())
-                for key in keys:
-                    sl = f.get_slice(key)
-                    if sl.get_dtype() not in SAFETENSORS_DTYPES:
-                        raise BabyMergeError(f"{file}: tensor {key!r} has unsupported dtype {sl.get_dtype()}")
-            with open(file, "rb") as f:  # the byte offsets, which safe_open does not expose
+            with open(file, "rb") as f:
+                self._identity[file] = _identity(os.fstat(f.fileno()))
                 (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
-        except (SafetensorError, OSError, ValueError, struct.error) as err:
+                header = json.loads(f.read(n)) if n <= self._identity[file][2] - 8 else None
+            if not isinstance(header, dict):
+                raise ValueError(f"a header of {n:,} bytes in a file of {self._identity[file][2]:,}")
+            header.pop("__metadata__", None)
+            unsupported = _check_layout(header, self._identity[file][2] - 8 - n)
+        except (OSError, ValueError, struct.error) as err:
             raise BabyMergeError(
                 f"{self.role} checkpoint file {file} is truncated or corrupt ({err}); re-save or re-download it"
             ) from err
-        for key in keys:
+        if unsupported is not None:
+            raise BabyMergeError(
+                f"{file}: tensor {unsupported!r} has unsupported dtype {header[unsupported]['dtype']}; "
+                f"babymerge merges {', '.join(SAFETENSORS_DTYPES)}"
+            )
+        for key in sorted(header):  # in name order, as safe_open lists them
             entry = header[key]
             self.tensors[key] = TensorInfo(
                 file, SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"]), 8 + n + entry["data_offsets"][0]
             )
 
     # -- reading --------------------------------------------------------------------------
-    def view(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
-        """One tensor, or its rows ``start:stop``, as a tensor on the file's mapped pages: no copy.
-
-        The file is mapped once, copy-on-write (``ACCESS_COPY``): the checkpoint on disk can
-        never change through a view, whatever is done to it. Not checked for NaN/inf (see
-        ``check_finite``); call ``release`` when done with it to keep the process's RSS small.
-        """
+    def read_into(self, key: str, out: torch.Tensor, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """Read one tensor, or its rows ``start:stop``, from its file into ``out`` (contiguous,
+        of the tensor's dtype and the rows' shape) and return ``out``. Not checked for NaN/inf
+        (see ``check_finite``). A file shorter than its header says (truncated meanwhile) is
+        refused, naming it."""
         info = self.tensors[key]
-        with self._mapping_lock:
-            if info.file not in self._mapped:
-                try:
-                    with open(info.file, "rb") as f:
-                        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-                except (OSError, ValueError) as err:
-                    raise BabyMergeError(f"cannot read {info.file}: {err}") from err
-                self._mapped[info.file] = (mapping, torch.frombuffer(mapping, dtype=torch.uint8))
-        _, raw = self._mapped[info.file]
+        fd = self._fd(info.file)
         start, stop = info.byte_range(rows)
-        data = raw[start:stop]
-        if start % info.dtype.itemsize:  # a file whose tensors are not aligned to their dtype
-            data = data.clone()
-        shape = info.shape if rows is None else (rows[1] - rows[0], *info.shape[1:])
-        return data.view(info.dtype).view(shape)
-
-    def release(self, key: str, rows: tuple[int, int] | None = None) -> None:
-        """Unmap the pages of a tensor (or rows of it) a view touched. They stay in the page
-        cache and a later view maps them again; only this process's RSS shrinks."""
-        info = self.tensors[key]
-        if info.file in self._mapped:
-            mapping = self._mapped[info.file][0]
-            start, stop = info.byte_range(rows)
-            # The faults also mapped pages around the range: unmap those too (without this,
-            # ~10% of the pages stayed: +50 MB of RSS merging two 300 MB checkpoints in memory).
-            # Those after it only with the tensor's last rows: within a tensor the next chunk's
-            # pages are mapped ahead, as the next chunk wants them.
-            start = max(0, start - _MAPPED_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE
-            if rows is None or rows[1] >= info.shape[0]:
-                stop = min(len(mapping), stop + _MAPPED_AROUND)
-            if stop > start:
-                mapping.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        if len(view) != stop - start:
+            raise RuntimeError(f"read_into {key!r}: buffer of {len(view)} bytes for {stop - start}")
+        while view:
+            done = os.preadv(fd, [view], start)
+            if done == 0:
+                raise self._changed(info.file)
+            view, start = view[done:], start + done
+        return out
 
     def read(self, key: str, rows: tuple[int, int] | None = None, check_finite: bool = True) -> torch.Tensor:
-        """One tensor, or its rows ``start:stop``, copied out of its file; refuses NaN and inf."""
-        tensor = self.view(key, rows).clone()
-        self.release(key, rows)
+        """One tensor, or its rows ``start:stop``, read into a new tensor; refuses NaN and inf."""
+        info = self.tensors[key]
+        shape = info.shape if rows is None else (rows[1] - rows[0], *info.shape[1:])
+        tensor = self.read_into(key, torch.empty(shape, dtype=info.dtype), rows)
         if check_finite:
             self.check_finite(key, tensor, rows)
         return tensor
+
+    def _fd(self, file: Path) -> int:
+        with self._open_lock:
+            if file not in self._fds:
+                try:
+                    fd = os.open(file, os.O_RDONLY)
+                except OSError as err:
+                    raise BabyMergeError(f"cannot read {file}: {err}") from err
+                self._fds[file] = fd
+                if _identity(os.fstat(fd)) != self._identity[file]:
+                    raise self._changed(file)
+            return self._fds[file]
+
+    def check_unchanged(self) -> None:
+        """Refuse weight files that are no longer what their headers were read from: replaced,
+        rewritten, truncated or grown (their inode, size or modification time differ)."""
+        for file, identity in self._identity.items():
+            try:
+                now = _identity(os.stat(file))
+            except OSError:
+                now = None
+            if now != identity:
+                raise self._changed(file)
+
+    def _changed(self, file: Path) -> BabyMergeError:
+        was = self._identity[file][2]
+        try:
+            now = f"now {os.stat(file).st_size:,} bytes"
+        except OSError:
+            now = "now gone"
+        return BabyMergeError(
+            f"{self.role} checkpoint file {file} changed while it was being read ({was:,} bytes when opened, {now}): "
+            "another process rewrote or truncated it. Run again once it is complete"
+        )
+
+    def close(self) -> None:
+        """Close the weight files (reading again opens them again)."""
+        with self._open_lock:
+            while self._fds:
+                os.close(self._fds.popitem()[1])
+
+    def __del__(self, _close=os.close) -> None:  # os.close bound now: at exit the module may be gone
+        for fd in getattr(self, "_fds", {}).values():
+            _close(fd)
 
     def check_finite(self, key: str, tensor: torch.Tensor, rows: tuple[int, int] | None = None) -> None:
         """Refuse a tensor (rows ``start:stop`` of ``key``) holding NaN or inf, naming it."""

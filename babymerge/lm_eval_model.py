@@ -30,6 +30,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -46,8 +47,9 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BitImageProcessor
 
 from .babylm2025 import SCORING_KEY, pipeline_tokens
-from .checkpoint import parse_dtype
+from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, Checkpoint, parse_dtype
 from .errors import BabyMergeError
+from .memory import check_fits
 from .merge import METHODS, merge, parse_alpha
 from .merge.mergekit_config import read_mergekit_config
 from .modeling import BabyLlavaForConditionalGeneration
@@ -118,7 +120,7 @@ class BabyMergeLM(TemplateLM):
             training) or ``none``.
         vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
         allow_different_tokenizers: merge even if the tokenizers differ.
-        keep_sources: keep both models in memory so ``set_alpha`` can re-merge in place (sweeps).
+        keep_sources: keep the checkpoints open so ``set_alpha`` can re-merge in place (sweeps).
     """
 
     MULTIMODAL = True
@@ -238,7 +240,7 @@ class BabyMergeLM(TemplateLM):
         self.images_encoded = 0
 
     def set_alpha(self, alpha) -> None:
-        """Re-merge in place at another alpha, without reading the checkpoints again."""
+        """Re-merge in place at another alpha (reading the checkpoints again, chunk by chunk)."""
         if self.remerge is None:
             raise BabyMergeError("set_alpha needs lang_ckpt=... and keep_sources=True")
         self.remerge.set_alpha(alpha)
@@ -655,7 +657,16 @@ def _is_babyllava(path: str) -> bool:
 
 
 def _from_pretrained(pretrained: str, dtype: torch.dtype):
-    """``AutoModelForCausalLM.from_pretrained``, its "not found" errors said in one line."""
+    """``AutoModelForCausalLM.from_pretrained``, its "not found" errors said in one line. A
+    local safetensors checkpoint is read as a merge reads it first: a truncated or corrupt
+    file is named, and a model that does not fit the memory left is refused before loading
+    (the model at ``dtype``, and its files, which transformers maps while it loads them)."""
+    if any((Path(pretrained) / name).is_file() for name in (SAFE_WEIGHTS_NAME, SAFE_INDEX_NAME)):
+        tensors = Checkpoint(pretrained, "pretrained").tensors.values()
+        model = sum(math.prod(t.shape) * (dtype if t.dtype.is_floating_point else t.dtype).itemsize for t in tensors)
+        check_fits(
+            model + sum(t.nbytes for t in tensors), f"loading {pretrained} as {str(dtype).removeprefix('torch.')}"
+        )
     try:
         return AutoModelForCausalLM.from_pretrained(pretrained, dtype=dtype)
     except OSError as err:

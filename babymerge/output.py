@@ -12,7 +12,8 @@
   shard in memory at once. Because a merge knows every output name, dtype and shape before it
   computes anything, we write each shard's header first and then write each chunk of each
   tensor at its place in the file, as soon as it is computed, from whichever thread computed
-  it. The files are standard safetensors (checked with ``safe_open`` when closed).
+  it. The files are standard safetensors (each header read back and each size checked when
+  closed, without mapping the files: a mapping of the whole output may not fit ``ulimit -v``).
 
 Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
 get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
@@ -38,7 +39,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, SAFETENSORS_DTYPES
 from .errors import BabyMergeError
@@ -263,22 +263,23 @@ def _remove_tree(path: Path) -> None:
 
 
 # -- errors the user can act on -----------------------------------------------------------------
-def _os_error(err: OSError, out: Path) -> BabyMergeError | None:
-    """A full or read-only disk, no permission, a file in the way: say so, not a traceback."""
+def _os_error(err: OSError, out: Path, option: str = "--out") -> BabyMergeError | None:
+    """A full or read-only disk, no permission, a file in the way: say so, not a traceback.
+    ``option``: the argument that named ``out``, for "choose another ..."."""
     where = f"output {str(out)!r}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return BabyMergeError(
-            f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another --out"
+            f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another {option}"
         )
     if err.errno == errno.EROFS:
-        return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another --out")
+        return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another {option}")
     if err.errno in (errno.EACCES, errno.EPERM):
         denied = err.filename or out.parent
-        return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another --out")
+        return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another {option}")
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename and not Path(err.filename).is_dir():
         blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), err.filename)
         return BabyMergeError(
-            f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another --out"
+            f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another {option}"
         )
     return None
 
@@ -298,22 +299,28 @@ def _overlaps(out: Path, protected: Path) -> str | None:
     return None
 
 
-def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
+def write_file_atomic(path: str | Path, data: str | bytes, option: str = "--out") -> Path:
     """Write a whole file under a temporary name in the same folder, then rename it over ``path``.
 
     The temporary name records its owner (see ``remove_stale_temporaries``); the file is
-    created with mode 0o666 so that the umask applies, as for any file the user writes."""
+    created with mode 0o666 so that the umask applies, as for any file the user writes. A
+    full or read-only disk or a missing permission is a ``BabyMergeError`` saying to choose
+    another ``option``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent, path.name)
     tmp = path.parent / _temp_name(path.name, "tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        mapped = _os_error(err, path, option) if isinstance(err, OSError) else None
+        if mapped is not None:
+            raise mapped from err
         raise
     return path
 
@@ -355,6 +362,11 @@ def atomic_output_dir(
                 f"output directory {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
                 "choose an --out outside the inputs"
             )
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise BabyMergeError(
+            f"output directory {str(out)!r} is the current directory or contains it: the output replaces --out as a "
+            "whole; choose a new directory, e.g. --out merged"
+        )
     blocker = _blocking_file(out)
     if blocker is not None:
         raise BabyMergeError(
@@ -442,6 +454,7 @@ class StreamingSafetensorsWriter:
         self._plan = [(self.directory / name, shard) for name, shard in zip(names, shards)]
         self.total_size = sum(_nbytes(e[1], e[2]) for e in layout)
         self._files: list[int] = []
+        self._expected: dict[Path, tuple[dict, int]] = {}  # shard -> (its header, its file size)
         self._where: dict[str, tuple[int, int, torch.dtype, int]] = {}  # name -> (fd, offset, dtype, nbytes)
         self._written: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -472,6 +485,7 @@ class StreamingSafetensorsWriter:
         blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self._files.append(fd)
+        self._expected[path] = (header, 8 + len(blob) + offset)
         _pwrite_all(fd, struct.pack("<Q", len(blob)) + blob, 0)
         for name, dtype, offset, nbytes in places:  # the data follow the 8-byte length and the header
             self._where[name] = (fd, 8 + len(blob) + offset, dtype, nbytes)
@@ -492,7 +506,7 @@ class StreamingSafetensorsWriter:
 
     def close(self) -> list[Path]:
         """Check every tensor was written whole, close the files, write the index if sharded,
-        and check every file opens."""
+        and check every file reads back as written (header and size)."""
         short = [name for name, (_, _, _, nbytes) in self._where.items() if self._written[name] != nbytes]
         if short:
             raise RuntimeError(f"{len(short)} tensors were not written whole, e.g. {short[:3]}")
@@ -502,9 +516,11 @@ class StreamingSafetensorsWriter:
             weight_map = {name: path.name for path, entries in self._plan for name, _, _ in entries}
             index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
             (self.directory / SAFE_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        for path, entries in self._plan:
-            with safe_open(path, framework="pt") as f:  # header and sizes must round-trip
-                assert len(list(f.keys())) == len(entries)
+        for path, (header, size) in self._expected.items():
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                if json.loads(f.read(n)) != header or os.fstat(f.fileno()).st_size != size:
+                    raise RuntimeError(f"{path} does not read back as written")
         return [path for path, _ in self._plan]
 
 

@@ -3,8 +3,9 @@
     babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --checkpoints all \\
         --tasks blimp,winoground --include-path lm_eval_tasks --out sweeps/x
 
-For each checkpoint pair both checkpoints are read once (``merge(..., keep_sources=True)``)
-and the merge is redone in place for each alpha (``BabyMergeLM.set_alpha``); every cell is
+For each checkpoint pair the merged model is built once (``merge(..., keep_sources=True)``)
+and the merge is redone in place for each alpha (``BabyMergeLM.set_alpha``, reading both
+checkpoints again chunk by chunk: no copy of them is held in memory); every cell is
 evaluated through lm-eval's Python API with the ``babymerge`` adapter. Finished cells are
 recorded in ``cells.jsonl`` as they complete, so an interrupted sweep resumes where it
 stopped. After each cell the tidy ``results.csv`` / ``results.jsonl`` (one row per

@@ -151,3 +151,27 @@ def build_toy_checkpoints(
         raise ValueError(f"lang_class must be 'llama' or 'babyllava', got {lang_class!r}")
     base = save(multimodal(seed + 3), "base") if with_base else None
     return ToyCheckpoints(root, encoder_dir, mm, lang, base)
+
+
+def build_random_llama(
+    path: str | Path, text_config: dict, *, dtype: torch.dtype = torch.float32, seed: int = 0, max_shard_size="2GB"
+) -> Path:
+    """A random ``LlamaForCausalLM`` checkpoint (config + safetensors, no tokenizer) of any
+    size, written one tensor at a time: a 0.5B-parameter model costs one tensor of memory,
+    not the model (its shapes come from a model on the meta device)."""
+    from babymerge.output import StreamingSafetensorsWriter
+
+    path = Path(path)
+    path.mkdir(parents=True)
+    config = LlamaConfig(**text_config, tie_word_embeddings=False)
+    config.architectures = ["LlamaForCausalLM"]
+    config.dtype = dtype
+    config.save_pretrained(path)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in LlamaForCausalLM(config).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    with StreamingSafetensorsWriter(path, [(k, dtype, s) for k, s in shapes.items()], max_shard_size) as writer:
+        for key, shape in shapes.items():
+            writer.write(key, 0, (torch.randn(shape, generator=generator) * 0.02).to(dtype))
+        writer.close()
+    return path

@@ -1,6 +1,9 @@
 """`--model babymerge`: exact agreement with lm-eval's own `hf` model and with hand-built forwards."""
 
 import json
+import os
+import re
+import shutil
 
 import pytest
 import torch
@@ -116,3 +119,17 @@ def test_bad_model_args(toy, tmp_path):
     other = build_toy_checkpoints(tmp_path / "other", vocab_size=280, seed=9)
     with pytest.raises(BabyMergeError, match="tokenizers of .* differ"):
         BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(other.lang), alpha=0.3)
+
+
+def test_a_truncated_checkpoint_without_lang_ckpt_is_named_in_one_line(toy, tmp_path):
+    """before: safetensors' SafetensorError from from_pretrained, naming no file (issue 25)."""
+    copy = tmp_path / "mm"
+    shutil.copytree(toy.mm, copy)
+    weights = copy / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size - 100)
+    with pytest.raises(BabyMergeError) as err:
+        BabyMergeLM(pretrained=str(copy), device="cpu")
+    assert re.fullmatch(
+        rf"pretrained checkpoint file {re.escape(str(weights))} is truncated or corrupt \([^\n]*\); re-save or re-download it",
+        str(err.value),
+    )

@@ -2,17 +2,21 @@
 
 The plan is made from the safetensors headers alone, so every shape, vocabulary, alpha and
 option problem is reported before anything is computed or written. Then tensors flow one at
-a time: viewed on the memory-mapped files of the multimodal, language-only and optional base
-checkpoints (no copy), merged in float32 (in chunks for elementwise methods), cast to the
-output dtype and either written at their place in the safetensors shards, whose headers fix
-every offset up front, or copied into a model's parameters. Merging to disk, two threads
-each take whole tensors where two CPUs are free. Peak memory stays near one tensor (to disk)
-or one model (in memory).
+a time: read from the files of the multimodal, language-only and optional base checkpoints
+(``Checkpoint.read_into``, chunk by chunk into reused buffers), merged in float32 (in chunks
+for elementwise methods), cast to the output dtype and either written at their place in the
+safetensors shards, whose headers fix every offset up front, or copied into a model's
+parameters. Merging to disk, two threads each take whole tensors where two CPUs are free.
+Peak memory stays near one tensor (to disk) or one model (in memory); an in-memory merge
+that would not fit the memory this process may use is refused before it starts
+(``babymerge.memory.check_fits``). An input changed while it is read ends the merge with an error naming
+it, before anything is published.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import CONFIG_NAME, Checkpoint, all_finite, parse_dtype
 from ..errors import BabyMergeError
+from ..memory import check_fits
 from ..output import StreamingSafetensorsWriter, atomic_output_dir, parse_size
 from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp, task_arithmetic, ties  # noqa: F401
 from .alpha import AlphaSchedule, parse_alpha
@@ -59,9 +64,6 @@ CHUNK = 1 << 18
 # the GIL to the other thread and back, and on a VM every handover waits for a wake-up; a
 # quarter as many chunks made a bfloat16 merge 1.3x faster than 1 MiB ones.
 THREADED_CHUNK = 1 << 20
-# Pages of the mapped inputs are released (``Checkpoint.release``) after this many bytes of
-# rows, and at the end of each tensor: one system call per few chunks.
-RELEASE_BYTES = 8 << 20
 
 
 @dataclass
@@ -142,10 +144,10 @@ def merge(
             ``base_ckpt``.
         allow_different_tokenizers: merge even if the two tokenizers differ (the embedding rows
             would then mean different tokens: only for tokenizers you know are aligned).
-        keep_sources: (in memory only) keep both models' shared tensors too, as
-            ``report.remerge``, so the merge can be redone in place for other alphas without
-            reading the checkpoints again (alpha sweeps); costs two more float32 copies of
-            them (three with ``base_ckpt``).
+        keep_sources: (in memory only) keep the checkpoints open, as ``report.remerge``, so
+            the merge can be redone in place for other alphas (alpha sweeps): it reads them
+            again chunk by chunk, which costs no memory beyond the model's and takes about
+            as long as reading them (from the page cache: a second or two per GB).
         progress: show a tqdm bar.
         **options: method options (``density``, ``scale``, ``seed``, ...).
     """
@@ -175,17 +177,19 @@ def merge(
         params_kept=sum(math.prod(e.shape) for e in plan if e.lang_key is None),
         ignored_language_only=sorted(set(lang.tensors) - {e.lang_key for e in plan}),
     )
+    sources = (mm, lang, base)
+    if out is None:
+        check_fits(_memory_needed(plan, merge_method), f"merging {mm.path} and {lang.path} in memory")
     bar = tqdm(plan, desc=f"merging ({method})", unit="tensor", disable=not progress)
     with _one_thread_per_chunk(merge_method):
         if out is None:
-            kept, scratch = ({} if keep_sources else None), _Scratch()
+            scratch = _Scratch()
             report.model = _merge_into_model(
-                mm, plan, bar, lambda e: _merged_chunks(e, mm, lang, base, merge_method, options, scratch, kept)
+                mm, plan, bar, lambda e: _merged_chunks(e, *sources, merge_method, options, scratch)
             )
+            _check_unchanged(sources)
             if keep_sources:
-                report.remerge = Remerger(
-                    report.model, [e for e in plan if e.lang_key], kept, merge_method, options, mm.num_layers
-                )
+                report.remerge = Remerger(report.model, plan, sources, merge_method, options)
         elif keep_sources:
             raise BabyMergeError("keep_sources applies to in-memory merges (out=None)")
         else:
@@ -202,11 +206,32 @@ def merge(
 
                     _in_threads(plan, merge_and_write, _threads_for(merge_method), bar)
                     writer.close()
+                _check_unchanged(sources)
                 _write_side_files(mm, tmp, out_dtype)
                 _write_recipe(tmp / RECIPE_NAME, report, mm, lang, base, options)
             report.out = Path(out)
+    if report.remerge is None:
+        for ckpt in filter(None, sources):
+            ckpt.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_unchanged(sources) -> None:
+    """Refuse a result computed from an input that changed while it was read (rewritten in
+    place: a truncation is caught by the short read itself)."""
+    for ckpt in filter(None, sources):
+        ckpt.check_unchanged()
+
+
+def _memory_needed(plan: list[_Entry], method: MergeMethod) -> int:
+    """Bytes an in-memory merge allocates: the model in its dtype, plus the largest tensor's
+    float32 copies (inputs, base, result and method temporaries) for methods that need whole
+    tensors, or a few chunk buffers for elementwise ones."""
+    model = sum(math.prod(e.shape) * e.dtype.itemsize for e in plan)
+    largest = max((math.prod(e.shape) for e in plan if e.lang_key), default=0)
+    working = 6 * 4 * largest if not method.elementwise else 8 * 4 * CHUNK
+    return model + working
 
 
 @contextlib.contextmanager
@@ -272,31 +297,33 @@ def _in_threads(plan: list[_Entry], work, threads: int, bar) -> None:
 
 
 class Remerger:
-    """Redo an in-memory merge in place for another alpha, from sources kept in memory.
+    """Redo an in-memory merge in place for another alpha, reading the checkpoints again.
 
-    Alpha sweeps evaluate the same pair at many alphas: reloading and re-merging from disk
-    each time would dominate. The merged tensors are recomputed with the same method
-    function as ``merge()``, so a swept alpha gives bit-identical weights to a fresh merge.
+    Alpha sweeps evaluate the same pair at many alphas. Keeping both models in memory would
+    cost two more models (as float32 copies: four times a bfloat16 pair's files); reading
+    them again chunk by chunk costs only the buffers, and from the page cache it takes a second
+    or two per GB: little next to an evaluation. The merged tensors are recomputed with the
+    same code as ``merge()`` (``_merged_chunks``), so a swept alpha gives bit-identical weights
+    to a fresh merge. Checkpoint files changed since the first merge are refused.
     """
 
-    def __init__(
-        self, model, entries: list[_Entry], sources: dict, method: MergeMethod, options: dict, num_layers: int
-    ):
-        self.model, self.entries, self.sources = model, entries, sources
-        self.method, self.options, self.num_layers = method, options, num_layers
+    def __init__(self, model, plan: list[_Entry], sources: tuple, method: MergeMethod, options: dict):
+        self.model, self.entries, self.sources = model, [e for e in plan if e.lang_key], sources
+        self.method, self.options = method, options
         self.alpha: Any = None
 
     def set_alpha(self, alpha) -> None:
         if isinstance(alpha, str):
             alpha = parse_alpha(alpha)
-        schedule = AlphaSchedule(alpha, self.num_layers)
+        schedule = AlphaSchedule(alpha, self.sources[0].num_layers)
         schedule.check_covers([e.text_key for e in self.entries])
-        state = self.model.state_dict()
-        with torch.no_grad():
+        _check_unchanged(self.sources)
+        state, scratch = self.model.state_dict(), _Scratch()
+        with torch.no_grad(), _one_thread_per_chunk(self.method):
             for entry in self.entries:
-                m, l, b = self.sources[entry.key]
-                merged = self.method.fn(m, l, b, schedule(entry.text_key), entry.text_key, **self.options)
-                state[entry.key].copy_(merged.reshape(entry.shape))
+                entry = dataclasses.replace(entry, alpha=schedule(entry.text_key))
+                _fill(state[entry.key], _merged_chunks(entry, *self.sources, self.method, self.options, scratch))
+        _check_unchanged(self.sources)
         self.alpha = alpha
 
 
@@ -427,14 +454,14 @@ class _Scratch:
 
 
 def _merged_chunks(
-    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, scratch: _Scratch, keep=None
+    entry: _Entry, mm: Checkpoint, lang: Checkpoint, base, method: MergeMethod, options, scratch: _Scratch
 ) -> Iterator[torch.Tensor]:
     """The output tensor as consecutive flat chunks of rows; whole for methods that need the
-    whole tensor (norms, top-k, random masks) and when ``keep`` asks for the float32 sources.
+    whole tensor (norms, top-k, random masks).
 
-    Elementwise methods compute on views of the mapped files, chunk by chunk; with the
-    method's ``into`` (linear) from the mapped rows straight into a reused output chunk
-    (``_merge_rows``), so that the only copy is the output chunk itself. NaN/inf are refused with
+    Elementwise methods compute on the rows read into reused buffers, chunk by chunk; with
+    the method's ``into`` (linear) from those rows straight into a reused output chunk
+    (``_merge_rows``), so that the only copies are the rows read and the output chunk. NaN/inf are refused with
     one check of the merged chunk instead of one per input: an elementwise method is
     arithmetic, which carries a NaN or inf of any input into its result (inf * 0 is NaN); the
     inputs are checked, to name the broken one, only when the result is not finite, or when
@@ -442,23 +469,22 @@ def _merged_chunks(
     others. A result that is not finite from finite inputs (an overflow) is written, as it
     was when each input was checked instead."""
     if entry.lang_key is None:
-        for span, (part,) in _chunk_views([(mm, entry.key)], entry.shape, scratch.chunk):
+        for span, (part,) in _chunk_reads([(mm, entry.key)], entry.shape, scratch):
             chunk = part.to(entry.dtype)
             if chunk.is_floating_point() and not all_finite(chunk):
                 mm.check_finite(entry.key, part, span)
             yield chunk.reshape(-1)
         return
-    if keep is not None or not method.elementwise:
+    if not method.elementwise:
         m, l = mm.read(entry.key).float(), lang.read(entry.lang_key).float()
-        b = base.read(entry.base_key).float() if entry.base_key else m
-        if keep is not None:
-            m_kept = m.clone()  # no base checkpoint: the base *is* the multimodal tensor (methods check identity)
-            keep[entry.key] = [m_kept, l.clone(), m_kept if b is m else b.clone()]
+        b = (
+            base.read(entry.base_key).float() if entry.base_key else m
+        )  # no base: the base *is* m (methods check identity)
         yield method.fn(m, l, b, entry.alpha, entry.text_key, **options).to(entry.dtype).reshape(-1)
         return
     into = method.into if options == method.options else None  # options at their defaults
     sources = [(mm, entry.key), (lang, entry.lang_key)] + ([(base, entry.base_key)] if entry.base_key else [])
-    for span, views in _chunk_views(sources, entry.shape, scratch.chunk):
+    for span, views in _chunk_reads(sources, entry.shape, scratch):
         if into is None:
             inputs = [v.float() for v in views]
             m, l = inputs[0], inputs[1]
@@ -481,7 +507,7 @@ def _merge_rows(into, entry: _Entry, views: list[torch.Tensor], out: torch.Tenso
     is not finite, or it is one of the inputs (see ``_merged_chunks``).
 
     Where the sources and the output share a dtype computed in float32 (float32, bfloat16,
-    float16: the usual case) ``into`` reads the mapped rows and writes the output chunk
+    float16: the usual case) ``into`` reads the rows as read and writes the output chunk
     directly; otherwise (inputs of mixed dtypes, ``dtype=`` changing it, float64) it works on
     float32 copies, which gives the same bits as the direct way (see ``register``)."""
     inputs, target = views, out
@@ -498,26 +524,23 @@ def _merge_rows(into, entry: _Entry, views: list[torch.Tensor], out: torch.Tenso
     return any(merged is x for x in (m, l, b)) or not all_finite(out)
 
 
-def _chunk_views(sources: list[tuple[Checkpoint, str]], shape, chunk: int) -> Iterator[tuple[Any, list[torch.Tensor]]]:
-    """``(rows, views)`` for each chunk of a tensor (``_row_spans``): the rows of each source
-    ``(checkpoint, key)``, sliced from one view of the whole tensor on its mapped file. The
-    pages consumed are released every ``RELEASE_BYTES`` and at the end of the tensor, when the
-    caller asks for the next chunk (it is done with the views by then)."""
-    tensors = [ckpt.view(key) for ckpt, key in sources]
-    if not shape:
-        yield None, tensors
-        for ckpt, key in sources:
-            ckpt.release(key)
-        return
-    row_bytes = math.prod(shape[1:]) * max(t.dtype.itemsize for t in tensors)
-    every = max(1, RELEASE_BYTES // max(1, row_bytes))
-    released = 0
-    for start, stop in _row_spans(shape, chunk):
-        yield (start, stop), [t[start:stop] for t in tensors]
-        if stop - released >= every or stop == shape[0]:
-            for ckpt, key in sources:
-                ckpt.release(key, (released, stop))
-            released = stop
+def _chunk_reads(sources: list[tuple[Checkpoint, str]], shape, scratch: _Scratch) -> Iterator[tuple[Any, list]]:
+    """``(rows, tensors)`` for each chunk of a tensor (``_row_spans``): the rows of each source
+    ``(checkpoint, key)`` read into its reused buffer (valid until the next chunk)."""
+    infos = [ckpt.tensors[key] for ckpt, key in sources]
+    spans = _row_spans(shape, scratch.chunk) if shape else [None]
+    for span in spans:
+        rows = shape if span is None else (span[1] - span[0], *shape[1:])
+        buffers = [scratch.get(f"read{i}-{info.dtype}", rows, info.dtype) for i, info in enumerate(infos)]
+        yield span, [ckpt.read_into(key, out, span) for (ckpt, key), out in zip(sources, buffers)]
+
+
+def _fill(target: torch.Tensor, chunks: Iterator[torch.Tensor]) -> None:
+    """Copy consecutive flat chunks into a parameter."""
+    flat, offset = target.view(-1), 0
+    for chunk in chunks:
+        flat[offset : offset + chunk.numel()].copy_(chunk)
+        offset += chunk.numel()
 
 
 def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):
@@ -539,11 +562,7 @@ def _merge_into_model(mm: Checkpoint, plan: list[_Entry], bar, chunks_of):
                     f"tensor {entry.key!r} of {str(mm.path)!r} is not a parameter of {model_class.__name__}; "
                     "was the checkpoint saved by an older transformers? Re-save it with save_pretrained."
                 )
-            target = state[entry.key].view(-1)
-            offset = 0
-            for chunk in chunks_of(entry):
-                target[offset : offset + chunk.numel()].copy_(chunk)
-                offset += chunk.numel()
+            _fill(state[entry.key], chunks_of(entry))
             filled.add(entry.key)
     model.tie_weights()
     # Tied parameters (GPT-2's or a tie_word_embeddings Llama's lm_head) share the storage of

@@ -140,4 +140,4 @@ def write_mergekit_yaml(path, mm_ckpt, lang_ckpt, method="linear", alpha=0.3, **
     config, caveats = mergekit_config(mm_ckpt, lang_ckpt, method, alpha, **kwargs)
     header = "# written by babymerge: run with `mergekit-yaml THIS_FILE OUTPUT_DIR`\n"
     header += "".join(f"# note: {c}\n" for c in caveats)
-    return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
+    return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False), option="--mergekit-yaml")

@@ -68,7 +68,7 @@ def register(
     as ``fn`` would). The inputs and ``out`` share one dtype: float32, or the checkpoints'
     bfloat16 / float16 where the output keeps it, in which case ``into`` computes in float32
     inside and rounds once, as casting ``fn``'s result would (``torch.lerp`` does). Streaming
-    merges use it, with its options at their defaults, to merge chunks of the mapped files
+    merges use it, with its options at their defaults, to merge chunks of the files as read
     without a float32 copy of them and allocate nothing per chunk.
 
     A method with a ``mergekit_name`` also takes ``compute_dtype``: mergekit computes in its
