@@ -46,7 +46,7 @@ from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BitImageProcessor
 
-from .babylm2025 import SCORING_KEY, pipeline_tokens
+from .babylm.scoring import SCORING_KEY, pipeline_tokens
 from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, Checkpoint, parse_dtype
 from .errors import BabyMergeError
 from .memory import check_fits
