@@ -39,7 +39,7 @@ from ..memory import check_fits
 from ..output import StreamingSafetensorsWriter, atomic_output_dir, parse_size
 from . import breadcrumbs, dare, della, linear, model_stock, nuslerp, sce, slerp, task_arithmetic, ties  # noqa: F401
 from .alpha import AlphaSchedule, parse_alpha
-from .registry import METHODS, MergeMethod, get_method, register
+from .registry import METHODS, MergeMethod, get_method, parse_flag, register
 
 __all__ = [
     "METHODS", "AlphaSchedule", "MergeReport", "Remerger", "get_method", "merge", "parse_alpha", "parse_dtype", "register",
@@ -650,9 +650,9 @@ def _typed_options(method: MergeMethod, options: dict[str, Any]) -> dict[str, An
             text = value.strip().lower()
             try:
                 if kind is bool:
-                    if text not in ("true", "false", "1", "0"):
+                    if parse_flag(text) is None:
                         raise ValueError(text)
-                    value = text in ("true", "1")
+                    value = parse_flag(text)
                 elif kind is int:
                     number = float(text)
                     if not number.is_integer():

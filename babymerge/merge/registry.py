@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import parse_dtype
 from ..errors import BabyMergeError
 
 
@@ -106,14 +107,13 @@ def _with_compute_dtype(fn, float32_inside: bool):
 
 def parse_compute_dtype(value) -> torch.dtype | None:
     """None (float32, babymerge's own) or a lower precision mergekit would compute in."""
-    if value is None or isinstance(value, torch.dtype):
-        return None if value in (None, torch.float32) else value
-    name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}.get(
-        str(value), str(value)
-    )
-    if name not in ("float16", "bfloat16", "float32", "float64"):
+    try:
+        dtype = parse_dtype(value)
+    except BabyMergeError:
+        dtype = "unknown"
+    if dtype not in (None, torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise BabyMergeError(f"compute_dtype must be float32, bfloat16, float16 or float64, got {value!r}")
-    return None if name == "float32" else getattr(torch, name)
+    return None if dtype == torch.float32 else dtype
 
 
 def get_method(name: str) -> MergeMethod:
@@ -129,13 +129,18 @@ def check_fraction(name: str, value: float) -> None:
         raise BabyMergeError(f"{name} must be in [0, 1], got {value}")
 
 
-def check_flag(name: str, value) -> bool:
-    """Options like normalize are booleans; command lines and model_args give them as text."""
+def parse_flag(value) -> bool | None:
+    """A boolean given as a bool or as text (command lines, model_args, recipes): true/1/yes,
+    false/0/no; None for anything else."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise BabyMergeError(f"{name} must be true or false, got {value!r}")
+    return True if text in ("true", "1", "yes") else False if text in ("false", "0", "no") else None
+
+
+def check_flag(name: str, value) -> bool:
+    """Options like normalize are booleans; command lines and model_args give them as text."""
+    flag = parse_flag(value)
+    if flag is None:
+        raise BabyMergeError(f"{name} must be true or false, got {value!r}")
+    return flag
