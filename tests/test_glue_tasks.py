@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from babymerge.errors import BabyMergeError
-from train.glue import RECIPE, TASKS, glue_task, read_examples, task_file
+from train.glue import RECIPE, TASKS, glue_task, optimizer_and_schedule, read_examples, task_file
 
 from conftest import PIPELINE, needs_pipeline
 
@@ -119,3 +120,40 @@ def test_bad_task_files_are_refused_naming_file_and_line(tmp_path):
             read_examples(path, "rte")
     path.write_text("\n".join(lines) + "\n")
     assert read_examples(path, "rte")[1] == [0, 1, 0, 1]
+
+
+PIPELINE_LRS = """
+import json, sys, torch
+from evaluation_pipeline.finetune.utils import cosine_schedule_with_warmup
+out = {}
+for total in map(int, sys.argv[1:]):
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-5)
+    schedule = cosine_schedule_with_warmup(optimizer, int(0.06 * total), total, 0.1)  # as trainer.py builds it
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    out[total] = lrs
+print(json.dumps(out))
+"""
+
+
+@needs_pipeline
+def test_learning_rate_steps_through_the_pipelines_schedule():
+    """Step by step (warm-up, cosine, the 0.1 floor), for step counts with and without warm-up."""
+    totals = [3, 17, 50, 334]
+    result = subprocess.run([sys.executable, "-c", PIPELINE_LRS, *map(str, totals)], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PIPELINE)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    for total in totals:
+        optimizer, schedule = optimizer_and_schedule([torch.nn.Parameter(torch.zeros(1))], total)
+        ours = []
+        for _ in range(total):
+            ours.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        assert ours == pytest.approx(theirs[str(total)], rel=1e-12, abs=0), total
+    assert theirs["334"][20] == pytest.approx(3e-5) and min(theirs["334"]) == 0.0  # warm-up from 0 over 20 steps
+    assert theirs["334"][-1] == pytest.approx(3e-6, rel=1e-3)  # the floor: 0.1 x lr

@@ -8,7 +8,9 @@ What the official BabyLM 2025 pipeline fine-tunes (its ``eval_finetuning.sh`` an
 * **Texts**: each task's first and second text are fields of a row, joined by a space or
   filled into a template (multirc, wsc), as the pipeline's ``finetune/dataset.py`` reads them.
 * **Recipe**: ``RECIPE`` (its ``finetune/run.py`` defaults as ``eval_finetuning.sh`` sets them)
-  and, per task, the batch size, epochs, metrics and the metric that picks the best epoch.
+  and, per task, the batch size, epochs, metrics and the metric that picks the best epoch;
+  ``optimizer_and_schedule``: AdamW on every parameter, linear warm-up over
+  ``int(6 % of the steps)``, then cosine decay to 0.1 x the learning rate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from babymerge.errors import BabyMergeError
 
@@ -114,3 +119,21 @@ def read_examples(path: str | Path, task: str) -> tuple[list[tuple[str, str]], l
     if not texts:
         raise BabyMergeError(f"{path}: no examples")
     return texts, labels
+
+
+def optimizer_and_schedule(parameters, total_steps: int, recipe: dict = RECIPE):
+    """The pipeline's optimiser and learning-rate schedule (``finetune/trainer.py`` and its
+    ``utils.cosine_schedule_with_warmup``): AdamW with weight decay on all parameters; the
+    schedule is transformers' cosine with a floor, the same formula."""
+    optimizer = torch.optim.AdamW(
+        parameters,
+        lr=recipe["learning_rate"],
+        betas=(recipe["beta1"], recipe["beta2"]),
+        eps=recipe["optimizer_eps"],
+        weight_decay=recipe["weight_decay"],
+    )
+    warmup = int(recipe["warmup_proportion"] * total_steps)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, warmup, total_steps, min_lr_rate=recipe["min_factor"]
+    )
+    return optimizer, schedule
