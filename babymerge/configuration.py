@@ -118,6 +118,12 @@ class BabyLlavaConfig(LlavaConfig):
         return out
 
     @property
+    def hidden_size(self) -> int:
+        """The language model's width: what ``AutoModel`` outputs per token (``last_hidden_state``).
+        Code written for plain causal LMs sizes heads by it (the BabyLM pipeline's fine-tuner)."""
+        return self.text_config.hidden_size
+
+    @property
     def image_feature_size(self) -> int:
         """Width of one image feature (1024 for DINOv2-large)."""
         return self.vision_config.hidden_size

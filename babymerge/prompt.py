@@ -8,6 +8,12 @@ text-only tasks included, as ``"<image> " + sentence``; with a byte-level BPE th
 special token is split off and the sentence's first word is encoded with its leading space
 (``ĠThe``), exactly as lm-eval's convention ``" " + sentence`` after the image token gives.
 
+A **text pair** (a GLUE premise and hypothesis, question and passage) is shown as training
+shows two consecutive text segments: ``"<image> " + first``, ``</s>``, then ``" " + second``
+(``pair_prompt``). Training packs language-only text as ``<image>`` (the black image), then
+each segment with its leading space followed by ``</s>``; the pair is the first two segments of
+such a block, without the second's ``</s>``, as a single text has none.
+
 This file is copied beside the weights of every checkpoint, so it imports nothing.
 """
 
@@ -24,3 +30,9 @@ def image_prompt(text: str) -> str:
 def prompt_body(text: str) -> str:
     """The part of ``image_prompt(text)`` after the image token: what follows the image."""
     return image_prompt(text)[len(IMAGE_TOKEN) :]
+
+
+def pair_prompt(first: str, second: str, eos: str) -> tuple[str, str]:
+    """A text pair as two consecutive training segments: ``image_prompt(first) + eos`` and
+    ``prompt_body(second)`` (``eos``: the tokenizer's ``</s>``, the segment separator)."""
+    return image_prompt(first) + eos, prompt_body(second)
