@@ -28,7 +28,7 @@ def exclusive_lock(path: Path, refusal: Callable[[str], str]) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` for the block; when another process holds it, raise
     ``BabyMergeError(refusal(holder))``, ``holder`` being what that process wrote there."""
     try:
-        f = open(path, "a+")
+        f = open(path, "a+b", buffering=0)  # unbuffered: a failed write leaves nothing to flush at close
     except OSError as err:
         raise BabyMergeError(
             f"cannot create the lock file {str(path)!r}: {err.strerror}; choose a writable folder"
@@ -37,13 +37,15 @@ def exclusive_lock(path: Path, refusal: Callable[[str], str]) -> Iterator[None]:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
-        holder = f.read().strip() or "a running process"
+        holder = f.read().decode(errors="replace").strip() or "a running process"
         f.close()
         raise BabyMergeError(refusal(holder)) from None
-    try:
+    # Who holds the lock only serves a refusal's message: on a full disk the lock holds without it,
+    # and the holder's own first write reports the disk.
+    with contextlib.suppress(OSError):
         f.truncate(0)
-        f.write(holder_description() + "\n")
-        f.flush()
+        f.write((holder_description() + "\n").encode())
+    try:
         yield
     finally:
         f.truncate(0)

@@ -7,7 +7,8 @@
   meanwhile (another merge, another user) is never replaced. The temporary directory's name
   records the host and process that own it, so a later run removes the leftovers of a
   writer that was killed with SIGKILL, and never those of a writer still running.
-* ``write_file_atomic``: the same for one file.
+* ``write_file_atomic``: the same for one file (``write_files_atomic``: for files that belong
+  together); ``output_errors`` reports a full or read-only disk in one line.
 * ``StreamingSafetensorsWriter``: ``safetensors.torch.save_file`` needs every tensor of a
   shard in memory at once. Because a merge knows every output name, dtype and shape before it
   computes anything, we write each shard's header first and then write each chunk of each
@@ -299,30 +300,47 @@ def _overlaps(out: Path, protected: Path) -> str | None:
     return None
 
 
-def write_file_atomic(path: str | Path, data: str | bytes, option: str = "--out") -> Path:
+def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
     """Write a whole file under a temporary name in the same folder, then rename it over ``path``.
 
     The temporary name records its owner (see ``remove_stale_temporaries``); the file is
-    created with mode 0o666 so that the umask applies, as for any file the user writes. A
-    full or read-only disk or a missing permission is a ``BabyMergeError`` saying to choose
-    another ``option``."""
-    path = Path(path)
-    tmp = path.parent / _temp_name(path.name, "tmp")
+    created with mode 0o666 so that the umask applies, as for any file the user writes."""
+    return write_files_atomic({path: data})[0]
+
+
+def write_files_atomic(files: dict[str | Path, str | bytes]) -> list[Path]:
+    """``write_file_atomic`` for files that belong together (a prediction file and its summary):
+    every one is written under its temporary name before any is renamed, so a full disk leaves
+    the earlier files as they were, never a new one beside an old one."""
+    temporaries: dict[Path, Path] = {}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path.parent, path.name)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent, path.name)
+            tmp = path.parent / _temp_name(path.name, "tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            temporaries[path] = tmp
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        for path, tmp in temporaries.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temporaries.values():
             tmp.unlink(missing_ok=True)
-        mapped = _os_error(err, path, option) if isinstance(err, OSError) else None
-        if mapped is not None:
-            raise mapped from err
         raise
-    return path
+    return list(temporaries)
+
+
+@contextlib.contextmanager
+def output_errors(out: str | Path, option: str = "--out") -> Iterator[None]:
+    """An OSError of writing ``out`` in the block that the user can act on (see ``_os_error``) becomes
+    a one-line ``BabyMergeError`` (``option``: the argument that named ``out``); others pass
+    unchanged. Wrap only writes: a read error elsewhere would be blamed on ``out``."""
+    try:
+        yield
+    except OSError as err:
+        raise (_os_error(err, Path(out), option) or err) from err
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ from .babylm.checkpoints import checkpoint_words
 from .data import evaluation_data_dir
 from .errors import BabyMergeError
 from .locking import exclusive_lock
-from .output import write_file_atomic
+from .output import output_errors, write_file_atomic
 
 CELLS = "cells.jsonl"
 SETTINGS = "sweep.json"
@@ -238,15 +238,23 @@ def read_cells(out: Path) -> list[dict]:
 
 
 def append_cell(out: Path, cell: dict) -> None:
-    """Add one finished cell to ``cells.jsonl``, on a line of its own even after a cut-off last line."""
-    with open(out / CELLS, "a+b") as f:
-        if f.tell() > 0:
+    """Add one finished cell to ``cells.jsonl``, on a line of its own even after a cut-off last line.
+    A write that fails (a full disk) is taken back, so it leaves no cut-off line."""
+    line = (json.dumps(cell, default=str) + "\n").encode()
+    with output_errors(out), open(out / CELLS, "a+b", buffering=0) as f:  # unbuffered: nothing left to flush later
+        size = f.seek(0, os.SEEK_END)
+        if size > 0:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write((json.dumps(cell, default=str) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
+                line = b"\n" + line
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[f.write(view) :]
+            os.fsync(f.fileno())
+        except OSError:
+            f.truncate(size)
+            raise
 
 
 def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
@@ -254,13 +262,14 @@ def write_reports(out: Path, cells: list[dict], tasks: list[str]) -> None:
     order = {name: i for i, name in enumerate(dict.fromkeys(c["checkpoint"] for c in cells))}
     cells = sorted(cells, key=lambda c: (order[c["checkpoint"]], c["alpha"]))
     rows = [row for c in cells for row in tidy_rows(c["checkpoint"], c["alpha"], c["results"], c.get("words_seen"))]
-    write_file_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    write_file_atomic(out / "results.csv", buf.getvalue())
-    plot(out, rows, tasks)
+    with output_errors(out):
+        write_file_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_file_atomic(out / "results.csv", buf.getvalue())
+        plot(out, rows, tasks)
 
 
 # Kept in the CSV, not drawn: "ties" (pairs scored equal, a diagnostic of broken models) and
@@ -642,12 +651,14 @@ def sweep(
     task_manager = TaskManager(include_path=include_path)  # indexes every task: takes a while
     if not allow_hub_tasks:
         check_tasks_are_local(task_manager, tasks, include_path)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
     with sweep_lock(out):
         record = check_settings(out, settings, fingerprints)
         record["checkpoints"] = {**record.get("checkpoints", {}), **fingerprints}
         record["alphas"] = sorted(set(record.get("alphas", [])) | set(alphas))
-        write_file_atomic(out / SETTINGS, json.dumps(record, indent=2) + "\n")
+        with output_errors(out):
+            write_file_atomic(out / SETTINGS, json.dumps(record, indent=2) + "\n")
         return _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, progress)
 
 

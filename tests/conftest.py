@@ -9,6 +9,7 @@ CI run never passes by skipping. What can run without the data uses small fixtur
 the tests themselves.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -56,6 +57,19 @@ def pytest_runtest_setup(item):
         if IN_CI:
             pytest.fail(f"{missing[0]} (CI=true: missing test data is an error, not a skip)", pytrace=False)
         pytest.skip(missing[0])
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    """A small RAM file system at ``path`` (a real full or read-only disk); skips without mount rights."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def blimp_sentences(paradigm="anaphor_gender_agreement", n=12):

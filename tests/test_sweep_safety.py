@@ -5,6 +5,7 @@ silently come from the hub."""
 import csv
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,16 @@ from babymerge import BabyMergeError
 from babymerge.cli import main
 from babymerge.sweep import (
     CELLS,
+    append_cell,
     check_tasks_are_local,
     checkpoint_pairs,
     default_include_path,
     parse_alphas,
+    read_cells,
     sweep,
 )
+
+from conftest import tmpfs
 
 pytestmark = pytest.mark.slow  # its module fixtures train nothing but run sweeps with lm_eval
 
@@ -274,6 +279,73 @@ def test_sweep_argument_errors_are_one_line(runs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("babymerge: error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "s").exists()
+
+
+def sweep_cli(runs, out, alphas: str) -> list[str]:
+    """``babymerge sweep`` of one checkpoint; its arguments."""
+    mm, lang, include = runs
+    return ["sweep", "--mm", str(mm), "--lang", str(lang), "--tasks", "mini_pairs", "--include-path", include[0],
+            "--checkpoints", "chck_1M", "--alphas", alphas, "--limit", "3", "--out", str(out), "--no-progress"]  # fmt: skip
+
+
+def one_error_line(err: str) -> str:
+    """The error's one line (lm-eval's progress bars may come before it)."""
+    lines = [line for line in err.splitlines() if "error" in line.lower()]
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("babymerge: error: "), err
+    return lines[0]
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Fill ``disk`` up but ``leave`` bytes (whole pages); the filler file."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+    os.truncate(filler, filler.stat().st_size - leave)
+    return filler
+
+
+def test_a_read_only_out_is_one_line(runs, tmp_path, capsys):
+    """before: a raw OSError (errno 30) from creating --out."""
+    with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
+        assert main(sweep_cli(runs, ro / "s", "0")) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"cannot write output '{ro / 's'}': the file system is read-only; choose another --out" in line
+        assert main(sweep_cli(runs, ro, "0")) == 2  # an existing folder on it
+        line = one_error_line(capsys.readouterr().err)
+        assert f"cannot create the lock file '{ro / '.sweep.lock'}': Read-only file system" in line
+        assert list(ro.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_recovers(runs, tmp_path, capsys):
+    """before: a raw OSError (errno 28); the rerun with space resumed already."""
+    with tmpfs(tmp_path / "disk", "8m") as disk:
+        out = disk / "s"
+        assert main(sweep_cli(runs, out, "0")) == 0
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".sweep.lock"}
+        filler = fill(disk)
+        assert main(sweep_cli(runs, out, "0,1")) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"no space left on the device (or quota exceeded) while writing output '{out}'" in line
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".sweep.lock"} == before  # no temporaries
+        filler.unlink()
+        assert main(sweep_cli(runs, out, "0,1")) == 0
+        assert [(c["checkpoint"], c["alpha"]) for c in read_cells(out)] == [("chck_1M", 0.0), ("chck_1M", 1.0)]
+
+
+def test_a_cell_the_disk_has_no_room_for_is_taken_back(tmp_path):
+    """A cell line longer than the space left: the part written is truncated away, not left cut off."""
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        cell = {"checkpoint": "chck_1M", "alpha": 0.0, "results": {"mini_pairs": {"note": "x" * 20_000}}}
+        append_cell(disk, {**cell, "results": {}})
+        before = (disk / CELLS).read_bytes()
+        fill(disk, leave=8192)
+        with pytest.raises(BabyMergeError, match=r"no space left on the device .* while writing output"):
+            append_cell(disk, cell)
+        assert (disk / CELLS).read_bytes() == before
 
 
 def test_default_tasks_are_the_projects_from_any_directory(tmp_path, monkeypatch):

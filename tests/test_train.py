@@ -27,7 +27,7 @@ from train.config import load_config
 from train.data import build_blocks, make_batch, pack_captions, pack_text
 from train.encode_images import encode
 
-from conftest import PIPELINE, needs_pipeline
+from conftest import PIPELINE, needs_pipeline, tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 14  # 2 epochs of the workspace's 228 blocks at a global batch of 32
@@ -634,19 +634,6 @@ def test_resume_without_checkpoint_and_rerun_into_a_used_folder_are_refused(ws, 
     )
     proc = run_train(ws, write_config(ws, "torch", engine="torch"), ranks=0, check=False)  # the reference run's folder
     assert proc.returncode == 2 and "already holds a run; pass --resume" in proc.stderr
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str, read_only: bool = False):
-    """A small RAM file system at ``path`` (a real full or read-only disk); skips without mount rights."""
-    path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def error_lines(proc) -> list[str]:

@@ -25,11 +25,12 @@ import gzip
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from ..data import evaluation_data_dir
 from ..errors import BabyMergeError
-from ..output import write_file_atomic
+from ..output import output_errors, write_files_atomic
 from .scoring import choose
 from .tasks import EWOK_DOMAINS, GLUE_2024, SUPPLEMENT
 
@@ -112,35 +113,63 @@ def _check_model(samples: Path, model: str) -> None:
         )
 
 
-def predictions(samples: Path) -> list[tuple[int, str]]:
-    """(doc_id, chosen continuation) per document, in doc_id order."""
+def loglikelihoods(sample: dict) -> list[float]:
+    """One log-likelihood per candidate, in the task's order (lm-eval's ``resps``: ``[[ll, is_greedy]]`` each)."""
+    lls = [float(resp[0][0]) for resp in sample["resps"]]
+    if not lls:
+        raise ValueError("'resps' is empty")
+    return lls
+
+
+def read_samples(path: Path, parse: Callable[[dict], object] = lambda sample: sample) -> list:
+    """``parse`` of each sample of an lm-eval ``--log_samples`` file, in file order: the one place that
+    reads samples files. Each line must be a JSON object with an integer ``doc_id``, a ``doc`` object and
+    ``resps`` (see ``loglikelihoods``); a line that is not, or that ``parse`` finds a field missing in, is
+    named by file and line."""
     out = []
-    for line_no, line in enumerate(samples.read_text().splitlines(), 1):
+    for line_no, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
-            scores = [float(resp[0][0]) for resp in doc["resps"]]
-            best = choose(scores)
-            args = doc["arguments"]
-            choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
-            out.append((int(doc["doc_id"]), choice))
+            sample = json.loads(line.decode())
+            int(sample["doc_id"])
+            if not isinstance(sample["doc"], dict):
+                raise TypeError("'doc' is not an object")
+            loglikelihoods(sample)
+            out.append(parse(sample))
+        except UnicodeDecodeError:
+            raise BabyMergeError(
+                f"{path} line {line_no} is not UTF-8 text, so not lm-eval output; rerun lm_eval with --log_samples"
+            ) from None
         except json.JSONDecodeError as err:
             raise BabyMergeError(
-                f"{samples} line {line_no} is not JSON ({err.msg}); rerun lm_eval with --log_samples"
+                f"{path} line {line_no} is not JSON ({err.msg}; cut off?); rerun lm_eval with --log_samples"
             ) from None
         except KeyError as err:
             raise BabyMergeError(
-                f"{samples} line {line_no} has no {err} field "
-                "(lm-eval's loglikelihood samples have doc_id, resps, arguments); "
+                f"{path} line {line_no} has no {err} field "
+                "(lm-eval's loglikelihood samples have doc_id, doc, resps, arguments); "
                 "rerun lm_eval with --log_samples"
             ) from None
         except (IndexError, TypeError, ValueError) as err:
             raise BabyMergeError(
-                f"{samples} line {line_no} is not an lm-eval loglikelihood sample ({err}); "
+                f"{path} line {line_no} is not an lm-eval loglikelihood sample ({err}); "
                 "rerun lm_eval with --log_samples"
             ) from None
-    return sorted(out)
+    return out
+
+
+def _prediction(sample: dict) -> tuple[int, str]:
+    """(doc_id, the chosen continuation) of one sample."""
+    args = sample["arguments"]
+    best = choose(loglikelihoods(sample))
+    choice = args[f"gen_args_{best}"]["arg_1"] if isinstance(args, dict) else args[best][1]
+    return int(sample["doc_id"]), choice
+
+
+def predictions(samples: Path) -> list[tuple[int, str]]:
+    """(doc_id, chosen continuation) per document, in doc_id order."""
+    return sorted(read_samples(samples, _prediction))
 
 
 def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial: bool) -> tuple[dict, list[str], dict]:
@@ -163,7 +192,7 @@ def build(results: Path, model: str, data_dir: Path, vision: bool, allow_partial
                         f"{name}/{sub}: no data file {expected} to check {path.name}'s predictions against; "
                         "point --data (or BABYMERGE_DATA) at the evaluation data the results were produced from"
                     )
-                n_lines = sum(1 for line in expected.read_text().splitlines() if line.strip())
+                n_lines = sum(1 for line in expected.read_bytes().splitlines() if line.strip())  # counted, not decoded
                 if len(entries) != n_lines or ids != list(range(n_lines)):
                     raise BabyMergeError(
                         f"{name}/{sub}: {len(entries)} predictions for {n_lines} lines of {expected} "
@@ -200,7 +229,7 @@ def validate(preds: dict) -> None:
 def submit(
     results, model: str, out, *, data_dir=None, vision: bool = False, allow_partial: bool = False
 ) -> dict[str, Path]:
-    """Validate, then write the gzip prediction file and the JSON summary (atomically)."""
+    """Validate, then write the gzip prediction file and the JSON summary (atomically, both or neither)."""
     if not model or model in (".", "..") or "/" in model or os.sep in model:
         raise BabyMergeError(
             f"--model {model!r} is a path; give the model's name, which names the files written in --out "
@@ -209,10 +238,8 @@ def submit(
     results, out = Path(results), Path(out)
     data_dir = Path(data_dir) if data_dir else evaluation_data_dir()
     preds, missing, scores = build(results, model, data_dir, vision, allow_partial)
-    out.mkdir(parents=True, exist_ok=True)
     kind = "withvision" if vision else "textonly"
     paths = {"predictions": out / f"{model}_{kind}_predictions.json.gz", "summary": out / f"{model}_summary.json"}
-    write_file_atomic(paths["predictions"], gzip.compress(json.dumps(preds).encode()))
     summary = {
         "model": model,
         "kind": kind,
@@ -220,5 +247,9 @@ def submit(
         "subtasks": {t: sorted(s) for t, s in preds.items()},
         "scores": scores,
     }
-    write_file_atomic(paths["summary"], (json.dumps(summary, indent=2) + "\n"))
+    with output_errors(out):
+        write_files_atomic({
+            paths["predictions"]: gzip.compress(json.dumps(preds).encode()),
+            paths["summary"]: json.dumps(summary, indent=2) + "\n",
+        })  # fmt: skip
     return paths

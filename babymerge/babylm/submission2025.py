@@ -39,10 +39,10 @@ import math
 from pathlib import Path
 
 from ..errors import BabyMergeError
-from ..output import write_file_atomic
+from ..output import output_errors, write_file_atomic
 from .checkpoints import fast_revisions
 from .scoring import choose, pipeline_prediction
-from .submission2024 import find_samples
+from .submission2024 import find_samples, loglikelihoods, read_samples
 from .tasks import GLUE_2025, TASKS
 
 # -- what collate_preds.py checks (evaluation_pipeline/collate_preds.py, commit bf55c11) ------------------------------
@@ -236,7 +236,7 @@ def _pipeline_task(lm_eval_task: str) -> tuple[str, str, str] | None:
 
 
 def _read_samples(path: Path) -> list[dict]:
-    samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    samples = read_samples(path)
     ids = [int(s["doc_id"]) for s in samples]
     if sorted(ids) != list(range(len(ids))):
         raise BabyMergeError(
@@ -244,10 +244,6 @@ def _read_samples(path: Path) -> list[dict]:
             "one sample per item is needed"
         )
     return sorted(samples, key=lambda s: int(s["doc_id"]))
-
-
-def _loglikelihoods(sample: dict) -> list[float]:
-    return [float(resp[0][0]) for resp in sample["resps"]]
 
 
 def collect(results: str | Path, model: str, kind: str) -> dict[str, dict[str, list[dict]]]:
@@ -269,14 +265,14 @@ def predictions(task: str, samples: list[dict]) -> list[dict]:
     if task == "reading":
         out = []
         for s in samples:
-            lls = _loglikelihoods(s)
+            lls = loglikelihoods(s)
             out.append(
                 {"id": int(s["doc"]["index"]), "pred": -lls[0], "prev_pred": -lls[1] if len(lls) > 1 else math.nan}
             )
         return out
     if task == "winoground":  # the existing winoground_filtered task: the pipeline reports the caption itself
-        return [{"pred": [s["doc"]["caption_0"], s["doc"]["caption_1"]][choose(_loglikelihoods(s))]} for s in samples]
-    return [pipeline_prediction(s["doc"], _loglikelihoods(s)) for s in samples]
+        return [{"pred": [s["doc"]["caption_0"], s["doc"]["caption_1"]][choose(loglikelihoods(s))]} for s in samples]
+    return [pipeline_prediction(s["doc"], loglikelihoods(s)) for s in samples]
 
 
 def full_entry(task: str, subtask: str, samples: list[dict]) -> dict:
@@ -467,5 +463,6 @@ def submit(results, model: str, out, fast_results=None, **kwargs) -> tuple[Path,
     """Check, then write ``out/all_full_preds_and_fast_scores_<backend>.json`` atomically."""
     submission, missing = build(results, model, fast_results, **kwargs)
     path = Path(out) / f"all_full_preds_and_fast_scores_{kwargs.get('backend', 'causal')}.json"
-    write_file_atomic(path, json.dumps(submission))
+    with output_errors(out):
+        write_file_atomic(path, json.dumps(submission))
     return path, missing

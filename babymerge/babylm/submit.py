@@ -74,7 +74,10 @@ def _read_sizes(path: str | None) -> dict | None:
     try:
         sizes = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BabyMergeError(f"--sizes {path}: not a readable JSON file ({err})") from None
+        raise BabyMergeError(
+            f"--sizes {path}: not a readable JSON file ({err}); give the counts file, or leave --sizes out "
+            "for the official counts"
+        ) from None
     if not isinstance(sizes, dict):
         raise BabyMergeError(f'--sizes {path}: must hold an object, e.g. {{"full": {{...}}, "fast": {{...}}}}')
     return sizes

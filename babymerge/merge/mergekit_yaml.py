@@ -29,7 +29,7 @@ import yaml
 
 from ..checkpoint import Checkpoint, layer_index, parse_dtype
 from ..errors import BabyMergeError
-from ..output import write_file_atomic
+from ..output import output_errors, write_file_atomic
 from .alpha import AlphaSchedule
 from .registry import check_flag, get_method, parse_compute_dtype
 
@@ -140,4 +140,5 @@ def write_mergekit_yaml(path, mm_ckpt, lang_ckpt, method="linear", alpha=0.3, **
     config, caveats = mergekit_config(mm_ckpt, lang_ckpt, method, alpha, **kwargs)
     header = "# written by babymerge: run with `mergekit-yaml THIS_FILE OUTPUT_DIR`\n"
     header += "".join(f"# note: {c}\n" for c in caveats)
-    return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False), option="--mergekit-yaml")
+    with output_errors(path, option="--mergekit-yaml"):
+        return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
