@@ -13,6 +13,7 @@ import sys
 import pytest
 import test_babylm2025
 from test_babylm2025 import run_without_babymerge
+from test_finetune_pipeline import COLLATE_CHECK
 
 from demo.toy import _WORDS, synthetic_sentences
 from train.finetune import MARKER, main
@@ -75,6 +76,15 @@ def test_learns_a_rule_task_as_the_pipelines_finetuner_does(merged, tmp_path):
     assert abs(our_scores["accuracy"] - their_scores["accuracy"]) <= 0.1  # the two recipes agree in outcome
     assert set(our_scores) == set(their_scores) == {"accuracy", "f1", "mcc"}
 
+    # the pipeline's collate_preds reads our predictions file as it reads its own
+    ours_file = tmp_path / "ours" / merged.stem / "main" / "finetune" / "rte" / "predictions.json"
+    collated = subprocess.run(
+        [sys.executable, "-c", COLLATE_CHECK, str(ours_file)], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PIPELINE)}, cwd=tmp_path,
+    )  # fmt: skip
+    assert collated.returncode == 0, collated.stderr[-2000:] + collated.stdout
+    assert json.loads(collated.stdout.strip().splitlines()[-1]) == ["rte"]
+
 
 def test_a_finished_task_is_not_redone_and_foreign_results_are_kept(merged, tmp_path, capsys):
     data = write_rule_task(tmp_path, n_train=16, n_valid=8)
@@ -116,11 +126,11 @@ def test_load_time_merge_gives_the_disk_merges_predictions(toy, merged, tmp_path
         (["--alpha", "0.5"], "need --lang"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(merged, tmp_path, change, match):
+def test_bad_input_is_one_line_exit_2(merged, tmp_path, capsys, change, match):
+    """Refused before the model is loaded: one line on stderr, exit 2, nothing written."""
     data = write_rule_task(tmp_path, n_train=8, n_valid=4)
     argv = ["--model", str(merged), "--data", str(data), "--out", str(tmp_path / "out"), "--tasks", "rte", *change]
-    result = subprocess.run([sys.executable, "-m", "train.finetune", *argv], capture_output=True, text=True)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and match in lines[0], result.stderr
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], lines
     assert not (tmp_path / "out").exists()
