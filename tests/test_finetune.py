@@ -99,6 +99,18 @@ def test_a_finished_task_is_not_redone_and_foreign_results_are_kept(merged, tmp_
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
 
     # a task folder this program did not write (the pipeline's own run, say) is refused, kept
+    # a second task beside the finished one: only it is run (mnli: three labels, accuracy only)
+    glue = data / "full_eval" / "glue_filtered"
+    for split in ("train", "valid"):
+        rows = [json.loads(line) for line in (glue / f"rte.{split}.jsonl").read_text().splitlines()]
+        mnli = [{"premise": r["sentence1"], "hypothesis": r["sentence2"], "label": i % 3} for i, r in enumerate(rows)]
+        (glue / f"mnli.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mnli))
+    assert main([*argv[:-3], "rte,mnli", "--epochs", "1"]) == 0
+    assert "rte: done already" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    preds, scores = read_results(out, merged.stem, "mnli")
+    assert len(preds) == 8 and set(preds) <= {0, 1, 2} and set(scores) == {"accuracy"}
+
     (folder / MARKER).unlink()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
