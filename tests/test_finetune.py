@@ -111,6 +111,11 @@ def test_a_finished_task_is_not_redone_and_foreign_results_are_kept(merged, tmp_
     preds, scores = read_results(out, merged.stem, "mnli")
     assert len(preds) == 8 and set(preds) <= {0, 1, 2} and set(scores) == {"accuracy"}
 
+    # the finished task with other settings: refused, kept
+    assert main([*argv, "--learning-rate", "1e-4"]) == 2
+    assert "fine-tuned with other settings" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
     (folder / MARKER).unlink()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

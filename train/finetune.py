@@ -215,23 +215,29 @@ def main(argv=None) -> int:
         recipe = {**RECIPE, "learning_rate": args.learning_rate, "seed": args.train_seed}
         todo = {}
         for task in tasks:
+            spec = glue_task(task)
+            options = {k: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+            settings = {"model": args.model, "lang": args.lang, "alpha": args.alpha, "module_alpha": args.module_alpha,
+                        "method": args.method, "base": args.base, **options, "batch_size": args.batch_size or spec.batch_size,
+                        "epochs": args.epochs or spec.epochs, **recipe}  # fmt: skip
             task_dir = Path(args.out) / model_name(args) / "main" / "finetune" / task
             if (task_dir / MARKER).is_file() and (task_dir / "predictions.json").is_file():
+                if json.loads((task_dir / MARKER).read_text()) != settings:  # a rerun must not mix settings
+                    raise BabyMergeError(
+                        f"{task_dir} was fine-tuned with other settings ({task_dir / MARKER}); choose another --out"
+                    )
                 print(f"{task}: done already ({task_dir})", file=sys.stderr)
             elif task_dir.exists():
                 raise BabyMergeError(f"{task_dir} holds results this program did not write; choose another --out")
             else:
-                todo[task] = task_dir
+                todo[task] = task_dir, settings
         if not todo:
             return 0
         backbone = load_backbone(args)
         processor = BabyLlavaProcessor.from_pretrained(args.model, padding_side="left")
-        for task, task_dir in todo.items():
-            spec = glue_task(task)
-            batch_size, epochs = args.batch_size or spec.batch_size, args.epochs or spec.epochs
+        for task, (task_dir, settings) in todo.items():
+            batch_size, epochs = settings["batch_size"], settings["epochs"]
             scores, preds = finetune_task(backbone, processor, args.data, task, recipe, batch_size, epochs)
-            settings = {"model": args.model, "lang": args.lang, "alpha": args.alpha, "method": args.method,
-                        "batch_size": batch_size, "epochs": epochs, **recipe}  # fmt: skip
             write_results(task_dir, task, scores, preds, settings)
             print(f"{task}: {scores}", file=sys.stderr)
     except BabyMergeError as err:
