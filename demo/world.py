@@ -387,10 +387,7 @@ def twin_configs(root: str | Path, scale: Scale = DEMO) -> dict[str, dict]:
 def train_twins(root: str | Path, scale: Scale = DEMO) -> tuple[Path, Path]:
     """Both runs with the real launcher (``deepspeed --num_gpus 2 --module train``), the
     multimodal one first; the twin stops at the same optimiser step."""
-    import os
     import subprocess
-
-    import torch
 
     from demo.data import write_config
     from train.checkpointing import read_trainer_state
@@ -399,14 +396,11 @@ def train_twins(root: str | Path, scale: Scale = DEMO) -> tuple[Path, Path]:
     # `deepspeed` is this interpreter's launcher module, so the venv need not be on PATH
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--module", "train"]
     configs = twin_configs(root, scale)
-    env = dict(os.environ)
-    if not torch.cuda.is_available():  # say so, rather than have each process warn that it found no GPU
-        env.setdefault("DS_ACCELERATOR", "cpu")
     runs = {}
     for name in ("mm", "lang"):
         path = write_config(root / "configs" / f"{name}.yaml", configs[name])
         print("   $", " ".join([*launcher, "--config", str(path)]), flush=True)
-        subprocess.run([*launcher, "--config", str(path)], check=True, env=env)
+        subprocess.run([*launcher, "--config", str(path)], check=True)
         runs[name] = Path(configs[name]["output_dir"])
         if name == "mm":  # the twin takes as many optimiser steps
             last = runs[name] / (runs[name] / "latest").read_text().strip()
