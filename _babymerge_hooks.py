@@ -11,6 +11,13 @@ Two things in babymerge must happen "as soon as X is imported" rather than at st
 * ``import babymerge`` registers BabyLLaVA with the transformers Auto classes when those
   are imported, so that merging to disk never pays for importing transformers at all.
 
+It also quiets one lm-eval message the user can do nothing about: building its task index,
+lm-eval warns once per task that an ``--include_path`` task replaces, and our ``blimp_<UID>``
+tasks replace lm-eval's own of the same names on purpose (hundreds of lines a run).
+Those overrides, and only those (one of our shipped task files over one of lm-eval's own),
+are logged at DEBUG instead: ``LMEVAL_LOG_LEVEL=DEBUG`` shows them; any other override
+(a user's task over another task) stays a warning.
+
 This module imports only the standard library.
 """
 
@@ -58,8 +65,45 @@ def register_lm_eval_model() -> None:
         model_registry.register("babymerge", target="babymerge.lm_eval_model:BabyMergeLM")
 
 
+_OVERRIDE = "Task '%s' from %s overrides existing task from %s"  # lm_eval.tasks._index (0.4.x)
+
+
+def _is_under(path, folders) -> bool:
+    from pathlib import Path
+
+    return any(Path(path).resolve().is_relative_to(folder) for folder in folders)
+
+
+def _demote_own_task_overrides(record) -> bool:
+    """A logging filter: our tasks overriding lm-eval's own become DEBUG records."""
+    import logging
+    from pathlib import Path
+
+    if record.msg != _OVERRIDE or not isinstance(record.args, tuple) or len(record.args) != 3:
+        return True
+    import lm_eval.tasks
+
+    from babymerge.tasks import CHECKOUT, PACKAGED
+
+    ours, theirs = (PACKAGED, CHECKOUT), (Path(lm_eval.tasks.__file__).resolve().parent,)
+    if not (_is_under(record.args[1], ours) and _is_under(record.args[2], theirs)):
+        return True
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_own_task_overrides() -> None:
+    """Install ``_demote_own_task_overrides`` on lm-eval's task-index logger (idempotent)."""
+    import logging
+
+    log = logging.getLogger("lm_eval.tasks._index")
+    if _demote_own_task_overrides not in log.filters:
+        log.addFilter(_demote_own_task_overrides)
+
+
 def install_lm_eval_hook() -> None:
     try:
         after_import("lm_eval.models", register_lm_eval_model)
+        after_import("lm_eval.tasks._index", quiet_own_task_overrides)
     except Exception as err:  # never break interpreter start-up
         print(f"babymerge: could not install the lm-eval hook: {err}", file=sys.stderr)

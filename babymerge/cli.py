@@ -160,10 +160,11 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--limit", type=float, help="examples per task (for quick looks)")
     p.add_argument("--model-args", default="", help="extra babymerge model_args, e.g. dtype=bfloat16,device=cuda")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="lm-eval logs at DEBUG (e.g. our tasks over its own)")
 
 
 def _run_sweep(args) -> int:
-    from lm_eval.utils import simple_parse_args_string
+    from lm_eval.utils import setup_logging, simple_parse_args_string
 
     from .sweep import parse_alphas, sweep
 
@@ -177,6 +178,8 @@ def _run_sweep(args) -> int:
             f"--limit must be a positive number of examples (or a fraction below 1), got {args.limit:g}"
         )
     limit = int(args.limit) if args.limit and args.limit >= 1 else args.limit
+    if args.verbose:
+        setup_logging(logging.DEBUG)
     default_show = warnings.showwarning
 
     def show(message, category, filename, *rest, **kwargs):  # our own warnings as one line, without source code

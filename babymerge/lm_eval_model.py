@@ -44,7 +44,7 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, BitImageProcessor
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 
 from .babylm.scoring import SCORING_KEY, pipeline_tokens
 from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, Checkpoint, parse_dtype
@@ -356,7 +356,11 @@ class BabyMergeLM(TemplateLM):
             try:  # the image processor only rides along: images reach the model through encode_images
                 image_processor = AutoImageProcessor.from_pretrained(self.pretrained)
             except (OSError, ValueError):  # a checkpoint written before processors were saved
-                image_processor = BitImageProcessor()
+                # the PIL one by name: ``BitImageProcessor`` is the torchvision backend, which
+                # without torchvision falls back to this one with a notice in every process
+                from transformers import BitImageProcessorPil
+
+                image_processor = BitImageProcessorPil()
             self._processor = BabyLlavaProcessor(image_processor=image_processor, tokenizer=self.tokenizer)
         return self._processor
 

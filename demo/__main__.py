@@ -138,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     tasks_dir = tasks_path()  # lm_eval_tasks/ of the checkout (babymerge/lm_eval_tasks/ when installed from a wheel)
     py = sys.executable
     scale = world.DEMO
+    import torch
+
+    if not torch.cuda.is_available():  # a CPU demo: say so, rather than have each DeepSpeed process warn of no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
     print("1/7 the synthetic world (grammar, pictures, held-out test sets), tokenizer, a fixed random DINOv2 "
           "and the image features (no downloads) ...", flush=True)  # fmt: skip
