@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -107,6 +108,16 @@ def _unlink_shared_memory(dist: Dist) -> None:
     )
     dist.barrier()
     (Path("/dev/shm") / name).unlink(missing_ok=True)  # none if the ranks span machines
+
+
+def exit_on_error(code: int) -> None:
+    """End a rank of a multi-rank run that stops on an error, without Python's shutdown: tearing
+    down the process group while a peer is gone can abort the process ("terminate called
+    without an active exception"), turning a clean exit code into SIGABRT. One rank: returns."""
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # -- stopping with the launcher -------------------------------------------------------------------

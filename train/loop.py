@@ -335,26 +335,34 @@ def _train(run: Run, on_step_end) -> Path:
     n_tokens = np.asarray(run.data.blocks["n_tokens"], dtype=np.int64)
     n_words = np.asarray(run.data.blocks["n_words"], dtype=np.int64)
     logger = Logger(run)
-    batches = micro_batches(run)
-    run.engine.module.train()
-    while run.step < run.total:
-        blocks = run.plan.global_batch_at(run.step)
-        lr = run.engine.get_lr()[0]  # the rate this step uses (the scheduler steps after it)
-        loss = train_step(run, batches)
-        words_before = run.words_seen
-        run.step += 1
-        run.tokens_seen += int(n_tokens[blocks].sum())
-        run.words_seen += int(n_words[blocks].sum())
-        logger.step(loss, lr, int(n_tokens[blocks].sum()))
-        names = due_checkpoints(run, words_before)
-        if names:
-            paths = checkpointing.save_checkpoints(
-                run.engine, run.tokenizer, run.out, names, run.trainer_state(), run.dist, config.keep_optimizer_states
-            )
-            logger.saved(paths)
-        if on_step_end is not None:
-            on_step_end(run.step)
-    logger.close()
+    try:  # the bar ends its line before an error is printed
+        batches = micro_batches(run)
+        run.engine.module.train()
+        while run.step < run.total:
+            blocks = run.plan.global_batch_at(run.step)
+            lr = run.engine.get_lr()[0]  # the rate this step uses (the scheduler steps after it)
+            loss = train_step(run, batches)
+            words_before = run.words_seen
+            run.step += 1
+            run.tokens_seen += int(n_tokens[blocks].sum())
+            run.words_seen += int(n_words[blocks].sum())
+            logger.step(loss, lr, int(n_tokens[blocks].sum()))
+            names = due_checkpoints(run, words_before)
+            if names:
+                paths = checkpointing.save_checkpoints(
+                    run.engine,
+                    run.tokenizer,
+                    run.out,
+                    names,
+                    run.trainer_state(),
+                    run.dist,
+                    config.keep_optimizer_states,
+                )
+                logger.saved(paths)
+            if on_step_end is not None:
+                on_step_end(run.step)
+    finally:
+        logger.close()
     run.dist.barrier()
     return run.out
 
@@ -364,9 +372,9 @@ def main(argv=None, on_step_end=None) -> int:
     try:
         config = load_config(args.config, args.set)
         train(config, resume=args.resume, overwrite=args.overwrite, on_step_end=on_step_end)
-    except distributed.PeerError:
-        return 2  # rank 0 printed why
     except BabyMergeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not isinstance(err, distributed.PeerError):  # a PeerError: rank 0 printed why
+            print(f"error: {err}", file=sys.stderr)
+        distributed.exit_on_error(2)
         return 2
     return 0
