@@ -73,6 +73,9 @@ def save_checkpoints(
     return paths
 
 
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)  # torch.save reports a failed write as a RuntimeError
+
+
 def _write(engine, tokenizer, out: Path, name: str, state: dict, dist: Dist, with_engine_state: bool) -> Path:
     """Weights + tokenizer + trainer state (+ engine state) into ``.tmp-name``, renamed to ``name``.
 
@@ -108,9 +111,6 @@ def _write(engine, tokenizer, out: Path, name: str, state: dict, dist: Dist, wit
         shutil.rmtree(final, ignore_errors=True)  # a re-run of a step a crash interrupted
         tmp.rename(final)
     return final
-
-
-WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)  # torch.save reports a failed write as a RuntimeError
 
 
 def _write_error(out: Path, name: str, err: Exception) -> str:
