@@ -1,6 +1,6 @@
 """babymerge: merge a BabyLM vision-language model with its language-only twin.
 
-``import babymerge`` registers BabyLLaVA with the transformers Auto classes, so
+``import babymerge`` registers BabyLLaVA with the transformers Auto classes (``auto.py``), so
 ``AutoConfig`` / ``AutoModelForImageTextToText`` / ``AutoModelForCausalLM`` ``.from_pretrained``
 load our checkpoints like any other. The registration runs as soon as transformers is
 imported (at once if it already is): merging to disk never imports transformers, which
@@ -27,18 +27,25 @@ __all__ = [
 ]
 
 
+# The modules that define BabyLLaVA's classes. Each imports transformers, so transformers'
+# import may end while one of them is still executing: registration then waits for it.
+_MODEL_MODULES = ("babymerge.configuration", "babymerge.modeling", "babymerge.processing", "babymerge.auto")
+
+
 def _register_with_transformers() -> None:
-    """Import configuration.py and modeling.py, which register their classes with the Auto
-    classes. Runs right after ``transformers`` itself is imported (or now, if it already is):
-    anyone about to load a model through transformers gets BabyLLaVA registered."""
-    for name in ("babymerge.configuration", "babymerge.modeling"):
+    """Import ``babymerge.auto``, which registers BabyLLaVA with the Auto classes, as soon as
+    transformers and every model module being imported have finished executing: anyone about
+    to load a model through transformers gets BabyLLaVA registered, whatever was imported first."""
+    for name in _MODEL_MODULES:
         module = sys.modules.get(name)
         if module is not None and getattr(module.__spec__, "_initializing", False):
-            return  # it is being imported right now and registers itself when its body ends
-    importlib.import_module("babymerge.modeling")
+            return  # called again when that module's import ends (after_import below)
+    importlib.import_module("babymerge.auto")
 
 
 after_import("transformers", _register_with_transformers)
+for _name in _MODEL_MODULES[:-1]:
+    after_import(_name, _register_with_transformers)
 
 
 def __getattr__(name: str):

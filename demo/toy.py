@@ -159,7 +159,7 @@ def build_random_llama(
     """A random ``LlamaForCausalLM`` checkpoint (config + safetensors, no tokenizer) of any
     size, written one tensor at a time: a 0.5B-parameter model costs one tensor of memory,
     not the model (its shapes come from a model on the meta device)."""
-    from babymerge.output import StreamingSafetensorsWriter
+    from babymerge.safetensors_writer import StreamingSafetensorsWriter
 
     path = Path(path)
     path.mkdir(parents=True)

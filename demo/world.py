@@ -41,7 +41,7 @@ from pathlib import Path
 
 from babymerge.data.synthetic_winoground import COLOURS, RELATIONS, SHAPES, caption, draw_scene, make_items
 from babymerge.data.synthetic_winoground import write_dataset as write_winoground
-from babymerge.output import atomic_output_dir
+from babymerge.publish import atomic_output_dir
 
 # -- the grammar -------------------------------------------------------------------------------
 # noun: (singular, plural, the reflexive that agrees with it in the singular). Nouns are drawn

@@ -164,7 +164,7 @@ def test_existing_output_is_not_overwritten_by_accident(toy, tmp_path):
     with pytest.raises(BabyMergeError, match="already exists.*overwrite"):
         merge(toy.mm, toy.lang, out=out, progress=False)
     assert (out / "keep.txt").read_text() == "precious"
-    with pytest.raises(BabyMergeError, match="was not written by babymerge .*--overwrite-any"):
+    with pytest.raises(BabyMergeError, match="was not written by babymerge .*overwrite='any'"):
         merge(toy.mm, toy.lang, out=out, overwrite=True, progress=False)  # not an earlier merge: kept
     assert (out / "keep.txt").read_text() == "precious"
     merge(toy.mm, toy.lang, out=out, overwrite="any", progress=False)

@@ -25,10 +25,10 @@ from torch import nn
 from tqdm import tqdm
 from transformers import AutoModel
 
-import babymerge.modeling  # noqa: F401  (registers BabyLLaVA with the Auto classes)
+import babymerge.auto  # noqa: F401  (registers BabyLLaVA with the Auto classes)
 from babymerge.errors import BabyMergeError
-from babymerge.output import atomic_output_dir
 from babymerge.processing import BabyLlavaProcessor
+from babymerge.publish import atomic_output_dir
 from train.glue import RECIPE, TASKS, glue_task, optimizer_and_schedule, read_examples, task_file
 
 # A task folder holding this file was written by this program (a rerun may skip it).

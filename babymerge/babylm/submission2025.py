@@ -39,7 +39,7 @@ import math
 from pathlib import Path
 
 from ..errors import BabyMergeError
-from ..output import output_errors, write_file_atomic
+from ..publish import output_errors, write_file_atomic
 from .checkpoints import fast_revisions
 from .scoring import choose, pipeline_prediction
 from .submission2024 import find_samples, loglikelihoods, read_samples
