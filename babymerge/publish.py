@@ -266,15 +266,18 @@ def _overlaps(out: Path, protected: Path) -> str | None:
     return None
 
 
-def check_outside_inputs(out: str | Path, inputs: Iterable[str | Path | None], argument: str = "`out`") -> None:
-    """Refuse an output that is, contains or lies inside one of ``inputs`` (None entries are
-    skipped): writing it would destroy that input, whatever overwrite allows."""
+def check_outside_inputs(
+    out: str | Path, inputs: Iterable[str | Path | None], argument: str = "`out`", what: str = "output"
+) -> None:
+    """Refuse an output (``what``: "output directory", ...) that is, contains or lies inside one
+    of ``inputs`` (None entries are skipped): writing it would destroy that input, whatever
+    overwrite allows."""
     resolved = Path(os.path.realpath(out))
     for path in filter(None, inputs):
         how = _overlaps(resolved, Path(os.path.realpath(path)))
         if how:
             raise BabyMergeError(
-                f"output {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
+                f"{what} {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
                 f"choose {argument} outside the inputs"
             )
 
@@ -351,7 +354,7 @@ def atomic_output_dir(
     out = Path(out)
     if overwrite not in (False, True, "any"):
         raise BabyMergeError(f"overwrite must be False, True or 'any', got {overwrite!r}")
-    check_outside_inputs(out, protect)
+    check_outside_inputs(out, protect, what="output directory")
     resolved = Path(os.path.realpath(out))
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
         raise BabyMergeError(
