@@ -7,6 +7,7 @@ imported (at once if it already is): merging to disk never imports transformers,
 keeps ``babymerge merge`` fast to start and light on memory.
 """
 
+import functools
 import importlib
 import sys
 
@@ -32,20 +33,21 @@ __all__ = [
 _MODEL_MODULES = ("babymerge.configuration", "babymerge.modeling", "babymerge.processing", "babymerge.auto")
 
 
-def _register_with_transformers() -> None:
+def _register_with_transformers(finished: str | None = None) -> None:
     """Import ``babymerge.auto``, which registers BabyLLaVA with the Auto classes, as soon as
     transformers and every model module being imported have finished executing: anyone about
-    to load a model through transformers gets BabyLLaVA registered, whatever was imported first."""
+    to load a model through transformers gets BabyLLaVA registered, whatever was imported first.
+    ``finished``: the model module whose body has just run (it still counts as importing)."""
     for name in _MODEL_MODULES:
         module = sys.modules.get(name)
-        if module is not None and getattr(module.__spec__, "_initializing", False):
-            return  # called again when that module's import ends (after_import below)
+        if name != finished and module is not None and getattr(module.__spec__, "_initializing", False):
+            return  # called again when that module's body has run (after_import below)
     importlib.import_module("babymerge.auto")
 
 
 after_import("transformers", _register_with_transformers)
 for _name in _MODEL_MODULES[:-1]:
-    after_import(_name, _register_with_transformers)
+    after_import(_name, functools.partial(_register_with_transformers, _name))
 
 
 def __getattr__(name: str):
