@@ -63,6 +63,23 @@ def _add_merge_parser(sub) -> None:
     )
     p.add_argument("--out", help="output checkpoint directory (written atomically)")
     p.add_argument("--method", default="linear", choices=sorted(METHODS))
+    add_alpha_arguments(p)
+    p.add_argument("--base", help="shared base checkpoint for task-vector methods (default: the multimodal model)")
+    p.add_argument("--dtype", help="output dtype: float32, bfloat16 or float16 (default: the multimodal model's)")
+    p.add_argument("--max-shard-size", default="2GB")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it is an earlier babymerge merge output")
+    p.add_argument(
+        "--overwrite-any", action="store_true",
+        help="replace --out whatever directory it is (never an input: --out may not be, contain or lie inside one)",
+    )  # fmt: skip
+    p.add_argument("--force-tokenizer", action="store_true", help="merge even if the tokenizers differ")
+    p.add_argument("--mergekit-yaml", metavar="FILE", help="write the recipe as a mergekit YAML config")
+    p.add_argument("--no-progress", action="store_true")
+    add_method_options(p)
+
+
+def add_alpha_arguments(p: argparse.ArgumentParser) -> None:
+    """``--alpha``, ``--alpha-gradient`` and ``--module-alpha`` (read with ``alpha_from_args``)."""
     p.add_argument(
         "--alpha", metavar="ALPHA",
         help="weight of the LANGUAGE-ONLY model in [0, 1] (0 = multimodal unchanged), one number (default 0.3)",
@@ -75,24 +92,24 @@ def _add_merge_parser(sub) -> None:
         "--module-alpha", action="append", default=[], metavar="PATTERN=ALPHA",
         help="per-module alpha, e.g. 'model.embed_tokens.*=0.5' (repeatable; first match wins, --alpha is the default)",
     )  # fmt: skip
-    p.add_argument("--base", help="shared base checkpoint for task-vector methods (default: the multimodal model)")
-    p.add_argument("--dtype", help="output dtype: float32, bfloat16 or float16 (default: the multimodal model's)")
-    p.add_argument("--max-shard-size", default="2GB")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it is an earlier babymerge merge output")
-    p.add_argument(
-        "--overwrite-any", action="store_true",
-        help="replace --out whatever directory it is (never an input: --out may not be, contain or lie inside one)",
-    )  # fmt: skip
-    p.add_argument("--force-tokenizer", action="store_true", help="merge even if the tokenizers differ")
-    p.add_argument("--mergekit-yaml", metavar="FILE", help="write the recipe as a mergekit YAML config")
-    p.add_argument("--no-progress", action="store_true")
-    options = sorted({name for m in METHODS.values() for name in m.options})
-    group = p.add_argument_group("method options (see `babymerge methods`; typed by the method's registry entry)")
-    for name in options:
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """One flag per merge-method option (``--density``...), kept as text: the registry types
+    them (``MergeMethod.parse_options``); read them with ``method_options``."""
+    from .merge import METHODS
+
+    group = p.add_argument_group("method options (see `babymerge methods`)")
+    for name in sorted({name for m in METHODS.values() for name in m.options}):
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None)
 
 
-def _alpha_from_args(args):
+def method_options(args) -> dict[str, str]:
+    """The method options given on the command line, as text."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+
+
+def alpha_from_args(args):
     """The alpha of ``--alpha`` (one number), ``--alpha-gradient`` (a list) and ``--module-alpha``.
     ``--alpha 0,0.5`` is refused: it reads like the sweep's ``--alphas 0,0.5`` (two alphas)."""
     from .merge import parse_alpha
@@ -133,7 +150,7 @@ def _run_merge(args) -> int:
 
     if args.out is None and args.mergekit_yaml is None:
         raise BabyMergeError("nothing to do: give --out (merged checkpoint) and/or --mergekit-yaml (recipe)")
-    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    options = method_options(args)
     if args.config:
         beside = {"--mm": args.mm, "--lang": args.lang, "--base": args.base, "--alpha": args.alpha,
                   "--alpha-gradient": args.alpha_gradient, "--module-alpha": args.module_alpha,
@@ -146,7 +163,7 @@ def _run_merge(args) -> int:
     elif not (args.mm and args.lang):
         raise BabyMergeError("give --mm and --lang (the two checkpoints), or --config with a mergekit recipe")
     else:
-        alpha = _alpha_from_args(args)
+        alpha = alpha_from_args(args)
     if args.mergekit_yaml:
         write_mergekit_yaml(
             args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options

@@ -43,11 +43,15 @@ class MergeMethod:
         recipe (YAML values). Unknown names are refused; text takes the type of the option's
         default (``density=abc`` is refused here, in words, not deep inside torch); other
         values (numbers, per-model pairs, per-tensor mappings) pass as given."""
+        return {**self.options, **self.typed_options(given)}
+
+    def typed_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Only the ``given`` options, checked and typed as ``parse_options`` does."""
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             valid = ", ".join(self.options) or "none"
             raise BabyMergeError(f"merge method {self.name!r} has no option(s) {unknown}; its options are: {valid}")
-        return {**self.options, **{name: self._typed(name, value) for name, value in given.items()}}
+        return {name: self._typed(name, value) for name, value in given.items()}
 
     def _typed(self, name: str, value: Any) -> Any:
         default = self.options[name]
