@@ -85,3 +85,20 @@ def test_alpha_takes_one_number_and_alpha_gradient_is_the_layer_gradient(toy, tm
         key = f"model.language_model.layers.{layer}.mlp.down_proj.weight"
         expected = interpolated(mm[key], lang[f"model.layers.{layer}.mlp.down_proj.weight"], alpha)
         assert torch.equal(got[key], expected)
+
+
+def test_a_per_model_density_on_the_command_line_is_the_pair_in_python(toy, tmp_path):
+    """`--density 0.3,0.5` is (multimodal 0.3, language-only 0.5), as `density=(0.3, 0.5)` in
+    Python; and not the same merge as 0.3 for both, so the second value is used."""
+    from babymerge import merge
+    from babymerge.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--method", "ties", "--base", str(toy.base)]
+    assert main([*argv, "--density", "0.3,0.5", "--out", str(out), "--no-progress"]) == 0
+    kwargs = dict(base_ckpt=toy.base, progress=False)
+    merge(toy.mm, toy.lang, "ties", 0.3, density=(0.3, 0.5), out=tmp_path / "pair", **kwargs)
+    merge(toy.mm, toy.lang, "ties", 0.3, density=0.3, out=tmp_path / "one", **kwargs)
+    got, pair, one = (load_file(p / "model.safetensors") for p in (out, tmp_path / "pair", tmp_path / "one"))
+    assert all(torch.equal(got[k], pair[k]) for k in got)
+    assert not all(torch.equal(got[k], one[k]) for k in got)

@@ -41,8 +41,9 @@ class MergeMethod:
         """Every option of the method, ``given`` ones typed: the one parser of method options,
         whether they come from the command line, lm-eval's model_args (text) or a mergekit
         recipe (YAML values). Unknown names are refused; text takes the type of the option's
-        default (``density=abc`` is refused here, in words, not deep inside torch); other
-        values (numbers, per-model pairs, per-tensor mappings) pass as given."""
+        default (``density=abc`` is refused here, in words, not deep inside torch), or is a
+        per-model pair (``PER_MODEL_OPTIONS``); other values (numbers, pairs, per-tensor
+        mappings) pass as given."""
         return {**self.options, **self.typed_options(given)}
 
     def typed_options(self, given: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +63,8 @@ class MergeMethod:
             return value
         text = value.strip().lower()
         try:
+            if kind is float and self.mergekit_name and name in PER_MODEL_OPTIONS and any(c in text for c in ",;"):
+                return tuple(float(v) for v in text.replace(";", ",").split(","))  # (multimodal, language-only)
             if kind is bool:
                 flag = parse_flag(text)
                 if flag is None:
@@ -85,6 +88,9 @@ class MergeMethod:
 
 
 METHODS: dict[str, MergeMethod] = {}
+# mergekit's per-model parameters: the methods that reproduce mergekit's take one value or a
+# (multimodal, language-only) pair, written "0.3,0.5" (or "0.3;0.5" in lm-eval's model_args).
+PER_MODEL_OPTIONS = ("density", "gamma", "epsilon")
 
 
 def register(

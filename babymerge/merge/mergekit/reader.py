@@ -45,9 +45,9 @@ import yaml
 from ...checkpoint import Checkpoint, layer_index
 from ...errors import BabyMergeError
 from ..plan import is_mergeable
-from ..registry import get_method
+from ..registry import PER_MODEL_OPTIONS, get_method
 
-PER_MODEL = ("weight", "density", "gamma", "epsilon")
+PER_MODEL = ("weight", *PER_MODEL_OPTIONS)
 SHARED = (
     "normalize",
     "rescale",
@@ -383,7 +383,7 @@ class _Reader:
     def _per_model_options(self, mm: Path, lang: Path, base_is_mm: bool) -> dict[str, Any]:
         """density/gamma/epsilon: one value, a (multimodal, language-only) pair, or per tensor."""
         options = {}
-        for name in ("density", "gamma", "epsilon"):
+        for name in PER_MODEL_OPTIONS:
             if name not in self.method.options:
                 continue
             default, per_tensor = float(self.method.options[name]), {}

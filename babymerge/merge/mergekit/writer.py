@@ -32,7 +32,7 @@ from ...errors import BabyMergeError
 from ...publish import check_outside_inputs, output_errors, write_file_atomic
 from ..alpha import AlphaSchedule
 from ..plan import is_mergeable
-from ..registry import check_flag, get_method, parse_compute_dtype
+from ..registry import PER_MODEL_OPTIONS, check_flag, get_method, parse_compute_dtype
 
 UNWEIGHTED = ("model_stock", "sce")
 RANDOM = ("dare_linear", "dare_ties", "della", "della_linear")
@@ -88,7 +88,7 @@ def mergekit_config(
             params.update(options)
         else:
             config["base_model"] = base or str(mm.path)
-            for name in ("density", "gamma", "epsilon"):
+            for name in PER_MODEL_OPTIONS:
                 if name in options:
                     values = _pair(options[name])
                     for model, value in zip(models, values):
