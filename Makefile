@@ -1,4 +1,4 @@
-# The commands of the README: `make demo`, `make test` (everything), `make test-fast` (the
+# The commands of the README and CONTRIBUTING.md: `make demo`, `make test` (everything), `make test-fast` (the
 # inner loop: tests not marked slow), `make lint`. They create the virtual environment
 # (.venv) on first use: CPU torch 2.13.0 first, so no dependency pulls another torch, then
 # this package (editable) with its test extras. Override TORCH for a CUDA build.

@@ -468,7 +468,7 @@ def plot_across_training(sweep_dir: str | Path, path: str | Path) -> Path:
 
 
 def plot_trade_off(numbers: dict, path: str | Path) -> Path:
-    """Both scores against alpha at one checkpoint: the figure of the README's demo section."""
+    """Both scores against alpha at one checkpoint: the figure of docs/demo.md."""
     import matplotlib
 
     matplotlib.use("Agg")
