@@ -109,6 +109,10 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     print(f"quick start: {seconds:.0f} s")
     toy = tmp_path / "toy"
 
+    config = json.loads((toy / "mm" / "config.json").read_text())  # names the published encoder, not a temporary
+    assert config["vision_encoder"] == str((toy / "encoder").resolve())
+    assert not [p for p in toy.rglob("*.json") if ".tmp-" in p.read_text()]
+
     mm, lang = load_file(toy / "mm" / "model.safetensors"), load_file(toy / "lang" / "model.safetensors")
     merged = load_file(toy / "merged-a0.3" / "model.safetensors")
     name = "model.layers.1.mlp.up_proj.weight"
@@ -129,3 +133,18 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     for task, metric in (("blimp_determiner_noun_agreement_1", "acc"), ("winoground", "group_score")):
         assert cells[(0.3, task, metric)] == pytest.approx(results[task][f"{metric},none"], abs=1e-9)
     assert (toy / "sweep" / "score_vs_alpha.png").is_file() and (toy / "sweep" / "tradeoff.png").is_file()
+
+
+def test_toy_refuses_an_existing_out_and_leaves_it_alone(tmp_path, capsys):
+    from demo.toy import main
+
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "mine.txt").write_text("keep")
+    with pytest.raises(SystemExit) as exit:
+        main(["--out", str(tmp_path / "toy")])
+    assert exit.value.code == 2
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == f"python -m demo.toy: error: --out {tmp_path / 'toy'} exists; give a new folder"
+    )
+    assert [p.name for p in (tmp_path / "toy").iterdir()] == ["mine.txt"]
