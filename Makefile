@@ -4,6 +4,8 @@
 # this package (editable) with its test extras. Override TORCH for a CUDA build.
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# test files run side by side, one per worker (pytest-xdist); TEST_WORKERS=0 runs them in this process
+TEST_WORKERS ?= auto
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # DeepSpeed builds its CPU ops on first use; one build folder per venv, so that two checkouts
@@ -24,10 +26,10 @@ demo: install
 	$(PY) -m demo --out demo_out
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
