@@ -8,6 +8,7 @@ babymerge methods                                   # list merge methods and the
 babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
 babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
 babymerge submit --format 2025 --results results/main --model NAME --out submission/ [--fast-results DIR]
+babymerge devbench --model CKPT [--lang LANG --alpha A] --data DEVBENCH_DIR --out results/NAME/main [--pipeline DIR]
 babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
@@ -213,6 +214,18 @@ def _run_submit(args) -> int:
     return run(args)
 
 
+def _add_devbench_parser(sub) -> None:
+    from .babylm.devbench import add_parser
+
+    add_parser(sub)
+
+
+def _run_devbench(args) -> int:
+    from .babylm.devbench import run_cli
+
+    return run_cli(args)
+
+
 def _run_methods(args) -> int:
     from .merge import METHODS
 
@@ -262,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("methods", help="list merge methods and their options")
     _add_sweep_parser(sub)
     _add_submit_parser(sub)
+    _add_devbench_parser(sub)
     sub.add_parser("tasks-path", help="print the folder of this project's lm-eval tasks (for lm_eval --include_path)")
     args = parser.parse_args(argv)
     _show_warnings()
@@ -270,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         "methods": _run_methods,
         "sweep": _run_sweep,
         "submit": _run_submit,
+        "devbench": _run_devbench,
         "tasks-path": _run_tasks_path,
     }
     try:

@@ -2,7 +2,7 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--backend causal] [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--devbench DIR] [--backend causal] [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -22,6 +22,7 @@ ONLY = {
     "2025": {
         "fast_results": "--fast-results",
         "pipeline_results": "--pipeline-results",
+        "devbench": "--devbench",
         "backend": "--backend",
         "track": "--track",
         "sizes": "--sizes",
@@ -58,6 +59,11 @@ def add_parser(sub) -> None:
         "--pipeline-results",
         metavar="DIR",
         help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
+    )
+    group.add_argument(
+        "--devbench",
+        metavar="DIR",
+        help="the --out folder of `babymerge devbench` (its zero_shot/devbench/*.npy): the DevBench part",
     )
     group.add_argument("--backend", help="backend name in the file name (default causal)")
     group.add_argument("--track", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
@@ -97,6 +103,7 @@ def run(args) -> int:
             args.out,
             args.fast_results,
             pipeline_results=args.pipeline_results,
+            devbench_results=args.devbench,
             backend=args.backend or "causal",
             track=args.track or "multimodal",
             sizes=_read_sizes(args.sizes),
