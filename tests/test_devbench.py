@@ -82,10 +82,10 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(toy, data, tmp_path_factory):
-    """`babymerge devbench` on the toy model merged at load time (alpha 0.4), with the pipeline's comparison."""
+    """`babymerge devbench` on the toy model merged at load time (alpha 0.4)."""
     out = tmp_path_factory.mktemp("devbench_out") / "results" / "toy" / "main"
     args = ["devbench", "--model", str(toy.mm), "--lang", str(toy.lang), "--alpha", "0.4", "--data", str(data)]
-    assert cli([*args, "--out", str(out), "--pipeline", str(PIPELINE), "--no-progress", "--device", "cpu"]) == 0
+    assert cli([*args, "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     return out / "zero_shot" / "devbench"
 
 
@@ -131,9 +131,27 @@ def test_scores_equal_a_hand_forward_pass_of_the_pipelines_prompt(toy, data, our
     np.testing.assert_allclose(pairwise, cosine_similarity(reference["sem-things"]), atol=1e-5)
 
 
-def test_the_pipelines_comparison_accepts_our_files(ours):
+@pytest.mark.slow
+def test_the_pipelines_comparison_accepts_our_files(toy, data, tmp_path, capsys):
+    """`--pipeline` runs devbench/comparison/ unmodified on the files written; its numbers are printed and kept."""
+    args = [
+        "devbench",
+        "--model",
+        str(toy.mm),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path),
+        "--pipeline",
+        str(PIPELINE),
+    ]
+    assert cli([*args, "--no-progress", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    ours = tmp_path / "zero_shot" / "devbench"
     summary = json.loads((ours / "devbench_scores.json").read_text())
     comparison = summary["pipeline_comparison"]
+    for task, result in comparison.items():
+        assert f"  {task}: {result['summary']}" in printed
     vv, trog = comparison["lex-viz_vocab"]["table"], comparison["gram-trog"]["table"]
     with (HUMAN / "lex-viz_vocab_human.csv").open() as f:
         age_bins = sorted({int(row["age_bin"]) for row in csv.DictReader(f)})

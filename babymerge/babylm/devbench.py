@@ -56,6 +56,7 @@ CHOICE_TASKS = ("lex-viz_vocab", "gram-trog")
 TASKS = (*CHOICE_TASKS, "sem-things")
 THINGS_BATCH = 16  # data_handling.make_dataloader: 16 single images per batch
 SUBDIR = Path("zero_shot") / "devbench"  # under results/<model>/<revision>, as eval.py and collate_preds use it
+DEFAULT_ALPHA = 0.3  # with --lang and no --alpha, as `babymerge merge` and the lm-eval adapter default
 MARKER = "devbench_scores.json"  # our summary; marks a folder this program wrote
 FETCH_HINT = (
     "fetch the data with the pipeline's own script, from the pipeline folder: "
@@ -113,7 +114,8 @@ def load_model(model: str | Path, lang=None, alpha=None, dtype: str = "float32",
     from ..modeling import BabyLlavaForConditionalGeneration
 
     if lang is not None:
-        net = merge(model, lang, "linear", 0.3 if alpha is None else alpha, dtype=dtype, progress=progress).model
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
+        net = merge(model, lang, "linear", alpha, dtype=dtype, progress=progress).model
     elif alpha not in (None, 0, 0.0):
         raise BabyMergeError(f"--alpha {alpha} needs --lang (the language-only checkpoint to merge with)")
     else:
@@ -124,6 +126,19 @@ def load_model(model: str | Path, lang=None, alpha=None, dtype: str = "float32",
     if not isinstance(net, BabyLlavaForConditionalGeneration):
         raise BabyMergeError(f"DevBench needs images: {model} is a text-only {type(net).__name__}, not BabyLLaVA")
     return net.to(device).eval(), AutoTokenizer.from_pretrained(model)
+
+
+def check_model(model: str | Path) -> None:
+    """Refuse, before anything is written, a folder that is not a BabyLLaVA checkpoint."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise BabyMergeError(
+            f"--model {model}: no readable config.json ({err}); give a BabyLLaVA checkpoint folder"
+        ) from None
+    if config.get("model_type") != "babyllava":
+        kind = (config.get("architectures") or [config.get("model_type", "model")])[0]
+        raise BabyMergeError(f"DevBench needs images: {model} is a text-only {kind}, not BabyLLaVA")
 
 
 class DevBench:
@@ -221,23 +236,25 @@ def run(
 
     if lang is None and alpha not in (None, 0, 0.0):
         raise BabyMergeError(f"--alpha {alpha} needs --lang (the language-only checkpoint to merge with)")
+    alpha = (DEFAULT_ALPHA if alpha is None else alpha) if lang is not None else 0.0
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise BabyMergeError(f"unknown DevBench task(s) {unknown}; choose from {', '.join(TASKS)}")
+    check_model(model)
     trials = check_data(data, tasks)  # before the (long) load
     if pipeline is not None:
         comparison.check(pipeline, data, tasks)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    net, tokenizer = load_model(model, lang, alpha, dtype, device, progress)
-    scores = evaluate(DevBench(net, tokenizer, progress), trials)
-    summary = {
-        "model": str(model), "lang": None if lang is None else str(lang), "alpha": alpha if lang else 0.0,
-        "accuracy": {task: accuracy(scores[task]) for task in CHOICE_TASKS if task in scores},
-        "trials": {task: len(t) for task, t in trials.items()},
-    }  # fmt: skip
-    folder = Path(out) / SUBDIR
     protect = [p for p in (model, lang, data) if p is not None]
-    with atomic_output_dir(folder, overwrite, protect=protect, owner_marker=MARKER) as tmp:
+    # entered first, so that an existing output is refused before the (long) scoring
+    with atomic_output_dir(Path(out) / SUBDIR, overwrite, protect=protect, owner_marker=MARKER) as tmp:
+        net, tokenizer = load_model(model, lang, alpha, dtype, device, progress)
+        scores = evaluate(DevBench(net, tokenizer, progress), trials)
+        summary = {
+            "model": str(model), "lang": None if lang is None else str(lang), "alpha": alpha,
+            "accuracy": {task: accuracy(scores[task]) for task in CHOICE_TASKS if task in scores},
+            "trials": {task: len(t) for task, t in trials.items()},
+        }  # fmt: skip
         for name, array in output_files(scores).items():
             buffer = io.BytesIO()
             np.save(buffer, array)
@@ -268,7 +285,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="BabyLLaVA checkpoint directory (the multimodal model)")
     p.add_argument("--lang", help="language-only twin: merge with it at load time (linear)")
     p.add_argument(
-        "--alpha", type=float, help="weight of the LANGUAGE-ONLY model in the merge (default 0.3 with --lang)"
+        "--alpha",
+        type=float,
+        help=f"weight of the LANGUAGE-ONLY model in the merge (default {DEFAULT_ALPHA} with --lang)",
     )
     p.add_argument(
         "--data",
