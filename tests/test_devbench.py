@@ -26,6 +26,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from babymerge import BabyMergeError
 from babymerge.babylm import devbench
 from babymerge.cli import main as cli
 from babymerge.merge import merge
@@ -166,6 +167,33 @@ def test_the_pipelines_comparison_accepts_our_files(toy, data, tmp_path, capsys)
         assert (ours / table).is_file()
 
 
+def no_zero_shot(folder: Path) -> Path:
+    """An lm-eval output folder of model ``toy`` holding no 2025 task: the zero-shot parts stay missing."""
+    (folder / "toy").mkdir(parents=True)
+    (folder / "toy" / "samples_blimp_2026-01-01T00-00-00.jsonl").write_text("")
+    results = {"config": {"model_args": "pretrained=toy"}}
+    (folder / "toy" / "results_2026-01-01T00-00-00.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_submission_takes_devbench_from_devbench_folder(ours, tmp_path):
+    """--devbench fills the part (it wins over --pipeline-results); a missing file is listed as missing."""
+    from babymerge.babylm.submission2025 import build
+
+    sizes = {"devbench": {"things": (10, 10), "trog": (3, 4, 1), "lex-viz_vocab": (4, 4, 1)}}
+    results = no_zero_shot(tmp_path / "lm_eval")
+    out, missing = build(results, "toy", devbench_results=ours.parent.parent, sizes=sizes, allow_partial=True)
+    assert out["devbench"]["trog"]["predictions"] == np.load(ours / "gram-trog.npy").tolist()
+    assert not [m for m in missing if m.startswith("devbench")] and "glue" in missing
+    partial = tmp_path / "partial"
+    (partial / "zero_shot" / "devbench").mkdir(parents=True)
+    (partial / "zero_shot" / "devbench" / "gram-trog.npy").write_bytes((ours / "gram-trog.npy").read_bytes())
+    out, missing = build(results, "toy", devbench_results=partial, sizes=sizes, allow_partial=True)
+    assert list(out["devbench"]) == ["trog"] and {"devbench/lex-viz_visual", "devbench/things"} <= set(missing)
+    with pytest.raises(BabyMergeError, match="DevBench trog must be a float array of shape \\(76, 4, 1\\)"):
+        build(results, "toy", devbench_results=partial, allow_partial=True)
+
+
 @pytest.mark.slow
 def test_submission_devbench_part_equals_collate_preds(ours, tmp_path):
     """collate_preds (its DevBench shapes and AoA count patched, every other part present and empty) on
@@ -210,12 +238,7 @@ def test_submission_devbench_part_equals_collate_preds(ours, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     theirs = json.loads((tmp_path / "results" / "toy" / "all_full_preds_and_fast_scores_causal.json").read_text())
     (tmp_path / "sizes.json").write_text(json.dumps({"devbench": shapes}))
-    # an lm-eval output folder of the same model holding no 2025 task: the zero-shot parts stay missing
-    (tmp_path / "lm_eval" / "toy").mkdir(parents=True)
-    (tmp_path / "lm_eval" / "toy" / "samples_blimp_2026-01-01T00-00-00.jsonl").write_text("")
-    results = {"config": {"model_args": "pretrained=toy"}}
-    (tmp_path / "lm_eval" / "toy" / "results_2026-01-01T00-00-00.json").write_text(json.dumps(results))
-    args = ["submit", "--format", "2025", "--results", str(tmp_path / "lm_eval"), "--model", "toy"]
+    args = ["submit", "--format", "2025", "--results", str(no_zero_shot(tmp_path / "lm_eval")), "--model", "toy"]
     args += ["--devbench", str(ours.parent.parent), "--sizes", str(tmp_path / "sizes.json"), "--allow-partial"]
     assert cli([*args, "--out", str(tmp_path / "submission")]) == 0
     submission = json.loads((tmp_path / "submission" / "all_full_preds_and_fast_scores_causal.json").read_text())
