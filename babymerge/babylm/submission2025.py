@@ -22,6 +22,8 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
 * ``devbench_results`` (optional): the ``--out`` folder of ``babymerge devbench``, the same
   ``zero_shot/devbench/*.npy`` layout (``babylm.devbench``); it takes precedence over
   ``pipeline_results`` for DevBench.
+* ``aoa`` (optional): ``babymerge aoa``'s output folder (or any ``surprisal.json``), the AoA part,
+  in place of the pipeline's.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
 (``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
@@ -362,15 +364,7 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
         parts["glue"] = glue
     aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
     if aoa.is_file():
-        loaded = json.loads(aoa.read_text())
-        steps = [r["step"] for r in loaded["results"]]
-        wanted = fast_revisions(track)
-        if set(steps) != set(wanted) or any(steps.count(c) != sizes.get("aoa", AOA_SIZE) for c in wanted):
-            raise BabyMergeError(
-                f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of the {len(wanted)} "
-                f"checkpoints {wanted[0]}..{wanted[-1]}"
-            )
-        parts["aoa"] = loaded
+        parts["aoa"] = aoa_part(aoa, track, sizes)
     else:
         missing.append("aoa")
     if track == "multimodal":
@@ -403,6 +397,12 @@ def devbench_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
             )
         devbench[key] = {"predictions": array.tolist()}
     return {"devbench": devbench} if devbench else {}
+def aoa_part(path, track: str, sizes: dict) -> dict:
+    """The ``aoa`` part: a ``surprisal.json`` (``babymerge aoa``'s or the pipeline's, or the folder holding
+    it) as collate_preds embeds it, whole, after its check (every checkpoint of the track, ``AOA_SIZE`` rows each)."""
+    from .aoa import read_surprisal
+
+    return read_surprisal(path, track, sizes.get("aoa", AOA_SIZE))
 
 
 # -- the file ---------------------------------------------------------------------------------------------------------
@@ -417,6 +417,7 @@ def build(
     track: str = "multimodal",
     sizes: dict | None = None,
     allow_partial: bool = False,
+    aoa=None,
 ) -> tuple[dict, list[str]]:
     """The submission dict (collate_preds' layout) and the list of what is missing."""
     if track not in TRACKS:
@@ -442,6 +443,9 @@ def build(
     if devbench_results is not None and track == "multimodal":  # babymerge devbench's output wins
         missing[:] = [m for m in missing if not m.startswith("devbench")]
         out |= devbench_part(devbench_results, sizes or {}, missing)
+    if aoa is not None:  # babymerge aoa's output: it replaces any AoA file of the pipeline's folder
+        out["aoa"] = aoa_part(aoa, track, {**full_sizes, **(sizes or {})})
+        missing[:] = [m for m in missing if m != "aoa"]
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}

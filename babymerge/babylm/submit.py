@@ -2,7 +2,8 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--devbench DIR] [--backend causal] [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--devbench DIR] [--aoa DIR] [--backend causal] \\
+        [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -26,6 +27,7 @@ ONLY = {
         "backend": "--backend",
         "track": "--track",
         "sizes": "--sizes",
+        "aoa": "--aoa",
     },
 }
 
@@ -65,6 +67,7 @@ def add_parser(sub) -> None:
         metavar="DIR",
         help="the --out folder of `babymerge devbench` (its zero_shot/devbench/*.npy): the DevBench part",
     )
+    group.add_argument("--aoa", metavar="DIR", help="babymerge aoa's --out folder (or a surprisal.json): the AoA part")
     group.add_argument("--backend", help="backend name in the file name (default causal)")
     group.add_argument("--track", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
     group.add_argument(
@@ -108,6 +111,7 @@ def run(args) -> int:
             track=args.track or "multimodal",
             sizes=_read_sizes(args.sizes),
             allow_partial=args.allow_partial,
+            aoa=args.aoa,
         )
         if missing:
             print(f"partial submission: {len(missing)} parts missing: {', '.join(missing)}")
