@@ -156,8 +156,8 @@ def aoa_score(surprisal: dict, cdi_path) -> dict:
         if fit is None or fit["aoa"] is None:
             continue
         words.append(word)
-        model.append(fit["aoa"])
-        child.append(human)
+        model.append(float(fit["aoa"]))
+        child.append(float(human))
     if len(words) < 3:
         return {
             "curve_fitness": 0.0,
@@ -183,8 +183,9 @@ def plot(surprisal: dict, score: dict, path: Path, n_words: int = 5) -> None:
 
     curves = learning_curves(surprisal)
     order = sorted(range(len(score["valid_words"])), key=lambda i: score["child_aoas"][i])
-    picked = [order[round(k * (len(order) - 1) / max(n_words - 1, 1))] for k in range(min(n_words, len(order)))]
-    shown = list(dict.fromkeys(score["valid_words"][i] for i in picked)) or list(curves)[:n_words]
+    if len(order) > n_words:  # spread over the children's ages
+        order = [order[round(k * (len(order) - 1) / (n_words - 1))] for k in range(n_words)]
+    shown = list(dict.fromkeys(score["valid_words"][i] for i in order)) or list(curves)[:n_words]
     fig, axes = plt.subplots(1, len(shown) + 1, figsize=(3.2 * (len(shown) + 1), 3.2), squeeze=False)
     for ax, word in zip(axes[0], shown):
         xs, ys = map(np.asarray, curves[word])
