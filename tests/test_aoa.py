@@ -4,7 +4,8 @@ score against a hand computation, and the submission's ``aoa`` part against ``co
 Two word-count checkpoint pairs (``chck_0.001M``, ``chck_0.002M``: tiny BabyLLaVA models and their
 Llama twins, one tokenizer) and a small ``cdi_childes.json`` in the pipeline's layout, with the cases
 its loader and extractor treat specially: a one-letter word (dropped), a key with spaces around it
-(stripped for scoring, kept as ``target_word``), padded and empty contexts, a word of several tokens.
+(stripped for scoring, kept as ``target_word``), padded and empty contexts, a word of several tokens, and
+for a model without BOS a text of one token (the pipeline's model call fails on it: NaN).
 
 The pipeline loads ``from_pretrained(model, revision="chck_<N>M")``; transformers ignores ``revision``
 for a local folder, so it is pointed at each pair's merged checkpoint, written to disk, one folder per
@@ -20,6 +21,7 @@ import sys
 import numpy as np
 import pytest
 from test_babylm2025 import without_babymerge_env
+from test_babylm2025_tasks import build_model
 
 from babymerge import BabyMergeError
 from babymerge.babylm import aoa, aoa_score
@@ -36,7 +38,7 @@ DATA = {
     "dog": [{"context": "The big"}, {"context": "  A small  "}, {"context": ""}],
     "a": [{"context": "The"}],  # one character: the pipeline drops it
     "xylophone": [{"context": "Every teacher sees the"}],  # not in the toy vocabulary: several tokens
-    " cat ": [{"context": "This"}, {"context": "Some happy old"}],
+    " cat ": [{"context": "This"}, {"context": "Some happy old"}, {"context": "   "}],
     "Ball": [{"context": "The girl holds the red"}],
 }
 SCORED = [(w, i, e["context"]) for w, es in DATA.items() if len(w) > 1 for i, e in enumerate(es)]
@@ -193,14 +195,18 @@ def pipeline(runs):
         jobs.append(["evaluation_pipeline.AoA_word.run", "--model_name", str(merged), "--backend", "causal",
                      "--track_name", "strict-small", "--word_path", str(runs / "cdi_childes.json"),
                      "--output_dir", str(runs / "pipeline"), *(["--debug"] if k else [])])  # fmt: skip
+    # a plain Llama whose tokenizer adds no BOS: " cat" (empty context) is one token, which the pipeline makes NaN
+    plain = build_model(runs / "plain", train_bpe_tokenizer(synthetic_sentences(1000), vocab_size=300), bos=False)
+    jobs.append(["evaluation_pipeline.AoA_word.run", "--model_name", str(plain), "--backend", "causal",
+                 "--word_path", str(runs / "cdi_childes.json"), "--output_dir", str(runs / "pipeline"), "--debug"])  # fmt: skip
     (runs / "jobs.json").write_text(json.dumps(jobs))
     env = without_babymerge_env(runs, PIPELINE)
     result = subprocess.run([sys.executable, "-c", RUNNER, str(runs / "jobs.json")], capture_output=True, text=True,
                             env=env, cwd=runs, timeout=1200)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return {
-        name: runs / "pipeline" / f"pair{k}" / "main" / "zero_shot" / "causal" / "AoA_word" / "surprisal.json"
-        for k, name in enumerate(NAMES)
+        name: runs / "pipeline" / folder / "main" / "zero_shot" / "causal" / "AoA_word" / "surprisal.json"
+        for name, folder in (*((n, f"pair{k}") for k, n in enumerate(NAMES)), ("plain", "plain"))
     }
 
 
@@ -222,6 +228,23 @@ def test_surprisals_equal_the_pipelines_extractor(ours, pipeline):
             assert not math.isnan(b["surprisal"]) and a["surprisal"] == pytest.approx(b["surprisal"], abs=1e-4)
             worst = max(worst, abs(a["surprisal"] - b["surprisal"]))
     print(f"AoA surprisal, max |ours - pipeline| over {2 * len(SCORED)} (word, context, checkpoint): {worst:.2e}")
+
+
+@pytest.mark.slow
+@needs_pipeline
+def test_a_one_token_text_is_nan_as_in_the_pipeline(runs, pipeline):
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    theirs = json.loads(pipeline["plain"].read_text())["results"]
+    theirs = [r["surprisal"] for r in theirs if r["step"] == theirs[0]["step"]]
+    words = aoa.read_words(runs / "cdi_childes.json")
+    mine = aoa.surprisals(BabyMergeLM(pretrained=str(runs / "plain"), device="cpu"), words)
+    nan = [i for i, value in enumerate(theirs) if math.isnan(value)]
+    assert nan == [SCORED.index((" cat ", 2, "   "))]
+    assert [i for i, value in enumerate(mine) if math.isnan(value)] == nan
+    assert [v for i, v in enumerate(mine) if i not in nan] == pytest.approx(
+        [v for i, v in enumerate(theirs) if i not in nan], abs=1e-4
+    )
 
 
 COLLATE = (

@@ -23,9 +23,10 @@ token's start offset, 0 whenever the first token is BOS or ``<image>``, or the c
 so the surprisals come from the adapter's public ``loglikelihood``: prefix sharing, batching, the
 merge at load time, all as in every other task.
 
-Where the pipeline writes NaN (it catches every exception of one row): a model error in a forward pass,
-e.g. a text one token long (empty context, no BOS) or longer than a learned position table. Such an
-error stops this command instead, naming the cause; a checkpoint that does not load stops it too, where
+Where the pipeline writes NaN (it catches every exception of one row): a text of one token (an empty
+context, a text-only model without BOS, a one-token word: nothing to feed the model) is NaN here too.
+Any other model error in a forward pass (e.g. a text longer than a learned position table) stops this
+command instead, naming the cause; a checkpoint that does not load stops it too, where
 the pipeline skips the checkpoint and ``collate_preds`` then refuses the file. A word none of whose
 tokens is predicted (the tokenizer merged it into the first token) gets 0, as in the pipeline.
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -102,11 +104,15 @@ def surprisals(lm, words: list[tuple[str, list[str]]], progress: bool = False) -
     2025 pipeline's way (``SCORING_KEY``), the text split where the pipeline's AoA extractor splits it."""
     from lm_eval.api.instance import Instance
 
-    requests = [
-        Instance("loglikelihood", {}, (context.strip() + " ", word.strip(), {SCORING_KEY: "causal"}), i)
-        for i, (word, context) in enumerate((w, c) for w, contexts in words for c in contexts)
-    ]
-    return [-loglikelihood for loglikelihood, _ in lm.loglikelihood(requests, disable_tqdm=not progress)]
+    texts = [(context.strip() + " ", word.strip()) for word, contexts in words for context in contexts]
+    requests = [Instance("loglikelihood", {}, (*text, {SCORING_KEY: "causal"}), i) for i, text in enumerate(texts)]
+    values = [-loglikelihood for loglikelihood, _ in lm.loglikelihood(requests, disable_tqdm=not progress)]
+    # A text of one token leaves the pipeline nothing to feed (tokens[:-1] is empty): the model raises and
+    # the pipeline writes NaN. Only an empty context can give one: "<image>" or BOS, then the word, give two.
+    for i, (context, word) in enumerate(texts):
+        if context == " " and not lm.is_multimodal and len(lm.tokenizer(context + word)["input_ids"]) < 2:
+            values[i] = math.nan
+    return values
 
 
 def step_rows(step: str, words: list[tuple[str, list[str]]], values: list[float]) -> list[dict]:
