@@ -226,6 +226,8 @@ def _run_devbench(args) -> int:
     from .babylm.devbench import run_cli
 
     return run_cli(args)
+
+
 def _run_aoa(args) -> int:
     from .babylm.aoa import run_command
 

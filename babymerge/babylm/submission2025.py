@@ -397,6 +397,8 @@ def devbench_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
             )
         devbench[key] = {"predictions": array.tolist()}
     return {"devbench": devbench} if devbench else {}
+
+
 def aoa_part(path, track: str, sizes: dict) -> dict:
     """The ``aoa`` part: a ``surprisal.json`` (``babymerge aoa``'s or the pipeline's, or the folder holding
     it) as collate_preds embeds it, whole, after its check (every checkpoint of the track, ``AOA_SIZE`` rows each)."""
