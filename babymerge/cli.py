@@ -9,6 +9,9 @@ babymerge methods [--markdown]                      # list merge methods and the
 babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
 babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
 babymerge submit --format 2025 --results results/main --model NAME --out submission/ [--fast-results DIR]
+babymerge devbench --model CKPT [--lang LANG --alpha A] --data DEVBENCH_DIR --out results/NAME/main [--pipeline DIR]
+babymerge aoa --mm runs/mm --lang runs/lang --alpha 0.3 --data cdi_childes.json --out aoa/ [--cdi cdi_human.csv]
+babymerge aoa-score aoa/surprisal.json --cdi cdi_human.csv   # the organisers' AoA score, learning curves
 babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
@@ -248,6 +251,24 @@ def _run_submit(args) -> int:
     return run(args)
 
 
+def _add_devbench_parser(sub) -> None:
+    from .babylm.devbench import add_parser
+
+    add_parser(sub)
+
+
+def _run_devbench(args) -> int:
+    from .babylm.devbench import run_cli
+
+    return run_cli(args)
+
+
+def _run_aoa(args) -> int:
+    from .babylm.aoa import run_command
+
+    return run_command(args)
+
+
 def _run_methods(args) -> int:
     from .merge import METHODS
     from .merge.registry import methods_markdown
@@ -313,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     methods.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/merging.md")
     _add_sweep_parser(sub)
     _add_submit_parser(sub)
+    _add_devbench_parser(sub)
+    from .babylm.aoa import add_parsers as _add_aoa_parsers
+
+    _add_aoa_parsers(sub)
     sub.add_parser("tasks-path", help="print the folder of this project's lm-eval tasks (for lm_eval --include_path)")
     args = parser.parse_args(argv)
     _show_warnings(_FLAGS.get(args.command, _OUT_FLAGS))
@@ -321,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         "methods": _run_methods,
         "sweep": _run_sweep,
         "submit": _run_submit,
+        "devbench": _run_devbench,
+        "aoa": _run_aoa,
+        "aoa-score": _run_aoa,
         "tasks-path": _run_tasks_path,
     }
     try:

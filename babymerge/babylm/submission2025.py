@@ -18,7 +18,12 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
 * ``pipeline_results`` (optional): the pipeline's own ``results/<model>/main`` folder, for the
   parts this project does not produce: GLUE fine-tuning (``finetune/<task>/predictions.json``),
   AoA (``zero_shot/<backend>/AoA_word/surprisal.json``) and DevBench
-  (``zero_shot/devbench/*.npy``), copied as ``collate_preds`` copies them.
+  (``zero_shot/devbench/*.npy``), copied as ``collate_preds`` copies them;
+* ``devbench_results`` (optional): the ``--out`` folder of ``babymerge devbench``, the same
+  ``zero_shot/devbench/*.npy`` layout (``babylm.devbench``); it takes precedence over
+  ``pipeline_results`` for DevBench.
+* ``aoa`` (optional): ``babymerge aoa``'s output folder (or any ``surprisal.json``), the AoA part,
+  in place of the pipeline's.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
 (``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
@@ -344,7 +349,6 @@ def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict,
 def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str]) -> dict:
     """GLUE, AoA and DevBench from the pipeline's ``results/<model>/main`` folder, checked as collate_preds
     checks them; what is not there is added to ``missing``."""
-    import numpy as np
 
     folder, parts = Path(folder), {}
     glue = {}
@@ -360,39 +364,47 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
         parts["glue"] = glue
     aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
     if aoa.is_file():
-        loaded = json.loads(aoa.read_text())
-        steps = [r["step"] for r in loaded["results"]]
-        wanted = fast_revisions(track)
-        if set(steps) != set(wanted) or any(steps.count(c) != sizes.get("aoa", AOA_SIZE) for c in wanted):
-            raise BabyMergeError(
-                f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of the {len(wanted)} "
-                f"checkpoints {wanted[0]}..{wanted[-1]}"
-            )
-        parts["aoa"] = loaded
+        parts["aoa"] = aoa_part(aoa, track, sizes)
     else:
         missing.append("aoa")
     if track == "multimodal":
-        files = {
-            "lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"),
-            "trog": ("trog", "gram-trog.npy"),
-            "things": ("things", "sem-things_pairwise_sims.npy"),
-        }
-        devbench = {}
-        for key, (shape_key, name) in files.items():
-            path = folder / "zero_shot" / "devbench" / name
-            if not path.is_file():
-                missing.append(f"devbench/{key}")
-                continue
-            array = np.load(path)
-            shape = tuple(sizes.get("devbench", DEVBENCH_SHAPES)[shape_key])
-            if array.shape != shape or not str(array.dtype).startswith("float"):
-                raise BabyMergeError(
-                    f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}"
-                )
-            devbench[key] = {"predictions": array.tolist()}
-        if devbench:
-            parts["devbench"] = devbench
+        parts |= devbench_part(folder, sizes, missing)
     return parts
+
+
+def devbench_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
+    """``{"devbench": ...}`` from ``folder/zero_shot/devbench/*.npy`` (the pipeline's
+    ``results/<model>/main``, or ``babymerge devbench --out``), checked and copied as collate_preds
+    does (``array.tolist()``); what is not there is added to ``missing``."""
+    import numpy as np
+
+    files = {
+        "lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"),
+        "trog": ("trog", "gram-trog.npy"),
+        "things": ("things", "sem-things_pairwise_sims.npy"),
+    }
+    devbench = {}
+    for key, (shape_key, name) in files.items():
+        path = Path(folder) / "zero_shot" / "devbench" / name
+        if not path.is_file():
+            missing.append(f"devbench/{key}")
+            continue
+        array = np.load(path)
+        shape = tuple(sizes.get("devbench", DEVBENCH_SHAPES)[shape_key])
+        if array.shape != shape or not str(array.dtype).startswith("float"):
+            raise BabyMergeError(
+                f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}"
+            )
+        devbench[key] = {"predictions": array.tolist()}
+    return {"devbench": devbench} if devbench else {}
+
+
+def aoa_part(path, track: str, sizes: dict) -> dict:
+    """The ``aoa`` part: a ``surprisal.json`` (``babymerge aoa``'s or the pipeline's, or the folder holding
+    it) as collate_preds embeds it, whole, after its check (every checkpoint of the track, ``AOA_SIZE`` rows each)."""
+    from .aoa import read_surprisal
+
+    return read_surprisal(path, track, sizes.get("aoa", AOA_SIZE))
 
 
 # -- the file ---------------------------------------------------------------------------------------------------------
@@ -402,10 +414,12 @@ def build(
     fast_results=None,
     *,
     pipeline_results=None,
+    devbench_results=None,
     backend: str = "causal",
     track: str = "multimodal",
     sizes: dict | None = None,
     allow_partial: bool = False,
+    aoa=None,
 ) -> tuple[dict, list[str]]:
     """The submission dict (collate_preds' layout) and the list of what is missing."""
     if track not in TRACKS:
@@ -427,7 +441,13 @@ def build(
     if pipeline_results is not None:
         out |= pipeline_parts(pipeline_results, backend, track, {**full_sizes, **(sizes or {})}, missing)
     else:
-        missing += ["glue", "aoa"] + (["devbench"] if track == "multimodal" else [])
+        missing += ["glue", "aoa"] + (["devbench"] if track == "multimodal" and devbench_results is None else [])
+    if devbench_results is not None and track == "multimodal":  # babymerge devbench's output wins
+        missing[:] = [m for m in missing if not m.startswith("devbench")]
+        out |= devbench_part(devbench_results, sizes or {}, missing)
+    if aoa is not None:  # babymerge aoa's output: it replaces any AoA file of the pipeline's folder
+        out["aoa"] = aoa_part(aoa, track, {**full_sizes, **(sizes or {})})
+        missing[:] = [m for m in missing if m != "aoa"]
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}

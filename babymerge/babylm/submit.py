@@ -2,7 +2,8 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--backend causal] [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--devbench DIR] [--aoa DIR] [--backend causal] \\
+        [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -22,9 +23,11 @@ ONLY = {
     "2025": {
         "fast_results": "--fast-results",
         "pipeline_results": "--pipeline-results",
+        "devbench": "--devbench",
         "backend": "--backend",
         "track": "--track",
         "sizes": "--sizes",
+        "aoa": "--aoa",
     },
 }
 
@@ -59,6 +62,12 @@ def add_parser(sub) -> None:
         metavar="DIR",
         help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
     )
+    group.add_argument(
+        "--devbench",
+        metavar="DIR",
+        help="the --out folder of `babymerge devbench` (its zero_shot/devbench/*.npy): the DevBench part",
+    )
+    group.add_argument("--aoa", metavar="DIR", help="babymerge aoa's --out folder (or a surprisal.json): the AoA part")
     group.add_argument("--backend", help="backend name in the file name (default causal)")
     group.add_argument("--track", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
     group.add_argument(
@@ -97,10 +106,12 @@ def run(args) -> int:
             args.out,
             args.fast_results,
             pipeline_results=args.pipeline_results,
+            devbench_results=args.devbench,
             backend=args.backend or "causal",
             track=args.track or "multimodal",
             sizes=_read_sizes(args.sizes),
             allow_partial=args.allow_partial,
+            aoa=args.aoa,
         )
         if missing:
             print(f"partial submission: {len(missing)} parts missing: {', '.join(missing)}")
