@@ -159,24 +159,39 @@ class Step:
     action: object  # () -> None
 
 
-def _lm_eval(model_args: str, tasks: str, out: Path, batch: str = "auto") -> None:
-    """``lm_eval --model babymerge ... --log_samples``, through lm-eval's own command line (``cli_evaluate``),
-    into ``out`` published whole by rename (a kill leaves no half-written folder)."""
-    import lm_eval.__main__
+_TASK_MANAGER = []  # one task index per process: indexing is the slow part of a small evaluation
 
-    import babymerge.lm_eval_model  # noqa: F401  (registers --model babymerge)
+
+def _task_manager():
+    """lm-eval's index of the project's tasks only (its own thousands are not needed, nor indexed)."""
+    from lm_eval.tasks import TaskManager
+
     from babymerge.sweep import default_include_path
 
+    if not _TASK_MANAGER:
+        _TASK_MANAGER.append(TaskManager(include_path=default_include_path(), include_defaults=False))
+    return _TASK_MANAGER[0]
+
+
+def _lm_eval(model_args: str, tasks: str, out: Path) -> None:
+    """``lm_eval --model babymerge --model_args ... --tasks ... --output_path out --log_samples``, through
+    lm-eval's Python API as its command line does it (``simple_evaluate``, then ``EvaluationTracker``
+    saves results and samples), into ``out`` published whole by rename (a kill leaves no half-written folder)."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    import babymerge.lm_eval_model  # noqa: F401  (registers --model babymerge)
+
     with atomic_output_dir(out, overwrite=True, owner_marker=MARKER) as tmp:
-        argv = ["lm_eval", "--model", "babymerge", "--model_args", model_args, "--tasks", tasks,
-                "--include_path", ":".join(default_include_path()), "--batch_size", batch,
-                "--output_path", str(tmp), "--log_samples"]  # fmt: skip
-        saved = sys.argv
-        sys.argv = argv
-        try:
-            lm_eval.__main__.cli_evaluate()
-        finally:
-            sys.argv = saved
+        tracker = EvaluationTracker(output_path=str(tmp))
+        results = lm_eval.simple_evaluate(
+            model="babymerge", model_args=model_args, tasks=tasks.split(","), batch_size="auto",
+            log_samples=True, evaluation_tracker=tracker, task_manager=_task_manager(),
+        )  # fmt: skip
+        samples = results.pop("samples")
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task_name in results["configs"]:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
         (tmp / MARKER).write_text(json.dumps({"model_args": model_args, "tasks": tasks}) + "\n")
 
 
