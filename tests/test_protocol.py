@@ -162,6 +162,9 @@ def test_steps_in_order_and_the_submission_holds_each_parts_own_output(setup, ru
     surprisal = json.loads((out / "aoa" / "surprisal.json").read_text())
     assert [r["step"] for r in surprisal["results"]] == ["chck_1M"] * 3 + ["chck_2M"] * 3
     assert "aoa" not in sub
+    lacks = (out / "submission_missing.txt").read_text().strip().partition("missing: ")[2].split(", ")
+    assert "aoa" in lacks and "fast/chck_3M" in lacks and "fast/chck_1M" not in lacks  # as babymerge submit lists it
+    assert "glue" not in " ".join(lacks) and "devbench" not in " ".join(lacks)
     summary = (outs["whole"] / "summary.csv").read_text()
     assert "glue rte accuracy" in summary and "aoa (in the submission: needs all the track's checkpoints)" in summary
     assert (outs["whole"] / "sweep" / "results.csv").is_file()

@@ -58,6 +58,7 @@ FAST_SUITE, FULL_SUITE = "babylm2025_fast", "babylm2025_full_zero_shot"
 STATE = "protocol.json"
 LOG = "protocol.log"
 SUMMARY = "summary.csv"
+MISSING = "submission_missing.txt"  # per alpha: what the submission lacks, as babymerge submit lists it
 MARKER = ".babymerge_protocol"  # marks the lm-eval output folders this command wrote (replaced on a redo)
 OSF = "the BabyLM 2025 evaluation data (https://osf.io/ryjfm/, evaluation_data/)"
 DEVBENCH_DIR = "full_eval/devbench"
@@ -290,7 +291,15 @@ def _submit(args, pairs, name: str, parts: list[str], alpha: float, folder: Path
         argv += ["--sizes", args.sizes]
     if args.allow_partial or set(parts) != set(PARTS) or len(pairs) < len(fast_revisions(args.track)):
         argv.append("--allow-partial")
-    _check_rc(babymerge_cli(argv), "babymerge submit")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = babymerge_cli(argv)
+    print(printed.getvalue(), end="")  # into the log
+    _check_rc(rc, "babymerge submit")
+    # what the file lacks, in submit's own words ("partial submission: N parts missing: a, b, ...")
+    lacks = [line.partition(": ")[2] for line in printed.getvalue().splitlines() if line.startswith("partial")]
+    with output_errors(folder):
+        write_file_atomic(folder / MISSING, (lacks[0] if lacks else "nothing") + "\n")
 
 
 # -- the summary ------------------------------------------------------------------------------------------------------
@@ -328,11 +337,14 @@ def summary_rows(out: Path, alphas, parts, pairs, track) -> list[dict]:
         if "devbench" in parts and marker.is_file():
             for task, acc in json.loads(marker.read_text())["accuracy"].items():
                 rows.append({"alpha": alpha, "part": f"devbench {task} accuracy", "value": acc})
-        missing = [p for p in PARTS if p not in parts]
+        missing = [f"{p} (skipped)" for p in PARTS if p not in parts]
         if "aoa" in parts and not aoa_complete(pairs, track):
             missing.append("aoa (in the submission: needs all the track's checkpoints)")
         if "full" not in parts:
             missing.append("the submission itself: it needs the full suite")
+        if (folder / MISSING).is_file():
+            lacks = (folder / MISSING).read_text().strip()
+            missing.append(f"in the file: {lacks[:120]}{'...' if len(lacks) > 120 else ''} ({folder / MISSING})")
         rows.append({"alpha": alpha, "part": "submission", "value": str(sub) if sub.is_file() else "not written",
                      "missing": "; ".join(missing)})  # fmt: skip
     return rows
