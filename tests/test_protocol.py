@@ -14,6 +14,7 @@ fine-tuning one epoch. Checked against independent references:
 """
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -192,3 +193,21 @@ def test_missing_data_is_refused_in_one_line_before_any_work(setup, tmp_path, ca
     assert err.startswith("error: missing data for fast, full, glue, aoa, devbench:")
     assert "https://osf.io/ryjfm/" in err and "download_data.sh" in err
     assert f"{data / 'full_eval/glue_filtered'}" in err and err.endswith("--skip fast,full,glue,aoa,devbench")
+
+
+def test_other_settings_into_the_same_out_are_refused_before_any_step(setup, runs, capsys, monkeypatch, tmp_path):
+    out = shutil.copytree(runs[0]["whole"], tmp_path / "out")  # a finished protocol folder, this test's own
+    monkeypatch.setattr(protocol, "execute", lambda step: pytest.fail(f"{step.name} ran"))
+    args = argv(setup, out)
+    args[args.index("--finetune-args") + 1] = "--epochs 2 --batch-size 4"
+    assert protocol.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "was run with other settings (finetune_args: '--epochs 1" in err
+    # the same settings with another alpha: the finished alpha's steps are not run again
+    ran = []
+    monkeypatch.setattr(protocol, "execute", lambda step: ran.append(step.name))
+    args = argv(setup, out)
+    args[args.index("--alphas") + 1] = "0.3,0.6"
+    monkeypatch.setattr(protocol, "summary_rows", lambda *a: [])
+    assert protocol.main(args) == 0
+    assert ran and not [name for name in ran if "a=0.3" in name] and ran[0] == "fast sweep 0.3,0.6"
