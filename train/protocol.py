@@ -381,8 +381,8 @@ def parse_args(argv=None):
     p.add_argument("--allow-partial", action="store_true", help="write the submission even if parts are missing")
     p.add_argument("--model-args", default="", help="extra babymerge model_args, e.g. dtype=bfloat16,device=cuda")
     p.add_argument("--finetune-args", default="", help="extra train.finetune options, e.g. '--epochs 3'")
-    p.add_argument("--fast-tasks", default=FAST_SUITE, help=argparse.SUPPRESS)
-    p.add_argument("--full-tasks", default=FULL_SUITE, help=argparse.SUPPRESS)
+    p.add_argument("--fast-tasks", default=FAST_SUITE, help=f"lm-eval tasks of the fast part (default {FAST_SUITE})")
+    p.add_argument("--full-tasks", default=FULL_SUITE, help=f"lm-eval tasks of the full part (default {FULL_SUITE})")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
