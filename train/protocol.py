@@ -51,7 +51,7 @@ from babymerge.babylm.checkpoints import fast_revisions, word_checkpoint_name
 from babymerge.babylm.tasks import FOLDERS, GLUE_2025
 from babymerge.data import DATA_ENV
 from babymerge.errors import BabyMergeError
-from babymerge.output import atomic_output_dir, output_errors, write_file_atomic
+from babymerge.publish import atomic_output_dir, output_errors, write_file_atomic
 
 PARTS = ("fast", "full", "glue", "aoa", "devbench")
 FAST_SUITE, FULL_SUITE = "babylm2025_fast", "babylm2025_full_zero_shot"
