@@ -6,20 +6,11 @@
 
 The multimodal checkpoint (``pretrained``) is merged with ``lang_ckpt`` in memory at load
 time (``babymerge.merge``), then scored through lm-eval's ``TemplateLM`` contract. Beyond
-lm-eval's ``hf`` model it:
-
-* puts the **black image** in front of text, as the model saw language-only data in
-  training (``image_prefix=black``; ``none`` scores plain text like ``hf``);
-* scores **loglikelihood requests with images** (the last argument carries ``visual``):
-  each distinct image is encoded once by the model's DINOv2 and fills the image token;
-* scores requests marked with ``babylm.scoring.SCORING_KEY`` as the BabyLM 2025 pipeline does;
-* feeds each distinct **prefix** once: the requests' token sequences are packed as a prefix
-  tree into rows with a tree attention mask (on BLiMP 1.7x fewer positions than scoring each
-  sentence whole), and the LM head runs only where a token is scored;
-* batches rows by a token budget, one forward per batch under ``inference_mode``.
-
-This module is the lm-eval façade: model_args, loading or merging, lm-eval's tokenizer
-contract and generation. The scoring itself is ``babymerge.scoring``.
+lm-eval's ``hf`` model it puts the **black image** in front of text, as the model saw
+language-only data in training (``image_prefix=black``; ``none`` scores plain text like
+``hf``), scores requests with **images** (``visual``) and requests marked the **BabyLM 2025
+pipeline**'s way, and feeds each distinct **prefix** once. This module is the façade:
+model_args, loading or merging, the tokenizer contract, generation; ``babymerge.scoring`` scores.
 """
 
 from __future__ import annotations
@@ -82,6 +73,10 @@ class BabyMergeLM(DataParallel, TemplateLM):
         vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
         allow_different_tokenizers: merge even if the tokenizers differ.
         keep_sources: keep the checkpoints open so ``set_alpha`` can re-merge in place (sweeps).
+
+    The class is lm-eval's whole ``LM`` contract (construction from model_args, ranks, the
+    tokenizer properties, three request types) plus ``set_alpha`` for sweeps, hence its size;
+    each method is short and hands the work to ``babymerge.scoring``, merge or transformers.
     """
 
     MULTIMODAL = True
@@ -126,13 +121,8 @@ class BabyMergeLM(DataParallel, TemplateLM):
                     "mergekit_config is the whole recipe: drop pretrained, lang_ckpt, base_ckpt, alpha, merge_method and method options"
                 )
             recipe = read_mergekit_config(mergekit_config)
-            pretrained, lang_ckpt, base_ckpt, merge_method = (
-                str(recipe.mm),
-                str(recipe.lang),
-                recipe.base,
-                recipe.method,
-            )
-            alpha, method_options = recipe.alpha, recipe.options
+            pretrained, lang_ckpt, base_ckpt = str(recipe.mm), str(recipe.lang), recipe.base
+            merge_method, alpha, method_options = recipe.method, recipe.alpha, recipe.options
         # Every argument is checked before the (possibly long) merge or load.
         alpha = _check_arguments(
             pretrained, lang_ckpt, base_ckpt, alpha, dtype, batch_size, image_prefix, method_options
@@ -167,10 +157,10 @@ class BabyMergeLM(DataParallel, TemplateLM):
             max_batch_size=max_batch_size, token_budget=token_budget, row_width=row_width, prefix_sharing=prefix_sharing,
         )  # fmt: skip
         black = self.image_prefix == "black"
-        self.requests = LmEvalEncoder(
+        self.encoder = LmEvalEncoder(
             self.images, self.tok_encode, self._encode_pair, black, self.prefix_token_id, self._max_length
         )
-        self.pipeline_requests = PipelineEncoder(self.images, self.tokenizer, pretrained)
+        self.pipeline_encoder = PipelineEncoder(self.images, self.tokenizer, pretrained)
 
     def set_alpha(self, alpha) -> None:
         """Re-merge in place at another alpha (reading the checkpoints again, chunk by chunk)."""
@@ -246,15 +236,15 @@ class BabyMergeLM(DataParallel, TemplateLM):
         images = [request_images(req.args) for req in requests]
         if not any(images) and self.image_prefix != "black":
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        pairs = [self.requests.with_images(*req.args[:2], imgs) for req, imgs in zip(requests, images)]
+        pairs = [self.encoder.with_images(*req.args[:2], imgs) for req, imgs in zip(requests, images)]
         return self._loglikelihood_tokens(pairs, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_babylm2025(self, requests, disable_tqdm: bool = False):
-        return self._score([self.pipeline_requests.item(req.args) for req in requests], disable_tqdm=disable_tqdm)
+        return self._score([self.pipeline_encoder.item(req.args) for req in requests], disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
         """Score ``(key, context ids, continuation ids)``: sum of continuation log-probs and greedy flag."""
-        items, cache_keys = zip(*(self.requests.item(*req) for req in requests)) if requests else ((), ())
+        items, cache_keys = zip(*(self.encoder.item(*req) for req in requests)) if requests else ((), ())
         return self._score(list(items), disable_tqdm=disable_tqdm, cache_keys=cache_keys)
 
     def _score(self, items, disable_tqdm: bool = False, cache_keys=()) -> list[tuple[float, bool]]:
@@ -263,7 +253,7 @@ class BabyMergeLM(DataParallel, TemplateLM):
         result goes to lm-eval's ``--use_cache`` database as soon as its batch is scored, as
         ``hf`` does, so an interrupted run keeps what it computed."""
         if self.scorer.prefix_sharing and not self.scorer.prefix_sharing_checked:
-            self.scorer.check_prefix_sharing(self.requests.probe(), forward=self._hidden_states)
+            self.scorer.check_prefix_sharing(self.encoder.probe(), forward=self._hidden_states)
         keys_of: dict[tuple, list] = {}
         for item, key in zip(items, cache_keys):
             if key is not None:
@@ -283,7 +273,7 @@ class BabyMergeLM(DataParallel, TemplateLM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Perplexity-style scoring in disjoint windows, as lm-eval's ``hf`` model does
         (``LmEvalEncoder.rolling_windows``)."""
-        windows, owners = self.requests.rolling_windows([req.args[0] for req in requests])
+        windows, owners = self.encoder.rolling_windows([req.args[0] for req in requests])
         scores = self._loglikelihood_tokens(windows, disable_tqdm=disable_tqdm)
         totals = [0.0] * len(requests)
         for owner, (score, _) in zip(owners, scores):
