@@ -236,10 +236,11 @@ class BabyMergeLM(DataParallel, TemplateLM):
         images = [request_images(req.args) for req in requests]
         if not any(images) and self.image_prefix != "black":
             return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        pairs = [self.encoder.with_images(*req.args[:2], imgs) for req, imgs in zip(requests, images)]
-        return self._loglikelihood_tokens(pairs, disable_tqdm=disable_tqdm)
+        tokenised = [self.encoder.with_images(*req.args[:2], imgs) for req, imgs in zip(requests, images)]
+        return self._loglikelihood_tokens(tokenised, disable_tqdm=disable_tqdm)
 
     def _loglikelihood_babylm2025(self, requests, disable_tqdm: bool = False):
+        """Requests scored as the BabyLM 2025 pipeline scores them (``PipelineEncoder``)."""
         return self._score([self.pipeline_encoder.item(req.args) for req in requests], disable_tqdm=disable_tqdm)
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
