@@ -50,29 +50,9 @@ class BabyMergeLM(DataParallel, TemplateLM):
     ``MULTIMODAL`` tells lm-eval it may send image tasks here (a text-only ``pretrained`` then
     refuses them with a clear error).
 
-    Args (``--model_args``):
-        pretrained: multimodal checkpoint directory (or any HF causal LM: text only).
-        lang_ckpt: language-only checkpoint to merge in; none: evaluate ``pretrained`` as is.
-        alpha: weight of the language-only model, in [0, 1] (default 0.3 with ``lang_ckpt``,
-            0 without); ``0;0.5`` is a layer gradient (``;`` because model_args split on ``,``).
-        merge_method: ``linear`` (default) or any registered method (``babymerge methods``);
-            their options (``density``, ``scale``, ``seed``, ...) and ``base_ckpt`` pass through.
-        mergekit_config: a mergekit YAML recipe instead of pretrained/lang_ckpt/alpha/method
-            (``babymerge.merge.mergekit_config``).
-        dtype: ``float32`` (default), ``bfloat16``, ``float16``.
-        device: ``cpu``, ``cuda``, ``cuda:1``... (default: cuda if available).
-        batch_size: an int (packed rows per forward pass), or ``auto`` (default): as many rows
-            as fit ``token_budget`` padded tokens (default 2048 on CPU, 16384 on GPU).
-        row_width: positions a packed row holds beyond its longest sequence (default 128).
-        prefix_sharing: feed each distinct prefix once (default true). Needs a model that
-            honours custom 4D attention masks and position ids; checked on first use, with a
-            warning and a fall-back to one sequence per row when it does not.
-        max_length: longest input in tokens (default: the model's ``max_position_embeddings``).
-        image_prefix: ``black`` (default for BabyLLaVA: the black image precedes text, as in
-            training) or ``none``.
-        vision_encoder: override the DINOv2 named in the checkpoint's config (hub id or dir).
-        allow_different_tokenizers: merge even if the tokenizers differ.
-        keep_sources: keep the checkpoints open so ``set_alpha`` can re-merge in place (sweeps).
+    Its keyword arguments are the model_args, listed with defaults and meanings in
+    ``babymerge.model_args.MODEL_ARGS`` (the table of docs/evaluation.md); a merge method's
+    options (``density``, ``scale``, ``seed``, ...) pass through to the merge.
 
     The class is lm-eval's whole ``LM`` contract (construction from model_args, ranks, the
     tokenizer properties, three request types) plus ``set_alpha`` for sweeps, hence its size;
