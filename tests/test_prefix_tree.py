@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from babymerge.lm_eval_model import BabyMergeLM
-from babymerge.prefix_tree import pack_prefix_tree
+from babymerge.scoring.prefix_tree import pack_prefix_tree
 
 from conftest import blimp_sentences, requests
 
