@@ -197,6 +197,11 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--out", required=True, help="sweep directory (resumable; refuses settings other than its own)")
     p.add_argument("--limit", type=float, help="examples per task (for quick looks)")
     p.add_argument("--model-args", default="", help="extra babymerge model_args, e.g. dtype=bfloat16,device=cuda")
+    p.add_argument(
+        "--shard", metavar="K/N",
+        help="this process is shard K (0..N-1) of N sweeping into the same --out (default under a Slurm array: "
+        "SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT); torchrun/accelerate ranks split each shard further",
+    )  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="lm-eval logs at DEBUG (e.g. our tasks over its own)")
 
@@ -232,7 +237,7 @@ def _run_sweep(args) -> int:
         cells = sweep(
             args.mm, args.lang, parse_alphas(args.alphas), tasks, args.out, checkpoints=args.checkpoints,
             include_path=args.include_path, limit=limit, allow_hub_tasks=args.allow_hub_tasks,
-            model_args=simple_parse_args_string(args.model_args), progress=not args.no_progress,
+            model_args=simple_parse_args_string(args.model_args), shard=args.shard, progress=not args.no_progress,
         )  # fmt: skip
     plots = "score_vs_alpha.png (tradeoff.png, score_vs_words.png)"
     print(f"{len(cells)} cells in {args.out}: results.csv, results.jsonl, {plots}")

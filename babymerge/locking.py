@@ -1,4 +1,6 @@
-"""One writer per output folder: an exclusive ``flock`` on a lock file inside it.
+"""Locks on files inside an output folder, with ``flock``: ``exclusive_lock`` (one writer per
+folder, others refused), ``waiting_lock`` (short sections many writers take in turn) and
+``try_lock`` (claim one piece of work; skip it when another process holds it).
 
 The OS releases the lock when its holder exits, however it exits (``kill -9`` included), so
 a crashed run never blocks the next one. The file says who holds it (pid, host, since when),
@@ -49,4 +51,44 @@ def exclusive_lock(path: Path, refusal: Callable[[str], str]) -> Iterator[None]:
         yield
     finally:
         f.truncate(0)
+        f.close()
+
+
+def _open_lock_file(path: Path):
+    try:
+        return open(path, "a+b", buffering=0)
+    except OSError as err:
+        raise BabyMergeError(
+            f"cannot create the lock file {str(path)!r}: {err.strerror}; choose a writable folder"
+        ) from None
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting while another process holds it:
+    for short critical sections (appending a line, rewriting a report) shared by many writers."""
+    f = _open_lock_file(path)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        f.close()  # closing releases the lock
+
+
+@contextlib.contextmanager
+def try_lock(path: Path) -> Iterator[bool]:
+    """Try to take an exclusive lock on ``path`` without waiting; yields whether it was taken.
+    Held for the block; the OS releases it if the holder dies."""
+    f = _open_lock_file(path)
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        with contextlib.suppress(OSError):
+            f.truncate(0)
+            f.write((holder_description() + "\n").encode())
+        yield True
+    finally:
         f.close()

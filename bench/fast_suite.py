@@ -99,11 +99,15 @@ def build(workdir: Path, n: int, hidden_size: int, layers: int):
 
 
 def our_scores(output: Path) -> dict[str, dict[str, float]]:
-    """lm-eval's per-subtask fast scores, keyed as collate_preds keys them."""
+    """lm-eval's per-subtask fast scores in an ``--output_path``, keyed as collate_preds keys them."""
+    (results,) = output.rglob("results_*.json")
+    return scores_from_results(json.loads(results.read_text())["results"])
+
+
+def scores_from_results(results: dict) -> dict[str, dict[str, float]]:
+    """lm-eval's ``results`` dict -> per-subtask fast scores, keyed as collate_preds keys them."""
     from babymerge.babylm.tasks import TASKS
 
-    (results,) = output.rglob("results_*.json")
-    results = json.loads(results.read_text())["results"]
     scores: dict[str, dict[str, float]] = {}
     for entry in TASKS.values():
         if entry.kind != "fast" or entry.name not in results:

@@ -1,5 +1,5 @@
 """`babymerge sweep` across word-count checkpoints, and what keeps a sweep folder honest: recorded
-settings, the folder lock, a damaged cells.jsonl, errors for bad arguments and tasks that would
+settings, cells claimed by one process at a time, a damaged cells.jsonl, errors for bad arguments and tasks that would
 silently come from the hub."""
 
 import csv
@@ -27,6 +27,7 @@ from babymerge.sweep import (
     read_cells,
     sweep,
 )
+from babymerge.sweep.workers import claim_path
 
 from conftest import tmpfs
 
@@ -143,15 +144,13 @@ def test_sweep_csv_has_words_seen_and_one_row_per_cell(swept):
 
 
 def test_words_plot_is_log_scale_one_line_per_alpha(swept, monkeypatch):
-    from babymerge import sweep as sweep_module
+    from babymerge.sweep import plots, tidy_rows
 
     out, cells = swept
     figures = {}
-    monkeypatch.setattr(sweep_module, "_save", lambda fig, path: figures.setdefault(path.name, fig))
-    rows = [
-        r for c in cells for r in sweep_module.tidy_rows(c["checkpoint"], c["alpha"], c["results"], c["words_seen"])
-    ]
-    sweep_module.plot(out, rows, ["mini_pairs"])
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.setdefault(path.name, fig))
+    rows = [r for c in cells for r in tidy_rows(c["checkpoint"], c["alpha"], c["results"], c["words_seen"])]
+    plots.plot(out, rows, ["mini_pairs"])
     ax = figures["score_vs_words.png"].axes[0]
     assert ax.get_xscale() == "log" and ax.get_title() == "mini_pairs: acc"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["alpha=0", "alpha=1"]
@@ -188,35 +187,32 @@ def test_resume_with_other_settings_is_refused_saying_what_differs(swept, runs, 
     assert (out / CELLS).read_bytes() == before  # nothing evaluated, nothing appended
 
 
-def test_a_second_sweep_into_a_folder_in_use_is_refused(swept, runs):
-    out, _ = swept
+def test_a_cell_another_process_holds_is_left_to_it(runs, tmp_path):
+    """Sweeps with the same settings share a folder (ranks, shards): a cell whose claim another
+    process holds is not computed again; once the holder dies, the OS frees the claim."""
     mm, lang, include = runs
-    before = (out / CELLS).read_bytes()
-    holder = subprocess.Popen(  # another process holding the folder's lock, as a running sweep does
+    out = tmp_path / "sweep"
+    run = dict(checkpoints="chck_1M,chck_2M", include_path=include, limit=3, progress=False)
+    out.mkdir()
+    (out / ".claims").mkdir()
+    claim = claim_path(out, "chck_1M", 1.0)
+    holder = subprocess.Popen(  # another process computing that cell, as a running sweep's worker does
         [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-         "print('locked', flush=True); time.sleep(60)", str(out / ".sweep.lock")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+         "print('locked', flush=True); time.sleep(60)", str(claim)], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(
-            BabyMergeError, match=r"another sweep .* is writing to .*wait for it to finish or choose another --out"
-        ):
-            sweep(
-                mm,
-                lang,
-                [0.0, 0.5],
-                ["mini_pairs"],
-                out,
-                checkpoints="words",
-                include_path=include,
-                limit=3,
-                progress=False,
-            )
+        cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
     finally:
         holder.kill()
         holder.wait()
-    assert (out / CELLS).read_bytes() == before
-    with open(out / ".sweep.lock", "a") as f:  # released by the OS when its holder died
+    everyone = [("chck_1M", 0.0), ("chck_1M", 1.0), ("chck_2M", 0.0), ("chck_2M", 1.0)]
+    assert sorted((c["checkpoint"], c["alpha"]) for c in cells) == [c for c in everyone if c != ("chck_1M", 1.0)]
+    with open(claim, "a") as f:  # released by the OS when its holder died
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
+    lines = [json.loads(line) for line in (out / CELLS).read_text().splitlines()]
+    assert [(c["checkpoint"], c["alpha"]) for c in lines][-1] == ("chck_1M", 1.0)  # only it was computed
+    assert sorted((c["checkpoint"], c["alpha"]) for c in lines) == everyone
 
 
 def test_damaged_cells_are_skipped_with_a_warning_and_recomputed(runs, tmp_path):
@@ -325,12 +321,14 @@ def test_a_full_disk_is_one_line_and_a_rerun_recovers(runs, tmp_path, capsys):
     with tmpfs(tmp_path / "disk", "8m") as disk:
         out = disk / "s"
         assert main(sweep_cli(runs, out, "0")) == 0
-        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".sweep.lock"}
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.name not in (".sweep.lock", ".claims")}
         filler = fill(disk)
         assert main(sweep_cli(runs, out, "0,1")) == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"no space left on the device (or quota exceeded) while writing output '{out}'" in line
-        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".sweep.lock"} == before  # no temporaries
+        assert {
+            p.name: p.read_bytes() for p in out.iterdir() if p.name not in (".sweep.lock", ".claims")
+        } == before  # no temporaries
         filler.unlink()
         assert main(sweep_cli(runs, out, "0,1")) == 0
         assert [(c["checkpoint"], c["alpha"]) for c in read_cells(out)] == [("chck_1M", 0.0), ("chck_1M", 1.0)]
