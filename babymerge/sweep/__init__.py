@@ -9,7 +9,8 @@ checkpoints again chunk by chunk: no copy of them is held in memory); every cell
 evaluated through lm-eval's Python API with the ``babymerge`` adapter. Finished cells are
 recorded in ``cells.jsonl`` as they complete, so an interrupted sweep resumes where it
 stopped. After each cell the tidy ``results.csv`` / ``results.jsonl`` (one row per
-checkpoint x alpha x task x metric, with stderr) and the plots are rewritten atomically:
+checkpoint x alpha x task x metric, with stderr) are rewritten atomically, and the plots at
+the end (and every few minutes meanwhile):
 ``score_vs_alpha.png`` (one panel per task and metric, one line per checkpoint) and, when
 language tasks (swept tasks with an ``acc``, e.g. BLiMP; their mean) and a Winoground task
 are both swept, ``tradeoff.png`` (one against the other, one curve per checkpoint,
@@ -21,10 +22,12 @@ A sweep folder is one experiment: ``sweep.json`` records what it was run with (t
 limit, model args, include path, evaluation data, both runs and a fingerprint of every
 checkpoint evaluated, the babymerge version). Rerunning into the same ``--out`` may add
 alphas and checkpoints; any other difference is refused, saying what differs, instead of
-mixing results. ``.sweep.lock`` (``fcntl.flock``) keeps a second sweep out of a folder in use.
+mixing results. Several processes may sweep into one folder at once (torchrun / accelerate
+ranks, ``--shard K/N``, Slurm arrays; ``workers``): each cell is claimed by one of them.
 
 Modules: ``pairing`` (alphas, checkpoint pairs), ``task_index`` (which tasks, checked local),
-``store`` (cells, tidy results, settings and fingerprints, locks), ``plots``, ``runner``.
+``store`` (cells, tidy results, settings and fingerprints, the folder lock), ``plots``,
+``workers`` (who takes which cell), ``runner``.
 """
 
 from .pairing import checkpoint_pairs, find_checkpoints, milestone, pair_words_seen, parse_alphas, words_seen

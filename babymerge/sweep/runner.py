@@ -97,7 +97,10 @@ def sweep(
     return _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worker, progress)
 
 
-PLOT_EVERY = 30.0  # seconds: the plots are redrawn at most this often while cells finish, and at the end
+# The plots (tens of panels for a suite: seconds each time) are redrawn while cells finish only
+# this many seconds after they were last drawn (or the first cell finished), and at the end;
+# results.csv / results.jsonl after every cell.
+PLOT_EVERY = 120.0
 
 
 def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worker, progress) -> list[dict]:
@@ -109,7 +112,7 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
     grid = [(name, m, l, a) for name, m, l in pairs for a in alphas]
     todo = [cell for cell in work_order(grid, worker) if cell[::3] not in done]
     bar = tqdm(total=len(todo), desc="sweep cells", unit="cell", disable=not progress or worker.local_rank != 0)
-    loaded, lm, last_plot = None, None, time.monotonic()
+    loaded, lm, last_plot, plotted_cells = None, None, None, None
     for name, mm_ckpt, lang_ckpt, alpha in todo:
         with claim(out, name, alpha) as mine:
             # a cell is computed by the holder of its claim only, and only if no one recorded it
@@ -129,15 +132,20 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
                         "mm": str(mm_ckpt), "lang": str(lang_ckpt), "results": results}  # fmt: skip
                 with folder_lock(out):
                     append_cell(out, cell)
-                    plots = time.monotonic() - last_plot >= PLOT_EVERY
-                    write_reports(out, read_cells(out, warn=False), plotted, order, plots=plots)
-                    last_plot = time.monotonic() if plots else last_plot
+                    cells = read_cells(out, warn=False)
+                    plots = last_plot is not None and time.monotonic() - last_plot >= PLOT_EVERY
+                    write_reports(out, cells, plotted, order, plots=plots)
+                    if plots:
+                        plotted_cells = len(cells)
+                    if plots or last_plot is None:
+                        last_plot = time.monotonic()
         bar.update(1)
     bar.close()
     lm = None
     with folder_lock(out):  # the last worker to get here writes the reports of the whole grid
         cells = read_cells(out, warn=False)
-        write_reports(out, cells, plotted, order)
+        missing = not (out / "score_vs_alpha.png").is_file()
+        write_reports(out, cells, plotted, order, plots=missing or len(cells) != plotted_cells)
     return cells
 
 
