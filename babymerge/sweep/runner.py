@@ -19,6 +19,7 @@ from ..errors import BabyMergeError
 from ..publish import output_errors, write_file_atomic
 from .pairing import checkpoint_pairs, pair_words_seen, words_seen
 from .store import (
+    CELLS,
     SETTINGS,
     append_cell,
     check_model_args,
@@ -112,7 +113,7 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
     grid = [(name, m, l, a) for name, m, l in pairs for a in alphas]
     todo = [cell for cell in work_order(grid, worker) if cell[::3] not in done]
     bar = tqdm(total=len(todo), desc="sweep cells", unit="cell", disable=not progress or worker.local_rank != 0)
-    loaded, lm, last_plot, plotted_cells = None, None, None, None
+    loaded, lm, last_plot = None, None, None
     for name, mm_ckpt, lang_ckpt, alpha in todo:
         with claim(out, name, alpha) as mine:
             # a cell is computed by the holder of its claim only, and only if no one recorded it
@@ -135,8 +136,6 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
                     cells = read_cells(out, warn=False)
                     plots = last_plot is not None and time.monotonic() - last_plot >= PLOT_EVERY
                     write_reports(out, cells, plotted, order, plots=plots)
-                    if plots:
-                        plotted_cells = len(cells)
                     if plots or last_plot is None:
                         last_plot = time.monotonic()
         bar.update(1)
@@ -144,9 +143,14 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
     lm = None
     with folder_lock(out):  # the last worker to get here writes the reports of the whole grid
         cells = read_cells(out, warn=False)
-        missing = not (out / "score_vs_alpha.png").is_file()
-        write_reports(out, cells, plotted, order, plots=missing or len(cells) != plotted_cells)
+        write_reports(out, cells, plotted, order, plots=not _plots_fresh(out))
     return cells
+
+
+def _plots_fresh(out: Path) -> bool:
+    """Whether the plots were drawn after the last cell was recorded (by any process)."""
+    plot, cells = out / "score_vs_alpha.png", out / CELLS
+    return plot.is_file() and cells.is_file() and plot.stat().st_mtime_ns >= cells.stat().st_mtime_ns
 
 
 def evaluate_cell(lm, loaded: dict, limit) -> dict:
