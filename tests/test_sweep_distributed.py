@@ -118,7 +118,9 @@ def test_two_shards_at_once_into_one_folder_equal_one_process(grid, tmp_path):
 def test_a_rank_killed_mid_cell_is_finished_by_a_rerun(grid, tmp_path):
     args, reference = grid
     out = tmp_path / "killed"
-    crashed = run([*TORCHRUN, "tests/sweep_kill.py", "--kill-rank", "1", *args, "--out", str(out)], check=False)
+    marker = tmp_path / "rank1_in_a_cell"
+    crashed = run([*TORCHRUN, "tests/sweep_kill.py", "--kill-rank", "1", "--marker", str(marker), *args,
+                   "--out", str(out)], check=False)  # fmt: skip
     assert crashed.returncode != 0
     before = recorded(out) if (out / "cells.jsonl").exists() else []
     assert len(before) < 6 and len(set(before)) == len(before)  # rank 1's cell is not recorded
@@ -129,9 +131,9 @@ def test_a_rank_killed_mid_cell_is_finished_by_a_rerun(grid, tmp_path):
 
 def test_shares_are_contiguous_blocks_then_the_others_from_the_end(monkeypatch):
     grid = list(range(7))
-    assert work_order(grid, Worker(0, 2, 0, True)) == [0, 1, 2, 3, 6, 5, 4]
-    assert work_order(grid, Worker(1, 2, 1, True)) == [4, 5, 6, 3, 2, 1, 0]
-    assert work_order(grid, Worker(2, 3, 0, False)) == [5, 6, 4, 3, 2, 1, 0]
+    assert work_order(grid, Worker(0, 2, 0, True)) == ([0, 1, 2, 3], [6, 5, 4])
+    assert work_order(grid, Worker(1, 2, 1, True)) == ([4, 5, 6], [3, 2, 1, 0])
+    assert work_order(grid, Worker(2, 3, 0, False)) == ([5, 6], [4, 3, 2, 1, 0])
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "1", "-1/2", "a/b"):
         with pytest.raises(Exception, match="--shard takes K/N"):

@@ -31,7 +31,7 @@ from .store import (
     write_reports,
 )
 from .task_index import check_tasks_are_local, plotted_tasks, resolve_include_path
-from .workers import claim, current_worker, single_process_env, work_order
+from .workers import claim, current_worker, single_process_env, untouched, work_order
 
 
 def sweep(
@@ -111,14 +111,19 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
     order = [name for name, _, _ in pairs]
     done = {(c["checkpoint"], c["alpha"]) for c in read_cells(out)}  # warns once about damaged lines
     grid = [(name, m, l, a) for name, m, l in pairs for a in alphas]
-    todo = [cell for cell in work_order(grid, worker) if cell[::3] not in done]
+    own, others = work_order(grid, worker)
+    todo = [(cell, cell in own) for cell in own + others if cell[::3] not in done]
     bar = tqdm(total=len(todo), desc="sweep cells", unit="cell", disable=not progress or worker.local_rank != 0)
-    loaded, lm, last_plot = None, None, None
-    for name, mm_ckpt, lang_ckpt, alpha in todo:
-        with claim(out, name, alpha) as mine:
+    loaded, lm, last_plot, helped = None, None, None, set()
+    for (name, mm_ckpt, lang_ckpt, alpha), is_own in todo:
+        if not is_own and name not in helped and not untouched(out, name):
+            bar.update(1)
+            continue  # another process works on this pair: it is theirs
+        helped.add(name)
+        with claim(out, name, alpha) as held:
             # a cell is computed by the holder of its claim only, and only if no one recorded it
             # meanwhile (whoever did so appended it before letting the claim go)
-            if mine and (name, alpha) not in {(c["checkpoint"], c["alpha"]) for c in read_cells(out, warn=False)}:
+            if held and (name, alpha) not in {(c["checkpoint"], c["alpha"]) for c in read_cells(out, warn=False)}:
                 if loaded is None:
                     loaded = task_manager.load(tasks)  # once per process: datasets, prompts, metrics
                 if lm is None or lm.pretrained != str(mm_ckpt) or lm.lang_ckpt != str(lang_ckpt):

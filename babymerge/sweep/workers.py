@@ -4,7 +4,8 @@ A sweep may run as many processes at once, into one folder: the ranks of ``torch
 ``accelerate launch`` (on one node or across nodes), the tasks of a Slurm job array
 (``--shard K/N`` or ``SLURM_ARRAY_TASK_ID``), or both (each array task a ``torchrun``). Worker
 ``index`` of ``count`` takes its own contiguous block of the grid first (so it loads few
-checkpoint pairs), then helps with the other blocks' cells from their far end. A cell is
+checkpoint pairs), then helps with other blocks' pairs that nobody has started, from the
+grid's far end (a shard that never ran, a slow node); the blocks alone cover the grid. A cell is
 computed only by the process that holds its claim, a ``flock`` on ``.claims/<cell>.lock``
 that the OS releases when the process dies, so a killed worker's cell is free for a rerun,
 and two workers never compute the same cell.
@@ -67,13 +68,20 @@ def current_worker(shard: str | tuple[int, int] | None = None) -> Worker:
     return Worker(k * world + rank, n * world, int(os.environ.get("LOCAL_RANK", "0")), world > 1)
 
 
-def work_order(grid: list, worker: Worker) -> list:
-    """The grid's cells in the order this worker tries them: its own contiguous block (sizes
-    differ by at most one), then every other cell from the grid's end backwards."""
+def work_order(grid: list, worker: Worker) -> tuple[list, list]:
+    """The grid's cells this worker tries: its own contiguous block (sizes differ by at most
+    one), and the other cells from the grid's end backwards, to help with (``untouched``)."""
     size, extra = divmod(len(grid), worker.count)
     start = worker.index * size + min(worker.index, extra)
     stop = start + size + (worker.index < extra)
-    return grid[start:stop] + (grid[:start] + grid[stop:])[::-1]
+    return grid[start:stop], (grid[:start] + grid[stop:])[::-1]
+
+
+def untouched(out: Path, checkpoint: str) -> bool:
+    """No process has claimed a cell of this checkpoint pair yet: a helper may take its cells
+    without racing the pair's owner to them (each would load the pair)."""
+    claims = out / CLAIMS
+    return not claims.is_dir() or not any(p.name.startswith(f"{checkpoint}@alpha=") for p in claims.iterdir())
 
 
 @contextlib.contextmanager
