@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import numpy
 from tqdm.auto import tqdm
@@ -161,6 +163,7 @@ def _plots_fresh(out: Path) -> bool:
 def evaluate_cell(lm, loaded: dict, limit) -> dict:
     """lm-eval's ``results`` for one cell, as ``lm_eval.simple_evaluate`` computes them (the same
     seeds, zero-shot unless a task says otherwise), on tasks loaded once for the whole sweep."""
+    import lm_eval.api.task
     import lm_eval.evaluator
     from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
     from lm_eval.utils import set_torch_seed
@@ -172,4 +175,7 @@ def evaluate_cell(lm, loaded: dict, limit) -> dict:
         if task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
-    return lm_eval.evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit)["results"]
+    # lm-eval draws a bar per task and cell while building requests (hundreds in a suite's sweep);
+    # the sweep's own bar counts cells instead
+    with mock.patch.object(lm_eval.api.task, "tqdm", partial(tqdm, disable=True)):
+        return lm_eval.evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit)["results"]
