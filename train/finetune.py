@@ -205,6 +205,7 @@ def finetune_task(backbone, processor, data, task: str, recipe: dict, batch_size
     total = steps_per_epoch * epochs
     if ds_config is None:
         engine = None
+        model.to("cuda" if torch.cuda.is_available() else "cpu")  # as the pipeline's fine-tuner
         optimizer, scheduler = optimizer_and_schedule(model.parameters(), total, recipe)
     else:
         engine = deepspeed_engine(model, ds_config, batch_size, dist.world_size, total, recipe)
