@@ -19,6 +19,9 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
   parts this project does not produce: GLUE fine-tuning (``finetune/<task>/predictions.json``),
   AoA (``zero_shot/<backend>/AoA_word/surprisal.json``) and DevBench
   (``zero_shot/devbench/*.npy``), copied as ``collate_preds`` copies them.
+* ``glue_results`` (optional): a ``results/<model>/main`` folder of GLUE fine-tuning in the
+  pipeline's layout (``python -m train.finetune --out results`` writes one): the GLUE part is
+  taken from it instead of from ``pipeline_results``.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
 (``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
@@ -341,23 +344,33 @@ def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict,
 
 
 # -- the parts the pipeline produces ----------------------------------------------------------------------------------
-def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str]) -> dict:
-    """GLUE, AoA and DevBench from the pipeline's ``results/<model>/main`` folder, checked as collate_preds
-    checks them; what is not there is added to ``missing``."""
-    import numpy as np
-
-    folder, parts = Path(folder), {}
+def glue_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
+    """The GLUE predictions of a ``results/<model>/main`` folder (the pipeline's fine-tuner or
+    ``python -m train.finetune --out results``: ``finetune/<task>/predictions.json``), merged
+    as collate_preds merges them after its count checks; a task not there is added to ``missing``."""
     glue = {}
     for task in GLUE_2025:
-        path = folder / "finetune" / task / "predictions.json"
+        path = Path(folder) / "finetune" / task / "predictions.json"
         if not path.is_file():
             missing.append(f"glue/{task}")
             continue
         loaded = json.loads(path.read_text())
         _check_counts(str(path), task, {k: v["predictions"] for k, v in loaded.items()}, sizes)
         glue |= loaded
-    if glue:
-        parts["glue"] = glue
+    return glue
+
+
+def pipeline_parts(
+    folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str], glue: bool = True
+) -> dict:
+    """GLUE (unless ``glue`` is False: taken from elsewhere), AoA and DevBench from the pipeline's
+    ``results/<model>/main`` folder, checked as collate_preds checks them; what is not there is
+    added to ``missing``."""
+    import numpy as np
+
+    folder, parts = Path(folder), {}
+    if glue and (found := glue_part(folder, sizes, missing)):
+        parts["glue"] = found
     aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
     if aoa.is_file():
         loaded = json.loads(aoa.read_text())
@@ -402,6 +415,7 @@ def build(
     fast_results=None,
     *,
     pipeline_results=None,
+    glue_results=None,
     backend: str = "causal",
     track: str = "multimodal",
     sizes: dict | None = None,
@@ -424,10 +438,20 @@ def build(
         missing += [f"{task}/{s}" for s in _required(full_sizes, task, "full") if s not in subtasks]
         if subtasks:
             out[task] = {s: full_entry(task, s, samples) for s, samples in subtasks.items()}
+    if glue_results is not None and not (Path(glue_results) / "finetune").is_dir():
+        raise BabyMergeError(
+            f"--glue-results {glue_results}: no finetune/ folder in it; give the results/<model>/main folder"
+        )
+    if glue_results is not None and (glue := glue_part(glue_results, {**full_sizes, **(sizes or {})}, missing)):
+        out["glue"] = glue
     if pipeline_results is not None:
-        out |= pipeline_parts(pipeline_results, backend, track, {**full_sizes, **(sizes or {})}, missing)
+        out |= pipeline_parts(
+            pipeline_results, backend, track, {**full_sizes, **(sizes or {})}, missing, glue=glue_results is None
+        )
     else:
-        missing += ["glue", "aoa"] + (["devbench"] if track == "multimodal" else [])
+        missing += (
+            (["glue"] if glue_results is None else []) + ["aoa"] + (["devbench"] if track == "multimodal" else [])
+        )
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}

@@ -2,7 +2,7 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--backend causal] [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--glue-results DIR] [--backend causal] [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -22,6 +22,7 @@ ONLY = {
     "2025": {
         "fast_results": "--fast-results",
         "pipeline_results": "--pipeline-results",
+        "glue_results": "--glue-results",
         "backend": "--backend",
         "track": "--track",
         "sizes": "--sizes",
@@ -58,6 +59,11 @@ def add_parser(sub) -> None:
         "--pipeline-results",
         metavar="DIR",
         help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
+    )
+    group.add_argument(
+        "--glue-results",
+        metavar="DIR",
+        help="results/<model>/main of `python -m train.finetune --out results`: GLUE taken from its finetune/",
     )
     group.add_argument("--backend", help="backend name in the file name (default causal)")
     group.add_argument("--track", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
@@ -97,6 +103,7 @@ def run(args) -> int:
             args.out,
             args.fast_results,
             pipeline_results=args.pipeline_results,
+            glue_results=args.glue_results,
             backend=args.backend or "causal",
             track=args.track or "multimodal",
             sizes=_read_sizes(args.sizes),
