@@ -3,11 +3,15 @@
 babymerge merge --mm runs/mm/ckpt --lang runs/lang/ckpt --alpha 0.3 --out merged/
 babymerge merge ... --method ties --base runs/mm/init --density 0.3
 babymerge merge ... --module-alpha 'model.embed_tokens.*=0.5' --alpha 0.3
+babymerge merge ... --alpha-gradient 0,0.5                # 0 at the first decoder layer, 0.5 at the last
 babymerge merge ... --mergekit-yaml recipe.yml      # also (or only) write a mergekit config
-babymerge methods                                   # list merge methods and their options
+babymerge methods [--markdown]                      # list merge methods and their options
 babymerge sweep --mm runs/mm --lang runs/lang --alphas 0:1:0.1 --tasks blimp,winoground --out sweeps/x
 babymerge submit --results results/ --model NAME --out submission/ [--vision] [--allow-partial]
 babymerge submit --format 2025 --results results/main --model NAME --out submission/ [--fast-results DIR]
+babymerge devbench --model CKPT [--lang LANG --alpha A] --data DEVBENCH_DIR --out results/NAME/main [--pipeline DIR]
+babymerge aoa --mm runs/mm --lang runs/lang --alpha 0.3 --data cdi_childes.json --out aoa/ [--cdi cdi_human.csv]
+babymerge aoa-score aoa/surprisal.json --cdi cdi_human.csv   # the organisers' AoA score, learning curves
 babymerge tasks-path                                # the lm-eval tasks folder, for lm_eval --include_path
 """
 
@@ -15,20 +19,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
 
 from .errors import BabyMergeError
 
+# How each command spells the library's arguments: library errors name an argument in
+# backquotes (`out`, `overwrite='any'`); the command line shows its flag instead.
+_OUT_FLAGS = {"out": "--out"}
+_MERGE_FLAGS = {
+    **_OUT_FLAGS, "mm_ckpt": "--mm", "lang_ckpt": "--lang", "base_ckpt": "--base", "path": "--mergekit-yaml",
+    "max_shard_size": "--max-shard-size", "overwrite=True": "--overwrite", "overwrite='any'": "--overwrite-any",
+    "allow_different_tokenizers=True": "--force-tokenizer",
+}  # fmt: skip
+_FLAGS = {"merge": _MERGE_FLAGS}
 
-def _option_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+
+def in_flags(message: str, flags: dict[str, str]) -> str:
+    """``message`` with each backquoted argument the command has a flag for as that flag:
+    `` `out` `` -> ``--out``, `` `out='merged'` `` -> ``--out merged``."""
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if name in flags:
+            return flags[name]
+        key, sep, value = name.partition("=")
+        return f"{flags[key]} {value.strip(chr(39))}" if sep and key in flags else match.group(0)
+
+    return re.sub(r"`([^`\s]+)`", flag, message)
 
 
 def _add_merge_parser(sub) -> None:
@@ -46,15 +66,7 @@ def _add_merge_parser(sub) -> None:
     )
     p.add_argument("--out", help="output checkpoint directory (written atomically)")
     p.add_argument("--method", default="linear", choices=sorted(METHODS))
-    p.add_argument(
-        "--alpha", default="0.3",
-        help="weight of the LANGUAGE-ONLY model in [0, 1] (0 = multimodal unchanged); "
-        "'0,0.5' = a gradient over the decoder layers",
-    )  # fmt: skip
-    p.add_argument(
-        "--module-alpha", action="append", default=[], metavar="PATTERN=ALPHA",
-        help="per-module alpha, e.g. 'model.embed_tokens.*=0.5' (repeatable; first match wins, --alpha is the default)",
-    )  # fmt: skip
+    add_alpha_arguments(p)
     p.add_argument("--base", help="shared base checkpoint for task-vector methods (default: the multimodal model)")
     p.add_argument("--dtype", help="output dtype: float32, bfloat16 or float16 (default: the multimodal model's)")
     p.add_argument("--max-shard-size", default="2GB")
@@ -66,16 +78,63 @@ def _add_merge_parser(sub) -> None:
     p.add_argument("--force-tokenizer", action="store_true", help="merge even if the tokenizers differ")
     p.add_argument("--mergekit-yaml", metavar="FILE", help="write the recipe as a mergekit YAML config")
     p.add_argument("--no-progress", action="store_true")
-    options = sorted({name for m in METHODS.values() for name in m.options})
+    add_method_options(p)
+
+
+def add_alpha_arguments(p: argparse.ArgumentParser) -> None:
+    """``--alpha``, ``--alpha-gradient`` and ``--module-alpha`` (read with ``alpha_from_args``)."""
+    p.add_argument(
+        "--alpha", metavar="ALPHA",
+        help="weight of the LANGUAGE-ONLY model in [0, 1] (0 = multimodal unchanged), one number (default 0.3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--alpha-gradient", metavar="FIRST,...,LAST",
+        help="alpha as a gradient over the decoder layers, e.g. '0,0.5': 0 at the first layer, 0.5 at the last",
+    )  # fmt: skip
+    p.add_argument(
+        "--module-alpha", action="append", default=[], metavar="PATTERN=ALPHA",
+        help="per-module alpha, e.g. 'model.embed_tokens.*=0.5' (repeatable; first match wins, --alpha is the default)",
+    )  # fmt: skip
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """One flag per merge-method option (``--density``...), kept as text: the registry types
+    them (``MergeMethod.parse_options``); read them with ``method_options``."""
+    from .merge import METHODS
+
     group = p.add_argument_group("method options (see `babymerge methods`)")
-    for name in options:
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=_option_value, default=None)
+    for name in sorted({name for m in METHODS.values() for name in m.options}):
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None)
 
 
-def _alpha_from_args(args):
+def method_options(args) -> dict[str, str]:
+    """The method options given on the command line, as text."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+
+
+def alpha_from_args(args):
+    """The alpha of ``--alpha`` (one number), ``--alpha-gradient`` (a list) and ``--module-alpha``.
+    ``--alpha 0,0.5`` is refused: it reads like the sweep's ``--alphas 0,0.5`` (two alphas)."""
     from .merge import parse_alpha
 
-    alpha = parse_alpha(args.alpha)
+    if args.alpha is not None and args.alpha_gradient is not None:
+        raise BabyMergeError("give --alpha (one number) or --alpha-gradient (one per layer span), not both")
+    if args.alpha is not None:
+        alpha = parse_alpha(args.alpha)
+        if not isinstance(alpha, float):
+            raise BabyMergeError(
+                f"--alpha takes one number, got {args.alpha!r}; for a gradient over the decoder layers use "
+                f"--alpha-gradient {args.alpha}, and to evaluate several alphas `babymerge sweep --alphas {args.alpha}`"
+            )
+    elif args.alpha_gradient is not None:
+        alpha = parse_alpha(args.alpha_gradient)
+        if isinstance(alpha, float):
+            raise BabyMergeError(
+                f"--alpha-gradient takes two or more numbers (first layer, ..., last layer), got {args.alpha_gradient!r}; "
+                "for one alpha everywhere use --alpha"
+            )
+    else:
+        alpha = 0.3
     if not args.module_alpha:
         return alpha
     spec = {}
@@ -88,48 +147,27 @@ def _alpha_from_args(args):
     return spec
 
 
-def _refuse_inside_inputs(path: str, inputs: list, what: str) -> None:
-    """A file we write may not replace a file of an input checkpoint (e.g. its config.json)."""
-    import os
-    from pathlib import Path
-
-    target = Path(os.path.realpath(path))
-    for directory in filter(None, inputs):
-        if Path(os.path.realpath(directory)) in target.parents:
-            raise BabyMergeError(
-                f"{what} {path!r} lies inside the input {directory!r}; write it outside the checkpoints"
-            )
-
-
 def _run_merge(args) -> int:
     from .merge import merge
-    from .merge.mergekit_yaml import write_mergekit_yaml
+    from .merge.mergekit import check_recipe_alone, read_mergekit_config, write_mergekit_yaml
 
     if args.out is None and args.mergekit_yaml is None:
         raise BabyMergeError("nothing to do: give --out (merged checkpoint) and/or --mergekit-yaml (recipe)")
-    alpha = _alpha_from_args(args)
-    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    options = method_options(args)
     if args.config:
-        from .merge.mergekit_config import read_mergekit_config
-
-        if args.mm or args.lang or options or args.module_alpha or args.base:
-            raise BabyMergeError(
-                "--config is the whole recipe: give --mm, --lang, --base, --alpha and method options in it, not beside it"
-            )
+        beside = {"--mm": args.mm, "--lang": args.lang, "--base": args.base, "--alpha": args.alpha,
+                  "--alpha-gradient": args.alpha_gradient, "--module-alpha": args.module_alpha,
+                  **{f"--{name.replace('_', '-')}": value for name, value in options.items()}}  # fmt: skip
+        check_recipe_alone("--config", beside)
         recipe = read_mergekit_config(args.config)
-        args.mm, args.lang, args.method, args.base, alpha, options = (
-            recipe.mm,
-            recipe.lang,
-            recipe.method,
-            recipe.base,
-            recipe.alpha,
-            recipe.options,
-        )
+        args.mm, args.lang, args.method, args.base = recipe.mm, recipe.lang, recipe.method, recipe.base
+        alpha, options = recipe.alpha, recipe.options
         args.dtype = args.dtype or recipe.dtype
     elif not (args.mm and args.lang):
         raise BabyMergeError("give --mm and --lang (the two checkpoints), or --config with a mergekit recipe")
+    else:
+        alpha = alpha_from_args(args)
     if args.mergekit_yaml:
-        _refuse_inside_inputs(args.mergekit_yaml, [args.mm, args.lang, args.base], "--mergekit-yaml")
         write_mergekit_yaml(
             args.mergekit_yaml, args.mm, args.lang, args.method, alpha, base_ckpt=args.base, dtype=args.dtype, **options
         )
@@ -213,9 +251,31 @@ def _run_submit(args) -> int:
     return run(args)
 
 
+def _add_devbench_parser(sub) -> None:
+    from .babylm.devbench import add_parser
+
+    add_parser(sub)
+
+
+def _run_devbench(args) -> int:
+    from .babylm.devbench import run_cli
+
+    return run_cli(args)
+
+
+def _run_aoa(args) -> int:
+    from .babylm.aoa import run_command
+
+    return run_command(args)
+
+
 def _run_methods(args) -> int:
     from .merge import METHODS
+    from .merge.registry import methods_markdown
 
+    if args.markdown:
+        print(methods_markdown(), end="")
+        return 0
     for name, method in sorted(METHODS.items()):
         opts = ", ".join(f"{k}={v}" for k, v in method.options.items()) or "no options"
         base = " [uses --base]" if method.uses_base else ""
@@ -235,12 +295,23 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _show_warnings() -> None:
+class _FlagsFormatter(logging.Formatter):
+    """One line per warning, with the command's flags for the library's argument names."""
+
+    def __init__(self, flags: dict[str, str]):
+        super().__init__("babymerge: warning: %(message)s")
+        self.flags = flags
+
+    def format(self, record: logging.LogRecord) -> str:
+        return in_flags(super().format(record), self.flags)
+
+
+def _show_warnings(flags: dict[str, str]) -> None:
     """Our warnings (e.g. a checkpoint without tokenizer files) as one line each on stderr."""
     log = logging.getLogger("babymerge")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("babymerge: warning: %(message)s"))
+        handler.setFormatter(_FlagsFormatter(flags))
         handler.setLevel(logging.WARNING)
         log.addHandler(handler)
         log.propagate = False
@@ -259,23 +330,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_merge_parser(sub)
-    sub.add_parser("methods", help="list merge methods and their options")
+    methods = sub.add_parser("methods", help="list merge methods and their options")
+    methods.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/merging.md")
     _add_sweep_parser(sub)
     _add_submit_parser(sub)
+    _add_devbench_parser(sub)
+    from .babylm.aoa import add_parsers as _add_aoa_parsers
+
+    _add_aoa_parsers(sub)
     sub.add_parser("tasks-path", help="print the folder of this project's lm-eval tasks (for lm_eval --include_path)")
     args = parser.parse_args(argv)
-    _show_warnings()
+    _show_warnings(_FLAGS.get(args.command, _OUT_FLAGS))
     commands = {
         "merge": _run_merge,
         "methods": _run_methods,
         "sweep": _run_sweep,
         "submit": _run_submit,
+        "devbench": _run_devbench,
+        "aoa": _run_aoa,
+        "aoa-score": _run_aoa,
         "tasks-path": _run_tasks_path,
     }
     try:
         return commands[args.command](args)
     except BabyMergeError as err:
-        print(f"babymerge: error: {err}", file=sys.stderr)
+        print(f"babymerge: error: {in_flags(str(err), _FLAGS.get(args.command, _OUT_FLAGS))}", file=sys.stderr)
         return 2
 
 

@@ -14,10 +14,9 @@ states) records ``image_features_source="precomputed"`` and what it knows of the
 encoder and pooling made its features.
 
 This file is copied beside the weights of every checkpoint (``auto_map``), so it imports
-nothing from babymerge but its sibling files.
+nothing from babymerge but its sibling files; as in transformers, it never imports the
+modeling file (registration with the Auto classes is ``babymerge/auto.py``'s).
 """
-
-import importlib
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlavaConfig
@@ -127,10 +126,3 @@ class BabyLlavaConfig(LlavaConfig):
     def image_feature_size(self) -> int:
         """Width of one image feature (1024 for DINOv2-large)."""
         return self.vision_config.hidden_size
-
-
-if __package__ == "babymerge":  # not when transformers loads this file as a checkpoint's code
-    AutoConfig.register(BabyLlavaConfig.model_type, BabyLlavaConfig, exist_ok=True)
-    # The model classes register themselves in modeling.py; import it so that loading a
-    # checkpoint through AutoModel... works whichever babymerge module was imported first.
-    importlib.import_module("babymerge.modeling")

@@ -51,7 +51,7 @@ from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, Checkpoint, parse_dt
 from .errors import BabyMergeError
 from .memory import check_fits
 from .merge import METHODS, merge, parse_alpha
-from .merge.mergekit_config import read_mergekit_config
+from .merge.mergekit import read_mergekit_config
 from .modeling import BabyLlavaForConditionalGeneration
 from .prefix_tree import pack_prefix_tree
 from .prompt import image_prompt, prompt_body

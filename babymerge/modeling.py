@@ -25,26 +25,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    LlavaForConditionalGeneration,
-    LlavaModel,
-)
+from transformers import AutoModel, LlavaForConditionalGeneration, LlavaModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector, LlavaPreTrainedModel
 
 from .configuration import BabyLlavaConfig
 from .errors import BabyMergeError
 from .image_features import BLACK_IMAGE_SIZE, black_image, image_features  # noqa: F401  (BLACK_IMAGE_SIZE: re-exported)
-from .remote_code import AUTO_MAP, write_remote_code
-
-try:  # imported so that it is copied with the model code (transformers follows relative imports)
-    from .processing import BabyLlavaProcessor  # noqa: F401
-except ImportError:  # babymerge.processing imported first: it is mid-import (it imports transformers, whose hook
-    pass  # imports this module); it finishes by itself
+from .processing import BabyLlavaProcessor  # noqa: F401  (copied with the model code: transformers follows relative imports)
 from .prompt import IMAGE_TOKEN  # noqa: F401  (re-exported)
+from .remote_code import AUTO_MAP, write_remote_code
 
 
 def load_vision_encoder(name_or_path: str):
@@ -191,9 +181,3 @@ class BabyLlavaForConditionalGeneration(LlavaForConditionalGeneration):
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             write_remote_code(save_directory, self.config.to_dict())
-
-
-if __package__ == "babymerge":  # not when transformers loads this file as a checkpoint's code
-    AutoModel.register(BabyLlavaConfig, BabyLlavaModel, exist_ok=True)
-    AutoModelForImageTextToText.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)
-    AutoModelForCausalLM.register(BabyLlavaConfig, BabyLlavaForConditionalGeneration, exist_ok=True)

@@ -9,7 +9,7 @@ official BabyLM pipeline, the hub). ``processor_config.json`` and
 ``preprocessor_config.json`` (DINOv2's image processor) make ``AutoProcessor`` work.
 
 Everything that writes a model calls ``write_remote_code``: ``BabyLlavaForConditionalGeneration.
-save_pretrained`` (training checkpoints, toy models) and the merge (``merge._write_side_files``).
+save_pretrained`` (training checkpoints, toy models) and the merge (``merge.write.write_side_files``).
 ``python -m babymerge.remote_code DIR`` adds the files to a checkpoint written before they
 existed; ``--check`` only checks. Standard library only: the merge writes files without
 importing transformers.

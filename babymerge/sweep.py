@@ -41,7 +41,7 @@ from .babylm.checkpoints import checkpoint_words
 from .data import evaluation_data_dir
 from .errors import BabyMergeError
 from .locking import exclusive_lock
-from .output import output_errors, write_file_atomic
+from .publish import output_errors, write_file_atomic
 
 CELLS = "cells.jsonl"
 SETTINGS = "sweep.json"

@@ -3,6 +3,7 @@
     python -m demo --out demo_out            # `make demo`: train, merge, evaluate, sweep, submit (run from the repo root)
     python -m demo.world --out demo_out/world  # the demo's synthetic world only
     python -m demo.babylm2025_data --out DIR   # a synthetic BabyLM 2025 evaluation_data/ tree only
+    python -m demo.toy --out toy               # tiny random twins + a tiny evaluation_data/ (the README's quick start)
 
 * ``demo.toy``: tiny random BabyLLaVA checkpoints (and their twins, tokenizer, DINOv2) built locally;
 * ``demo.data``: the training tests' and benchmarks' small corpora, workspace and a tiny training config

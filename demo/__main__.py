@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     data = out / "world" / "evaluation_data"
     blimp_source = write_blimp(data)
     include = os.pathsep.join([tasks_dir, str(out / "world" / "tasks")])
-    env = {**os.environ, "BABYMERGE_DATA": str(data)}
+    # lm-eval's INFO log (task paths, seeds, where samples went) stays out of the demo; LMEVAL_LOG_LEVEL=INFO shows it
+    env = {"LMEVAL_LOG_LEVEL": "WARNING", **os.environ, "BABYMERGE_DATA": str(data)}
 
     print("2/7 training the multimodal model and its language-only twin (same init, same number of steps): "
           "deepspeed, 2 CPU ranks, ZeRO-2 ...", flush=True)  # fmt: skip

@@ -28,7 +28,7 @@ import yaml
 
 import train
 from babymerge.data.synthetic_winoground import COLOURS, RELATIONS, SHAPES, caption, draw_scene
-from babymerge.output import atomic_output_dir
+from babymerge.publish import atomic_output_dir
 from demo.toy import synthetic_sentences
 
 

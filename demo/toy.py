@@ -1,4 +1,6 @@
-"""Tiny random BabyLLaVA checkpoints, built locally: for tests, the demo and benchmarks.
+"""Tiny random BabyLLaVA checkpoints, built locally: for tests, the demo, benchmarks and the README's quick start.
+
+    python -m demo.toy --out toy     # toy/mm, toy/lang, toy/encoder and a tiny toy/evaluation_data/
 
 Nothing here downloads anything. ``build_toy_checkpoints`` writes, under one directory, a
 tiny random DINOv2 encoder (with its image processor), a BPE tokenizer trained on a small
@@ -10,16 +12,24 @@ bigger sizes makes the ~150M-parameter checkpoints of ``bench/merge.py``.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
 
 from babymerge.configuration import BabyLlavaConfig
+from babymerge.data.synthetic_winoground import write_dataset as write_synthetic_winoground
+from babymerge.errors import BabyMergeError
 from babymerge.modeling import BabyLlavaForConditionalGeneration
 from babymerge.prompt import IMAGE_TOKEN
+from babymerge.publish import atomic_output_dir
 from babymerge.tokenization import train_bpe_tokenizer
 
 _WORDS = {
@@ -159,7 +169,7 @@ def build_random_llama(
     """A random ``LlamaForCausalLM`` checkpoint (config + safetensors, no tokenizer) of any
     size, written one tensor at a time: a 0.5B-parameter model costs one tensor of memory,
     not the model (its shapes come from a model on the meta device)."""
-    from babymerge.output import StreamingSafetensorsWriter
+    from babymerge.safetensors_writer import StreamingSafetensorsWriter
 
     path = Path(path)
     path.mkdir(parents=True)
@@ -175,3 +185,69 @@ def build_random_llama(
             writer.write(key, 0, (torch.randn(shape, generator=generator) * 0.02).to(dtype))
         writer.close()
     return path
+
+
+# The toy grammar's singular determiners and their plurals: a sentence with "this"/"that" before
+# a singular noun, and the same sentence with "these"/"those", make a determiner-noun agreement pair.
+_PLURAL_DETERMINER = {"this": "these", "that": "those", "This": "These", "That": "Those"}
+TOY_BLIMP_UID = "determiner_noun_agreement_1"
+
+
+def determiner_noun_pairs(n: int, seed: int = 0) -> list[dict]:
+    """``n`` minimal pairs in the official BLiMP files' fields, from the toy grammar (made up: not BLiMP's items)."""
+    rows = []
+    for good in synthetic_sentences(20 * n, seed):
+        words = good.split()
+        i = next((i for i, w in enumerate(words) if w in _PLURAL_DETERMINER), None)
+        if i is None:
+            continue
+        bad = " ".join(words[:i] + [_PLURAL_DETERMINER[words[i]]] + words[i + 1 :])
+        rows.append({"sentence_good": good, "sentence_bad": bad, "field": "morphology",
+                     "linguistics_term": "determiner_noun_agreement", "UID": TOY_BLIMP_UID,
+                     "pairID": str(len(rows))})  # fmt: skip
+        if len(rows) == n:
+            break
+    return rows
+
+
+def write_toy(out: str | Path, seed: int = 0, pairs: int = 20, winoground_items: int = 8) -> ToyCheckpoints:
+    """The quick start's files under a new folder ``out``: ``encoder/``, ``mm/``, ``lang/`` (as
+    ``build_toy_checkpoints``) and ``evaluation_data/`` (``blimp/<TOY_BLIMP_UID>.jsonl``, toy minimal
+    pairs, and ``winoground/``, the synthetic Winoground-format set), the layout the project's
+    lm-eval tasks read from ``$BABYMERGE_DATA``. Written under a temporary name and published by
+    a rename: an existing ``out`` is refused, a killed run leaves nothing at ``out``."""
+    final = Path(out).resolve()
+    with atomic_output_dir(final) as tmp:
+        toy = build_toy_checkpoints(tmp, seed=seed)
+        # the multimodal config names its encoder by absolute path: the published one, not the temporary
+        config = toy.mm / "config.json"
+        config.write_text(config.read_text().replace(json.dumps(str(tmp))[1:-1], json.dumps(str(final))[1:-1]))
+        blimp = tmp / "evaluation_data" / "blimp"
+        blimp.mkdir(parents=True)
+        rows = determiner_noun_pairs(pairs, seed)
+        (blimp / f"{TOY_BLIMP_UID}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_synthetic_winoground(tmp / "evaluation_data" / "winoground", n=winoground_items, seed=seed)
+    return ToyCheckpoints(final, final / "encoder", final / "mm", final / "lang", None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo.toy", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="a new folder for the checkpoints and evaluation data")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if Path(args.out).exists():
+        parser.error(f"--out {args.out} exists; give a new folder")
+    if not torch.cuda.is_available():  # say it is a CPU machine, rather than have DeepSpeed warn of no GPU
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    transformers.utils.logging.disable_progress_bar()  # seconds of work: one line at the end says what was written
+    try:
+        toy = write_toy(args.out, seed=args.seed)
+    except BabyMergeError as e:
+        print(f"python -m demo.toy: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {toy.mm} (multimodal), {toy.lang} (language-only twin), {toy.root / 'evaluation_data'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from babymerge.data.synthetic_winoground import COLOURS, RELATIONS, SHAPES, caption, draw_scene, make_items
 from babymerge.data.synthetic_winoground import write_dataset as write_winoground
-from babymerge.output import atomic_output_dir
+from babymerge.publish import atomic_output_dir
 
 # -- the grammar -------------------------------------------------------------------------------
 # noun: (singular, plural, the reflexive that agrees with it in the singular). Nouns are drawn
@@ -394,7 +394,9 @@ def train_twins(root: str | Path, scale: Scale = DEMO) -> tuple[Path, Path]:
 
     root = Path(root)
     # `deepspeed` is this interpreter's launcher module, so the venv need not be on PATH
-    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--module", "train"]
+    # `--log_level warning`: the launcher's own INFO lines (world info, spawned commands) stay out of the demo
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--log_level", "warning",
+                "--module", "train"]  # fmt: skip
     configs = twin_configs(root, scale)
     runs = {}
     for name in ("mm", "lang"):
@@ -468,7 +470,7 @@ def plot_across_training(sweep_dir: str | Path, path: str | Path) -> Path:
 
 
 def plot_trade_off(numbers: dict, path: str | Path) -> Path:
-    """Both scores against alpha at one checkpoint: the figure of the README's demo section."""
+    """Both scores against alpha at one checkpoint: the figure of docs/demo.md."""
     import matplotlib
 
     matplotlib.use("Agg")

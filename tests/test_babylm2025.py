@@ -448,7 +448,7 @@ def test_official_pipeline_winoground_reads_a_local_parquet_test_split_and_encod
 ):
     """The pipeline reads images with ``datasets.load_dataset(images_path, split=image_split)``:
     a local folder works when it holds the test split as ``test-*.parquet`` with ``image_0`` /
-    ``image_1`` image columns (the README says why other layouts fail). The pipeline then gives
+    ``image_1`` image columns (docs/babylm2025.md says why other layouts fail). The pipeline then gives
     ``pixel_values`` from our processor; the checkpoint's own code encodes them with the recorded
     encoder and pooling."""
     from datasets import Dataset, Features, Value

@@ -65,3 +65,40 @@ def test_methods_lists_every_method():
     assert result.returncode == 0
     for name in ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"):
         assert f"\n{name}" in "\n" + result.stdout
+
+
+def test_alpha_takes_one_number_and_alpha_gradient_is_the_layer_gradient(toy, tmp_path, capsys):
+    """`--alpha 0,0.5` reads like the sweep's `--alphas 0,0.5` (two alphas): refused, naming
+    --alpha-gradient; `--alpha-gradient 0,0.5` gives layer 0 alpha 0 and the last layer 0.5."""
+    from babymerge.cli import main
+
+    out = tmp_path / "gradient"
+    assert main(["merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alpha", "0,0.5", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "--alpha takes one number" in error and "--alpha-gradient 0,0.5" in error and "--alphas 0,0.5" in error
+    assert not out.exists()
+    argv = ["merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--alpha-gradient", "0,0.5", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 0
+    mm, lang, got = (load_file(p / "model.safetensors") for p in (toy.mm, toy.lang, out))
+    last = max(int(k.split(".")[3]) for k in mm if k.startswith("model.language_model.layers."))
+    for layer, alpha in ((0, 0.0), (last, 0.5)):
+        key = f"model.language_model.layers.{layer}.mlp.down_proj.weight"
+        expected = interpolated(mm[key], lang[f"model.layers.{layer}.mlp.down_proj.weight"], alpha)
+        assert torch.equal(got[key], expected)
+
+
+def test_a_per_model_density_on_the_command_line_is_the_pair_in_python(toy, tmp_path):
+    """`--density 0.3,0.5` is (multimodal 0.3, language-only 0.5), as `density=(0.3, 0.5)` in
+    Python; and not the same merge as 0.3 for both, so the second value is used."""
+    from babymerge import merge
+    from babymerge.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--method", "ties", "--base", str(toy.base)]
+    assert main([*argv, "--density", "0.3,0.5", "--out", str(out), "--no-progress"]) == 0
+    kwargs = dict(base_ckpt=toy.base, progress=False)
+    merge(toy.mm, toy.lang, "ties", 0.3, density=(0.3, 0.5), out=tmp_path / "pair", **kwargs)
+    merge(toy.mm, toy.lang, "ties", 0.3, density=0.3, out=tmp_path / "one", **kwargs)
+    got, pair, one = (load_file(p / "model.safetensors") for p in (out, tmp_path / "pair", tmp_path / "one"))
+    assert all(torch.equal(got[k], pair[k]) for k in got)
+    assert not all(torch.equal(got[k], one[k]) for k in got)

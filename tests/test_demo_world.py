@@ -165,7 +165,7 @@ def test_the_trade_off_end_to_end(tmp_path):
     # (c) alpha moves the text score from the multimodal model's towards the twin's; the merged
     # model is a different model on the minimal pairs too (a merge that did nothing would
     # reproduce alpha 0). Not asserted: that the minimal-pair accuracy at alpha 0.5 lies
-    # between the ends. It does not here (see the README: agreement across a prepositional
+    # between the ends. It does not here (see docs/demo.md: agreement across a prepositional
     # phrase falls below both ends in the middle of the path).
     assert text[1] <= text[0] - 0.2 and text[1] >= text[2] - 0.1
     assert abs(pairs[1] - pairs[0]) >= 2 * pairs_se[0]

@@ -164,7 +164,7 @@ def test_existing_output_is_not_overwritten_by_accident(toy, tmp_path):
     with pytest.raises(BabyMergeError, match="already exists.*overwrite"):
         merge(toy.mm, toy.lang, out=out, progress=False)
     assert (out / "keep.txt").read_text() == "precious"
-    with pytest.raises(BabyMergeError, match="was not written by babymerge .*--overwrite-any"):
+    with pytest.raises(BabyMergeError, match="was not written by babymerge .*overwrite='any'"):
         merge(toy.mm, toy.lang, out=out, overwrite=True, progress=False)  # not an earlier merge: kept
     assert (out / "keep.txt").read_text() == "precious"
     merge(toy.mm, toy.lang, out=out, overwrite="any", progress=False)
@@ -189,3 +189,19 @@ def test_finiteness_check_survives_an_overflowing_sum():
     assert all_finite(torch.tensor([3e38, 3e38]))  # the float32 sum overflows, the entries are fine
     assert not all_finite(torch.tensor([1.0, float("nan")]))
     assert not all_finite(torch.tensor([1.0, float("-inf")], dtype=torch.bfloat16))
+
+
+def test_library_errors_name_arguments_and_the_command_its_flags(toy, tmp_path, capsys):
+    """merge() says `out` and `overwrite='any'` (its own arguments); `babymerge merge` says --out."""
+    from babymerge.cli import main
+
+    with pytest.raises(BabyMergeError) as error:
+        merge(toy.mm, toy.lang, out=toy.mm / "merged", overwrite="any", progress=False)
+    assert "lies inside the input" in str(error.value) and "`out`" in str(error.value) and "--" not in str(error.value)
+    out = tmp_path / "notes"
+    out.mkdir()
+    with pytest.raises(BabyMergeError, match=r"Choose another `out`, or pass `overwrite='any'`") as error:
+        merge(toy.mm, toy.lang, out=out, overwrite=True, progress=False)
+    assert "--" not in str(error.value)
+    assert main(["merge", "--mm", str(toy.mm), "--lang", str(toy.lang), "--out", str(out), "--overwrite"]) == 2
+    assert "Choose another --out, or pass --overwrite-any to replace" in capsys.readouterr().err

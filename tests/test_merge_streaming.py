@@ -25,7 +25,7 @@ from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
 
-merge_module = importlib.import_module("babymerge.merge")
+execute = importlib.import_module("babymerge.merge.execute")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,9 @@ def test_chunked_merge_is_the_formula_rounded_once(toy, toy_bf16, tmp_path, monk
     """Chunks of 100 elements (every tensor split, rows of 64 and more), two threads each
     merging and writing their own tensors at their places in the file: each entry is the
     interpolation computed by hand (``interpolated``), cast once to the output dtype."""
-    monkeypatch.setattr(merge_module, "CHUNK", 100)
-    monkeypatch.setattr(merge_module, "THREADED_CHUNK", 100)
-    monkeypatch.setattr(merge_module, "_threads_for", lambda method: 2)  # also where only one CPU is free
+    monkeypatch.setattr(execute, "CHUNK", 100)
+    monkeypatch.setattr(execute, "THREADED_CHUNK", 100)
+    monkeypatch.setattr(execute, "threads_for", lambda method: 2)  # also where only one CPU is free
     t = toy if inputs == "fp32" else toy_bf16
     merge(t.mm, t.lang, alpha=0.3, out=tmp_path / "m", dtype=dtype, progress=False)
     mm, lang, out = weights(t.mm), weights(t.lang), weights(tmp_path / "m")
@@ -74,8 +74,8 @@ def test_nan_in_an_input_the_result_ignores_is_still_refused(toy, tmp_path):
 
 
 def test_inf_in_the_multimodal_model_is_reported_in_its_rows(toy, tmp_path, monkeypatch):
-    monkeypatch.setattr(merge_module, "CHUNK", 64 * 10)  # 10 rows of 64 per chunk
-    monkeypatch.setattr(merge_module, "THREADED_CHUNK", 64 * 10)
+    monkeypatch.setattr(execute, "CHUNK", 64 * 10)  # 10 rows of 64 per chunk
+    monkeypatch.setattr(execute, "THREADED_CHUNK", 64 * 10)
     mm = tmp_path / "mm"
     mm.mkdir()
     for f in toy.mm.iterdir():
@@ -103,7 +103,7 @@ def test_a_write_error_in_a_merging_thread_reaches_the_caller(toy, tmp_path, mon
         return real_pwrite(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", full_disk)
-    monkeypatch.setattr(merge_module, "_threads_for", lambda method: 2)
+    monkeypatch.setattr(execute, "threads_for", lambda method: 2)
     with pytest.raises(BabyMergeError, match="no space left on the device"):
         merge(toy.mm, toy.lang, alpha=0.3, out=tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -20,8 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from babymerge import BabyMergeError, merge
 from babymerge.merge.generalized_task_arithmetic import tensor_seed
-from babymerge.merge.mergekit_config import read_mergekit_config
-from babymerge.merge.mergekit_yaml import write_mergekit_yaml
+from babymerge.merge.mergekit import read_mergekit_config, write_mergekit_yaml
 
 pytest.importorskip("mergekit")
 from mergekit.config import MergeConfiguration  # noqa: E402

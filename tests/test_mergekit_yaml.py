@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from babymerge import BabyMergeError, merge
-from babymerge.merge.mergekit_yaml import write_mergekit_yaml
+from babymerge.merge.mergekit import write_mergekit_yaml
 
 
 def test_linear_recipe(toy_same_class, tmp_path):
@@ -65,7 +65,7 @@ def test_what_mergekit_cannot_express(toy, toy_same_class, tmp_path):
 
 def test_export_round_trips_through_the_recipe_reader(toy_same_class, tmp_path):
     """--mergekit-yaml, read back with --config, merges to the same tensors (per-module alpha included)."""
-    from babymerge.merge.mergekit_config import read_mergekit_config
+    from babymerge.merge.mergekit import read_mergekit_config
 
     t = toy_same_class
     for method, alpha, options in (

@@ -118,7 +118,7 @@ def test_missing_vision_encoder_gives_a_clear_error(toy, tmp_path):
 
 
 def test_import_registers_model_type(toy):
-    """The checkpoint's config.json names the type the README documents, and AutoConfig maps it to our class."""
+    """The checkpoint's config.json names the type docs/babylm2025.md documents, and AutoConfig maps it to our class."""
     assert json.loads((toy.mm / "config.json").read_text())["model_type"] == "babyllava"
     assert type(AutoConfig.from_pretrained(toy.mm)) is BabyLlavaConfig
     assert AutoConfig.for_model("babyllava").__class__ is BabyLlavaConfig

@@ -20,14 +20,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-import babymerge.output as output
+import babymerge.publish as publish
 from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
 from babymerge.cli import main
 from demo.toy import build_toy_checkpoints, toy_text_config
 
 RECIPE = "babymerge_recipe.json"
-merge_module = importlib.import_module("babymerge.merge")  # the package; `babymerge.merge` is the function
+merge_write = importlib.import_module("babymerge.merge.write")  # `babymerge.merge` is the function
 
 
 def checksums(*dirs):
@@ -134,13 +134,13 @@ def test_overwrite_replaces_only_an_earlier_merge(runs, tmp_path, capsys):
 # -- 2. publishing is atomic and exclusive ---------------------------------------------------------
 def during_merge(monkeypatch, action):
     """Run ``action`` after the merge has written everything, just before it publishes."""
-    original = merge_module._write_recipe
+    original = merge_write.write_recipe
 
     def write_recipe(*args, **kwargs):
         original(*args, **kwargs)
         action()
 
-    monkeypatch.setattr(merge_module, "_write_recipe", write_recipe)
+    monkeypatch.setattr(merge_write, "write_recipe", write_recipe)
 
 
 @pytest.mark.parametrize("content", ["empty", "file"])
@@ -193,16 +193,16 @@ def test_exclusive_rename_never_replaces_an_empty_directory(tmp_path, monkeypatc
     """Both paths of publish_exclusive: renameat2(RENAME_NOREPLACE) and the mkdir-claim fallback."""
     for fallback in (False, True):
         if fallback:
-            monkeypatch.setattr(output, "_renameat2", lambda *a: False)
+            monkeypatch.setattr(publish, "_renameat2", lambda *a: False)
         src, dst = tmp_path / f"src{fallback}", tmp_path / f"dst{fallback}"
         src.mkdir()
         (src / "a").write_text("a")
         dst.mkdir()
         with pytest.raises(FileExistsError):
-            output.publish_exclusive(src, dst)
+            publish.publish_exclusive(src, dst)
         assert list(dst.iterdir()) == [] and (src / "a").is_file()
         dst.rmdir()
-        output.publish_exclusive(src, dst)
+        publish.publish_exclusive(src, dst)
         assert (dst / "a").read_text() == "a" and not src.exists()
 
 
@@ -447,8 +447,8 @@ def test_outputs_get_the_users_umask(toy, tmp_path):
     old = os.umask(0o022)
     try:
         out = merge(toy.mm, toy.lang, out=tmp_path / "out", progress=False).out
-        written = output.write_file_atomic(tmp_path / "sub" / "results.csv", "a,b\n")
-        with output.atomic_output_dir(tmp_path / "other") as tmp:
+        written = publish.write_file_atomic(tmp_path / "sub" / "results.csv", "a,b\n")
+        with publish.atomic_output_dir(tmp_path / "other") as tmp:
             (tmp / "x").write_text("x")
     finally:
         os.umask(old)

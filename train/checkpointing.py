@@ -43,7 +43,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from babymerge.errors import BabyMergeError
-from babymerge.output import write_file_atomic
+from babymerge.publish import write_file_atomic
 
 from .distributed import Dist
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +24,12 @@ import torch
 from babymerge.errors import BabyMergeError
 
 from .config import TrainConfig
+
+# DeepSpeed's ZeRO calls torch's deprecated all_gather_into_tensor; the notice (once per rank and
+# run) is DeepSpeed's to act on, not the user's
+warnings.filterwarnings(
+    "ignore", message=r"`torch.distributed.all_gather_into_tensor` is deprecated", category=FutureWarning
+)
 
 
 def use_bf16(config: TrainConfig) -> bool:

@@ -38,10 +38,10 @@ from tqdm import tqdm
 from transformers import AutoModel
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-import babymerge.modeling  # noqa: F401  (registers BabyLLaVA with the Auto classes)
+import babymerge.auto  # noqa: F401  (registers BabyLLaVA with the Auto classes)
 from babymerge.errors import BabyMergeError
-from babymerge.output import atomic_output_dir
 from babymerge.processing import BabyLlavaProcessor
+from babymerge.publish import atomic_output_dir
 from train import distributed
 from train.glue import RECIPE, TASKS, adamw, glue_task, optimizer_and_schedule, read_examples, schedule, task_file
 
@@ -98,7 +98,12 @@ def model_name(args) -> str:
         return args.name
     if args.lang is None:
         return Path(args.model).stem
-    return f"{Path(args.model).stem}+{Path(args.lang).stem}_{args.method}_alpha{args.alpha}"
+    return f"{Path(args.model).stem}+{Path(args.lang).stem}_{args.method}_alpha{_alpha_text(args)}"
+
+
+def _alpha_text(args) -> str:
+    """The alpha as given (``--alpha`` or ``--alpha-gradient``; 0.3 by default), for names and settings."""
+    return args.alpha_gradient or args.alpha or "0.3"
 
 
 def load_backbone(args) -> nn.Module:
@@ -107,14 +112,15 @@ def load_backbone(args) -> nn.Module:
         if not Path(args.model).is_dir():
             raise BabyMergeError(f"--model {args.model}: no such checkpoint directory")
         return AutoModel.from_pretrained(args.model, dtype=torch.float32)
-    from babymerge.cli import _alpha_from_args
+    from babymerge.cli import alpha_from_args, method_options
     from babymerge.merge import merge
 
     for name, path in (("--model", args.model), ("--lang", args.lang), ("--base", args.base)):
         if path is not None and not Path(path).is_dir():
             raise BabyMergeError(f"{name} {path}: no such checkpoint directory")
-    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
-    report = merge(args.model, args.lang, args.method, _alpha_from_args(args), base_ckpt=args.base, **options)
+    report = merge(
+        args.model, args.lang, args.method, alpha_from_args(args), base_ckpt=args.base, **method_options(args)
+    )
     return report.model.model.float()  # .model: the backbone AutoModel gives for the checkpoint
 
 
@@ -256,14 +262,12 @@ def write_results(task_dir: Path, task: str, scores: dict, preds: list[int], set
 
 def add_merge_arguments(p: argparse.ArgumentParser) -> None:
     """--method, --base and every merge method's options (``babymerge methods``)."""
-    from babymerge.cli import _option_value
+    from babymerge.cli import add_method_options
     from babymerge.merge import METHODS
 
     p.add_argument("--method", default="linear", choices=sorted(METHODS))
     p.add_argument("--base", help="shared base checkpoint for task-vector methods")
-    group = p.add_argument_group("merge method options (see `babymerge methods`)")
-    for name in sorted({name for m in METHODS.values() for name in m.options}):
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=_option_value, default=None)
+    add_method_options(p)
 
 
 def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
@@ -279,11 +283,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv=None):
+    from babymerge.cli import add_alpha_arguments
+
     p = argparse.ArgumentParser(prog="python -m train.finetune", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="checkpoint directory (the multimodal one with --lang)")
     p.add_argument("--lang", help="language-only checkpoint: fine-tune the merge made at load time")
-    p.add_argument("--alpha", default="0.3", help="weight of the language-only model (with --lang)")
-    p.add_argument("--module-alpha", action="append", default=[], metavar="PATTERN=ALPHA")
+    add_alpha_arguments(p)
     add_merge_arguments(p)
     add_finetune_arguments(p)
     p.add_argument("--out", required=True, help="results folder (the pipeline's layout)")
@@ -328,14 +333,16 @@ def deepspeed_setup(args, batch_sizes) -> tuple[distributed.Dist, str | None]:
 def run(args, tasks: list[str], backbone=None) -> dict[str, dict]:
     """Fine-tune ``args``' model on ``tasks`` not done yet in ``args.out``; return every task's
     scores. ``backbone``: the model already loaded (a sweep's merge), else loaded here."""
-    if args.lang is None and (args.module_alpha or args.base or str(args.alpha) != "0.3"):
-        raise BabyMergeError("--alpha, --module-alpha and --base need --lang <language-only checkpoint>")
+    if args.lang is None and (args.module_alpha or args.base or args.alpha or args.alpha_gradient):
+        raise BabyMergeError(
+            "--alpha, --alpha-gradient, --module-alpha and --base need --lang <language-only checkpoint>"
+        )
     recipe = {**RECIPE, "learning_rate": args.learning_rate, "seed": args.train_seed}
     options = {k: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     todo, scores = {}, {}
     for task in tasks:
         spec = glue_task(task)
-        settings = {"model": args.model, "lang": args.lang, "alpha": args.alpha, "module_alpha": args.module_alpha,
+        settings = {"model": args.model, "lang": args.lang, "alpha": _alpha_text(args), "module_alpha": args.module_alpha,
                     "method": args.method, "base": args.base, **options, "batch_size": args.batch_size or spec.batch_size,
                     "epochs": args.epochs or spec.epochs, **recipe}  # fmt: skip
         task_dir = Path(args.out) / model_name(args) / "main" / "finetune" / task

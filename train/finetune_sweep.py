@@ -53,7 +53,7 @@ def parse_args(argv=None):
 def cell_args(args, mm: Path, lang: Path, checkpoint: str, alpha: float) -> argparse.Namespace:
     """``train.finetune``'s arguments for one cell."""
     return argparse.Namespace(**{**vars(args), "model": str(mm), "lang": str(lang), "alpha": f"{alpha:g}",
-                                 "module_alpha": [], "name": cell_name(checkpoint, alpha),
+                                 "alpha_gradient": None, "module_alpha": [], "name": cell_name(checkpoint, alpha),
                                  "out": str(Path(args.out) / "results")})  # fmt: skip
 
 

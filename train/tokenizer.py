@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from babymerge.errors import BabyMergeError
-from babymerge.output import atomic_output_dir
+from babymerge.publish import atomic_output_dir
 from babymerge.tokenization import train_bpe_tokenizer
 
 from .data import TEXT_SUFFIXES, expand_paths, iter_text, read_captions, tokenize

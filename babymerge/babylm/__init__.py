@@ -9,4 +9,8 @@
   exactly (``train/`` writes them, ``babymerge sweep`` pairs them, the 2025 file orders by them).
 * ``submission2024``, ``submission2025``: the two leaderboard file writers; ``submit``: the
   ``babymerge submit --format 2024|2025`` command.
+* ``aoa`` (``babymerge aoa``): the 2025 age-of-acquisition surprisals over word-count
+  checkpoints; ``aoa_score``: the organisers' AoA score from them, and learning-curve plots.
+* ``devbench`` (``babymerge devbench``): DevBench's visual vocabulary, TROG and THINGS for
+  BabyLLaVA; ``comparison``: the pipeline's own comparison with the human data, run unmodified.
 """

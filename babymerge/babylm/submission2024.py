@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..data import evaluation_data_dir
 from ..errors import BabyMergeError
-from ..output import output_errors, write_files_atomic
+from ..publish import output_errors, write_files_atomic
 from .scoring import choose
 from .tasks import EWOK_DOMAINS, GLUE_2024, SUPPLEMENT
 

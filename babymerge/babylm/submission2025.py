@@ -18,10 +18,15 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
 * ``pipeline_results`` (optional): the pipeline's own ``results/<model>/main`` folder, for the
   parts this project does not produce: GLUE fine-tuning (``finetune/<task>/predictions.json``),
   AoA (``zero_shot/<backend>/AoA_word/surprisal.json``) and DevBench
-  (``zero_shot/devbench/*.npy``), copied as ``collate_preds`` copies them.
+  (``zero_shot/devbench/*.npy``), copied as ``collate_preds`` copies them;
+* ``devbench_results`` (optional): the ``--out`` folder of ``babymerge devbench``, the same
+  ``zero_shot/devbench/*.npy`` layout (``babylm.devbench``); it takes precedence over
+  ``pipeline_results`` for DevBench.
+* ``aoa`` (optional): ``babymerge aoa``'s output folder (or any ``surprisal.json``), the AoA part,
+  in place of the pipeline's.
 * ``glue_results`` (optional): a ``results/<model>/main`` folder of GLUE fine-tuning in the
-  pipeline's layout (``python -m train.finetune --out results`` writes one): the GLUE part is
-  taken from it instead of from ``pipeline_results``.
+  pipeline's layout (``python -m train.finetune --out results`` writes one): the GLUE part, in
+  place of the pipeline's.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
 (``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
@@ -42,7 +47,7 @@ import math
 from pathlib import Path
 
 from ..errors import BabyMergeError
-from ..output import output_errors, write_file_atomic
+from ..publish import output_errors, write_file_atomic
 from .checkpoints import fast_revisions
 from .scoring import choose, pipeline_prediction
 from .submission2024 import find_samples, loglikelihoods, read_samples
@@ -344,6 +349,23 @@ def _check_counts(where: str, task: str, subtasks: dict[str, list], sizes: dict,
 
 
 # -- the parts the pipeline produces ----------------------------------------------------------------------------------
+def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str]) -> dict:
+    """GLUE, AoA and DevBench from the pipeline's ``results/<model>/main`` folder, checked as collate_preds
+    checks them; what is not there is added to ``missing``."""
+
+    folder, parts = Path(folder), {}
+    if glue := glue_part(folder, sizes, missing):
+        parts["glue"] = glue
+    aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
+    if aoa.is_file():
+        parts["aoa"] = aoa_part(aoa, track, sizes)
+    else:
+        missing.append("aoa")
+    if track == "multimodal":
+        parts |= devbench_part(folder, sizes, missing)
+    return parts
+
+
 def glue_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
     """The GLUE predictions of a ``results/<model>/main`` folder (the pipeline's fine-tuner or
     ``python -m train.finetune --out results``: ``finetune/<task>/predictions.json``), merged
@@ -360,52 +382,39 @@ def glue_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
     return glue
 
 
-def pipeline_parts(
-    folder: str | Path, backend: str, track: str, sizes: dict, missing: list[str], glue: bool = True
-) -> dict:
-    """GLUE (unless ``glue`` is False: taken from elsewhere), AoA and DevBench from the pipeline's
-    ``results/<model>/main`` folder, checked as collate_preds checks them; what is not there is
-    added to ``missing``."""
+def devbench_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
+    """``{"devbench": ...}`` from ``folder/zero_shot/devbench/*.npy`` (the pipeline's
+    ``results/<model>/main``, or ``babymerge devbench --out``), checked and copied as collate_preds
+    does (``array.tolist()``); what is not there is added to ``missing``."""
     import numpy as np
 
-    folder, parts = Path(folder), {}
-    if glue and (found := glue_part(folder, sizes, missing)):
-        parts["glue"] = found
-    aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
-    if aoa.is_file():
-        loaded = json.loads(aoa.read_text())
-        steps = [r["step"] for r in loaded["results"]]
-        wanted = fast_revisions(track)
-        if set(steps) != set(wanted) or any(steps.count(c) != sizes.get("aoa", AOA_SIZE) for c in wanted):
+    files = {
+        "lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"),
+        "trog": ("trog", "gram-trog.npy"),
+        "things": ("things", "sem-things_pairwise_sims.npy"),
+    }
+    devbench = {}
+    for key, (shape_key, name) in files.items():
+        path = Path(folder) / "zero_shot" / "devbench" / name
+        if not path.is_file():
+            missing.append(f"devbench/{key}")
+            continue
+        array = np.load(path)
+        shape = tuple(sizes.get("devbench", DEVBENCH_SHAPES)[shape_key])
+        if array.shape != shape or not str(array.dtype).startswith("float"):
             raise BabyMergeError(
-                f"{aoa}: AoA needs {sizes.get('aoa', AOA_SIZE)} surprisals for each of the {len(wanted)} "
-                f"checkpoints {wanted[0]}..{wanted[-1]}"
+                f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}"
             )
-        parts["aoa"] = loaded
-    else:
-        missing.append("aoa")
-    if track == "multimodal":
-        files = {
-            "lex-viz_visual": ("lex-viz_vocab", "lex-viz_vocab.npy"),
-            "trog": ("trog", "gram-trog.npy"),
-            "things": ("things", "sem-things_pairwise_sims.npy"),
-        }
-        devbench = {}
-        for key, (shape_key, name) in files.items():
-            path = folder / "zero_shot" / "devbench" / name
-            if not path.is_file():
-                missing.append(f"devbench/{key}")
-                continue
-            array = np.load(path)
-            shape = tuple(sizes.get("devbench", DEVBENCH_SHAPES)[shape_key])
-            if array.shape != shape or not str(array.dtype).startswith("float"):
-                raise BabyMergeError(
-                    f"{path}: DevBench {key} must be a float array of shape {shape}, got {array.dtype} {array.shape}"
-                )
-            devbench[key] = {"predictions": array.tolist()}
-        if devbench:
-            parts["devbench"] = devbench
-    return parts
+        devbench[key] = {"predictions": array.tolist()}
+    return {"devbench": devbench} if devbench else {}
+
+
+def aoa_part(path, track: str, sizes: dict) -> dict:
+    """The ``aoa`` part: a ``surprisal.json`` (``babymerge aoa``'s or the pipeline's, or the folder holding
+    it) as collate_preds embeds it, whole, after its check (every checkpoint of the track, ``AOA_SIZE`` rows each)."""
+    from .aoa import read_surprisal
+
+    return read_surprisal(path, track, sizes.get("aoa", AOA_SIZE))
 
 
 # -- the file ---------------------------------------------------------------------------------------------------------
@@ -415,11 +424,13 @@ def build(
     fast_results=None,
     *,
     pipeline_results=None,
+    devbench_results=None,
     glue_results=None,
     backend: str = "causal",
     track: str = "multimodal",
     sizes: dict | None = None,
     allow_partial: bool = False,
+    aoa=None,
 ) -> tuple[dict, list[str]]:
     """The submission dict (collate_preds' layout) and the list of what is missing."""
     if track not in TRACKS:
@@ -438,20 +449,25 @@ def build(
         missing += [f"{task}/{s}" for s in _required(full_sizes, task, "full") if s not in subtasks]
         if subtasks:
             out[task] = {s: full_entry(task, s, samples) for s, samples in subtasks.items()}
-    if glue_results is not None and not (Path(glue_results) / "finetune").is_dir():
-        raise BabyMergeError(
-            f"--glue-results {glue_results}: no finetune/ folder in it; give the results/<model>/main folder"
-        )
-    if glue_results is not None and (glue := glue_part(glue_results, {**full_sizes, **(sizes or {})}, missing)):
-        out["glue"] = glue
     if pipeline_results is not None:
-        out |= pipeline_parts(
-            pipeline_results, backend, track, {**full_sizes, **(sizes or {})}, missing, glue=glue_results is None
-        )
+        out |= pipeline_parts(pipeline_results, backend, track, {**full_sizes, **(sizes or {})}, missing)
     else:
-        missing += (
-            (["glue"] if glue_results is None else []) + ["aoa"] + (["devbench"] if track == "multimodal" else [])
-        )
+        missing += ["glue", "aoa"] + (["devbench"] if track == "multimodal" and devbench_results is None else [])
+    if devbench_results is not None and track == "multimodal":  # babymerge devbench's output wins
+        missing[:] = [m for m in missing if not m.startswith("devbench")]
+        out |= devbench_part(devbench_results, sizes or {}, missing)
+    if aoa is not None:  # babymerge aoa's output: it replaces any AoA file of the pipeline's folder
+        out["aoa"] = aoa_part(aoa, track, {**full_sizes, **(sizes or {})})
+        missing[:] = [m for m in missing if m != "aoa"]
+    if glue_results is not None:  # train.finetune's results: they replace the pipeline folder's GLUE
+        if not (Path(glue_results) / "finetune").is_dir():
+            raise BabyMergeError(
+                f"--glue-results {glue_results}: no finetune/ folder in it; give the results/<model>/main folder"
+            )
+        missing[:] = [m for m in missing if m != "glue" and not m.startswith("glue/")]
+        out.pop("glue", None)
+        if glue := glue_part(glue_results, {**full_sizes, **(sizes or {})}, missing):
+            out["glue"] = glue
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}

@@ -2,7 +2,8 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--glue-results DIR] [--backend causal] [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--glue-results DIR] [--devbench DIR] [--aoa DIR] \\
+        [--backend causal] [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -23,9 +24,11 @@ ONLY = {
         "fast_results": "--fast-results",
         "pipeline_results": "--pipeline-results",
         "glue_results": "--glue-results",
+        "devbench": "--devbench",
         "backend": "--backend",
         "track": "--track",
         "sizes": "--sizes",
+        "aoa": "--aoa",
     },
 }
 
@@ -65,6 +68,12 @@ def add_parser(sub) -> None:
         metavar="DIR",
         help="results/<model>/main of `python -m train.finetune --out results`: GLUE taken from its finetune/",
     )
+    group.add_argument(
+        "--devbench",
+        metavar="DIR",
+        help="the --out folder of `babymerge devbench` (its zero_shot/devbench/*.npy): the DevBench part",
+    )
+    group.add_argument("--aoa", metavar="DIR", help="babymerge aoa's --out folder (or a surprisal.json): the AoA part")
     group.add_argument("--backend", help="backend name in the file name (default causal)")
     group.add_argument("--track", choices=TRACKS, help="sets the checkpoints and vision tasks (default multimodal)")
     group.add_argument(
@@ -104,10 +113,12 @@ def run(args) -> int:
             args.fast_results,
             pipeline_results=args.pipeline_results,
             glue_results=args.glue_results,
+            devbench_results=args.devbench,
             backend=args.backend or "causal",
             track=args.track or "multimodal",
             sizes=_read_sizes(args.sizes),
             allow_partial=args.allow_partial,
+            aoa=args.aoa,
         )
         if missing:
             print(f"partial submission: {len(missing)} parts missing: {', '.join(missing)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ..output import atomic_output_dir
+from ..publish import atomic_output_dir
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "yellow": (240, 210, 30)}
 SHAPES = ("square", "circle", "triangle")

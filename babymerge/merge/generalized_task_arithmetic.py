@@ -40,9 +40,8 @@ def base_is_multimodal(mm: torch.Tensor, base: torch.Tensor) -> bool:
 
 
 def per_model(name: str, value, *, fraction: bool = True) -> tuple[float, float]:
-    """An option given once or per model, as ``(multimodal value, language-only value)``."""
-    if isinstance(value, str):
-        value = [v for v in value.replace(";", ",").split(",") if v.strip()]
+    """An option given once or per model, as ``(multimodal value, language-only value)``
+    (text is typed by ``MergeMethod.parse_options``)."""
     values = list(value) if isinstance(value, Sequence) else [value, value]
     try:
         values = [float(v) for v in values]

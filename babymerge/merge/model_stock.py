@@ -22,7 +22,7 @@ def model_stock(mm, lang, base, alpha, key, *, filter_wise: bool = False):
     if base_is_multimodal(mm, base):
         raise BabyMergeError(
             f"model_stock needs a base checkpoint (a shared ancestor of both models, e.g. the random init): pass "
-            f"base_ckpt / --base; without one the multimodal model is the base and there is nothing to average ({key})"
+            f"`base_ckpt`; without one the multimodal model is the base and there is nothing to average ({key})"
         )
     shape = base.shape
     if check_flag("filter_wise", filter_wise):

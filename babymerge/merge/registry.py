@@ -37,12 +37,50 @@ class MergeMethod:
         params = inspect.signature(self.fn).parameters.values()
         return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
-    def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
+    def parse_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Every option of the method, ``given`` ones typed: the one parser of method options,
+        whether they come from the command line, lm-eval's model_args (text) or a mergekit
+        recipe (YAML values). Unknown names are refused; text takes the type of the option's
+        default (``density=abc`` is refused here, in words, not deep inside torch), or is a
+        per-model pair (``PER_MODEL_OPTIONS``); other values (numbers, pairs, per-tensor
+        mappings) pass as given."""
+        return {**self.options, **self.typed_options(given)}
+
+    def typed_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Only the ``given`` options, checked and typed as ``parse_options`` does."""
         unknown = sorted(set(given) - set(self.options))
         if unknown:
             valid = ", ".join(self.options) or "none"
             raise BabyMergeError(f"merge method {self.name!r} has no option(s) {unknown}; its options are: {valid}")
-        return {**self.options, **given}
+        return {name: self._typed(name, value) for name, value in given.items()}
+
+    def _typed(self, name: str, value: Any) -> Any:
+        default = self.options[name]
+        kind = type(default)
+        if kind is int and isinstance(value, float):
+            value = str(value)
+        if not isinstance(value, str) or kind not in (int, float, bool):
+            return value
+        text = value.strip().lower()
+        try:
+            if kind is float and self.mergekit_name and name in PER_MODEL_OPTIONS and any(c in text for c in ",;"):
+                return tuple(float(v) for v in text.replace(";", ",").split(","))  # (multimodal, language-only)
+            if kind is bool:
+                flag = parse_flag(text)
+                if flag is None:
+                    raise ValueError(text)
+                return flag
+            if kind is int:
+                number = float(text)
+                if not number.is_integer():
+                    raise ValueError(text)
+                return int(number)
+            return float(text)
+        except ValueError:
+            what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+            raise BabyMergeError(
+                f"option {name} of merge method {self.name!r} must be {what} (default {default}), got {value!r}"
+            ) from None
 
     @property
     def doc(self) -> str:
@@ -50,6 +88,9 @@ class MergeMethod:
 
 
 METHODS: dict[str, MergeMethod] = {}
+# mergekit's per-model parameters: the methods that reproduce mergekit's take one value or a
+# (multimodal, language-only) pair, written "0.3,0.5" (or "0.3;0.5" in lm-eval's model_args).
+PER_MODEL_OPTIONS = ("density", "gamma", "epsilon")
 
 
 def register(
@@ -131,7 +172,7 @@ def check_fraction(name: str, value: float) -> None:
 
 def parse_flag(value) -> bool | None:
     """A boolean given as a bool or as text (command lines, model_args, recipes): true/1/yes,
-    false/0/no; None for anything else."""
+    false/0/no; None for anything else. The one word list for booleans."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -144,3 +185,22 @@ def check_flag(name: str, value) -> bool:
     if flag is None:
         raise BabyMergeError(f"{name} must be true or false, got {value!r}")
     return flag
+
+
+def methods_markdown() -> str:
+    """The methods table of docs/merging.md, made from the registry (tests/test_docs_tables.py
+    fails when the docs drift from it): ``babymerge methods --markdown``."""
+    from . import METHODS as methods  # the package registers every method module
+
+    rows = [
+        "| method | mergekit | base | chunked | options (defaults) | what it does |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, method in sorted(methods.items()):
+        options = ", ".join(f"`{k}={v}`" for k, v in method.options.items()) or "none"
+        summary = method.doc.splitlines()[0].replace("|", "\\|") if method.doc else ""
+        rows.append(
+            f"| `{name}` | {method.mergekit_name or '-'} | {'yes' if method.uses_base else '-'} "
+            f"| {'yes' if method.elementwise else '-'} | {options} | {summary} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -1,4 +1,5 @@
-"""Read a mergekit YAML recipe as a babymerge merge (``babymerge merge --config recipe.yml``).
+"""Read a mergekit YAML recipe as a babymerge merge (``babymerge merge --config recipe.yml``,
+lm-eval's ``mergekit_config=``).
 
 A recipe merges two models (the multimodal model and its language-only twin), optionally
 with a ``base_model``, by any method babymerge shares with mergekit. Parameters mean what
@@ -41,12 +42,12 @@ from typing import Any
 import torch
 import yaml
 
-from ..checkpoint import Checkpoint, layer_index
-from ..errors import BabyMergeError
-from . import KEEP_FROM_MULTIMODAL
-from .registry import get_method
+from ...checkpoint import Checkpoint, layer_index
+from ...errors import BabyMergeError
+from ..plan import is_mergeable
+from ..registry import PER_MODEL_OPTIONS, get_method
 
-PER_MODEL = ("weight", "density", "gamma", "epsilon")
+PER_MODEL = ("weight", *PER_MODEL_OPTIONS)
 SHARED = (
     "normalize",
     "rescale",
@@ -289,7 +290,7 @@ class _Reader:
         lang_names = {self.lang_ckpt.text_key(k): k for k in self.lang_ckpt.tensors}
         for key, info in self.mm_ckpt.tensors.items():
             lang_key = lang_names.get(self.mm_ckpt.text_key(key))
-            if lang_key is None or not info.dtype.is_floating_point or key.endswith(KEEP_FROM_MULTIMODAL):
+            if lang_key is None or not is_mergeable(key, info.dtype):
                 continue
             layer = layer_index(self.mm_ckpt.text_key(key))
             yield key, lang_key, (0.0 if layer is None else (layer / (n - 1) if n > 1 else 1.0))
@@ -382,7 +383,7 @@ class _Reader:
     def _per_model_options(self, mm: Path, lang: Path, base_is_mm: bool) -> dict[str, Any]:
         """density/gamma/epsilon: one value, a (multimodal, language-only) pair, or per tensor."""
         options = {}
-        for name in ("density", "gamma", "epsilon"):
+        for name in PER_MODEL_OPTIONS:
             if name not in self.method.options:
                 continue
             default, per_tensor = float(self.method.options[name]), {}

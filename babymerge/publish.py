@@ -1,4 +1,4 @@
-"""Writing checkpoints safely and in constant memory.
+"""Publishing outputs atomically: a killed run never leaves a half-written output.
 
 * ``atomic_output_dir``: everything is written into a temporary sibling directory that is
   published under its final name only when complete, so a failure (bad tensor, Ctrl-C,
@@ -9,12 +9,10 @@
   writer that was killed with SIGKILL, and never those of a writer still running.
 * ``write_file_atomic``: the same for one file (``write_files_atomic``: for files that belong
   together); ``output_errors`` reports a full or read-only disk in one line.
-* ``StreamingSafetensorsWriter``: ``safetensors.torch.save_file`` needs every tensor of a
-  shard in memory at once. Because a merge knows every output name, dtype and shape before it
-  computes anything, we write each shard's header first and then write each chunk of each
-  tensor at its place in the file, as soon as it is computed, from whichever thread computed
-  it. The files are standard safetensors (each header read back and each size checked when
-  closed, without mapping the files: a mapping of the whole output may not fit ``ulimit -v``).
+* ``check_outside_inputs``: an output may not be, contain or lie inside an input.
+
+Errors name the library argument that chose the output in backquotes (`` `out` ``); a
+command line shows its own flag instead (``babymerge.cli``).
 
 Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
 get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
@@ -26,51 +24,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import json
 import logging
-import math
 import os
 import secrets
 import shutil
 import signal
 import socket
-import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import torch
-
-from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, SAFETENSORS_DTYPES
 from .errors import BabyMergeError
 
 logger = logging.getLogger(__name__)
-
-_DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
-# Bytes per write call. Larger writes into the page cache were up to 3x slower on this
-# project's VMs (ext4, Linux 6.18): 4 MiB calls spent a second in the kernel where 1 MiB
-# calls spent 0.2 s merging 600 MB, and two threads then spin on the file's lock.
-WRITE_BYTES = 1 << 20
-_SIZE_SUFFIXES = (("GIB", 2**30), ("MIB", 2**20), ("KIB", 2**10), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1))
-
-
-def parse_size(size: int | str, what: str = "--max-shard-size") -> int:
-    """``"500MB"`` / ``"2GB"`` / ``"1GiB"`` / ``123`` -> bytes (transformers' convention)."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        value = size
-    else:
-        s = str(size).strip().upper()
-        factor = next((f for suffix, f in _SIZE_SUFFIXES if s.endswith(suffix)), 1)
-        number = next((s[: -len(suffix)] for suffix, _ in _SIZE_SUFFIXES if s.endswith(suffix)), s)
-        try:
-            value = int(float(number) * factor)
-        except ValueError:
-            value = None
-    if value is None or value <= 0:
-        raise BabyMergeError(
-            f"{what} must be a positive size such as 500MB, 2GB or 1GiB (or a number of bytes), got {size!r}"
-        )
-    return value
 
 
 # -- temporary names owned by a process ---------------------------------------------------------
@@ -264,23 +230,23 @@ def _remove_tree(path: Path) -> None:
 
 
 # -- errors the user can act on -----------------------------------------------------------------
-def _os_error(err: OSError, out: Path, option: str = "--out") -> BabyMergeError | None:
+def _os_error(err: OSError, out: Path, argument: str = "`out`") -> BabyMergeError | None:
     """A full or read-only disk, no permission, a file in the way: say so, not a traceback.
-    ``option``: the argument that named ``out``, for "choose another ..."."""
+    ``argument``: the argument that named ``out``, for "choose another ..."."""
     where = f"output {str(out)!r}"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return BabyMergeError(
-            f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another {option}"
+            f"no space left on the device (or quota exceeded) while writing {where}; free some space or choose another {argument}"
         )
     if err.errno == errno.EROFS:
-        return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another {option}")
+        return BabyMergeError(f"cannot write {where}: the file system is read-only; choose another {argument}")
     if err.errno in (errno.EACCES, errno.EPERM):
         denied = err.filename or out.parent
-        return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another {option}")
+        return BabyMergeError(f"cannot write {where}: permission denied on {denied}; choose another {argument}")
     if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename and not Path(err.filename).is_dir():
         blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), err.filename)
         return BabyMergeError(
-            f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another {option}"
+            f"cannot write {where}: {str(blocker)!r} is a file, not a directory; choose another {argument}"
         )
     return None
 
@@ -298,6 +264,22 @@ def _overlaps(out: Path, protected: Path) -> str | None:
     if protected in out.parents:
         return "lies inside"
     return None
+
+
+def check_outside_inputs(
+    out: str | Path, inputs: Iterable[str | Path | None], argument: str = "`out`", what: str = "output"
+) -> None:
+    """Refuse an output (``what``: "output directory", ...) that is, contains or lies inside one
+    of ``inputs`` (None entries are skipped): writing it would destroy that input, whatever
+    overwrite allows."""
+    resolved = Path(os.path.realpath(out))
+    for path in filter(None, inputs):
+        how = _overlaps(resolved, Path(os.path.realpath(path)))
+        if how:
+            raise BabyMergeError(
+                f"{what} {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
+                f"choose {argument} outside the inputs"
+            )
 
 
 def write_file_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -333,14 +315,14 @@ def write_files_atomic(files: dict[str | Path, str | bytes]) -> list[Path]:
 
 
 @contextlib.contextmanager
-def output_errors(out: str | Path, option: str = "--out") -> Iterator[None]:
+def output_errors(out: str | Path, argument: str = "`out`") -> Iterator[None]:
     """An OSError of writing ``out`` in the block that the user can act on (see ``_os_error``) becomes
-    a one-line ``BabyMergeError`` (``option``: the argument that named ``out``); others pass
+    a one-line ``BabyMergeError`` (``argument``: the argument that named ``out``); others pass
     unchanged. Wrap only writes: a read error elsewhere would be blamed on ``out``."""
     try:
         yield
     except OSError as err:
-        raise (_os_error(err, Path(out), option) or err) from err
+        raise (_os_error(err, Path(out), argument) or err) from err
 
 
 @contextlib.contextmanager
@@ -372,39 +354,33 @@ def atomic_output_dir(
     out = Path(out)
     if overwrite not in (False, True, "any"):
         raise BabyMergeError(f"overwrite must be False, True or 'any', got {overwrite!r}")
+    check_outside_inputs(out, protect, what="output directory")
     resolved = Path(os.path.realpath(out))
-    for path in protect:
-        how = _overlaps(resolved, Path(os.path.realpath(path)))
-        if how:
-            raise BabyMergeError(
-                f"output directory {str(out)!r} {how} the input {str(path)!r}: writing it would destroy that input; "
-                "choose an --out outside the inputs"
-            )
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
         raise BabyMergeError(
-            f"output directory {str(out)!r} is the current directory or contains it: the output replaces --out as a "
-            "whole; choose a new directory, e.g. --out merged"
+            f"output directory {str(out)!r} is the current directory or contains it: the output replaces `out` as a "
+            "whole; choose a new directory, e.g. `out='merged'`"
         )
     blocker = _blocking_file(out)
     if blocker is not None:
         raise BabyMergeError(
-            f"cannot write output {str(out)!r}: {str(blocker)!r} is a file, not a directory; choose another --out"
+            f"cannot write output {str(out)!r}: {str(blocker)!r} is a file, not a directory; choose another `out`"
         )
     identity = None
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise BabyMergeError(
-                f"output {str(out)!r} exists and is not a directory; remove it or choose another --out"
+                f"output {str(out)!r} exists and is not a directory; remove it or choose another `out`"
             )
         if not overwrite:
             raise BabyMergeError(
-                f"output directory {str(out)!r} already exists; choose another or pass overwrite=True (--overwrite)"
+                f"output directory {str(out)!r} already exists; choose another or pass `overwrite=True`"
             )
         if overwrite is True and owner_marker and not (out / owner_marker).is_file():
             raise BabyMergeError(
                 f"output directory {str(out)!r} exists and was not written by babymerge (it has no {owner_marker}); "
-                "--overwrite replaces only earlier outputs of babymerge. Choose another --out, or pass "
-                "--overwrite-any (overwrite='any') to replace this directory and everything in it"
+                "`overwrite=True` replaces only earlier outputs of babymerge. Choose another `out`, or pass "
+                "`overwrite='any'` to replace this directory and everything in it"
             )
         identity = _identity(out)
     try:
@@ -423,8 +399,8 @@ def atomic_output_dir(
                 except FileExistsError:
                     raise BabyMergeError(
                         f"output directory {str(out)!r} was created by another process while this one was writing "
-                        "(another merge to the same --out?); left it as it is and discarded this result. "
-                        "Choose another --out, or pass --overwrite if it is yours to replace"
+                        "(another merge to the same `out`?); left it as it is and discarded this result. "
+                        "Choose another `out`, or pass `overwrite=True` if it is yours to replace"
                     ) from None
             else:
                 _replace_owned(tmp, out, identity)
@@ -434,122 +410,3 @@ def atomic_output_dir(
             if mapped is not None:
                 raise mapped from err
             raise
-
-
-class StreamingSafetensorsWriter:
-    """Write tensors, whose names/dtypes/shapes are declared up front, into safetensors shards.
-
-    Args:
-        directory: where to write ``model.safetensors`` (or ``model-0000i-of-0000n.safetensors``
-            plus ``model.safetensors.index.json``).
-        layout: ``[(name, dtype, shape), ...]``: the order of the tensors in the files.
-        max_shard_size: bytes (or ``"2GB"``-style) per shard.
-
-    The headers, written first, fix where every tensor's bytes go, so ``write`` puts a chunk
-    straight at its place in the file (``pwrite``), in any order and from any thread: several
-    threads can each merge and write their own tensors, with no thread in between and no
-    chunk waiting in memory. ``close`` checks that every byte was written. Use the writer as a
-    context manager: leaving the block by an exception closes the files (the caller removes
-    them).
-    """
-
-    def __init__(
-        self, directory: Path, layout: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_size: int | str = "2GB"
-    ):
-        self.directory = Path(directory)
-        limit = parse_size(max_shard_size)
-        shards: list[list[tuple[str, torch.dtype, tuple[int, ...]]]] = [[]]
-        size = 0
-        for entry in layout:
-            nbytes = _nbytes(entry[1], entry[2])
-            if shards[-1] and size + nbytes > limit:
-                shards.append([])
-                size = 0
-            shards[-1].append(entry)
-            size += nbytes
-        n = len(shards)
-        names = [SAFE_WEIGHTS_NAME] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        self._plan = [(self.directory / name, shard) for name, shard in zip(names, shards)]
-        self.total_size = sum(_nbytes(e[1], e[2]) for e in layout)
-        self._files: list[int] = []
-        self._expected: dict[Path, tuple[dict, int]] = {}  # shard -> (its header, its file size)
-        self._where: dict[str, tuple[int, int, torch.dtype, int]] = {}  # name -> (fd, offset, dtype, nbytes)
-        self._written: dict[str, int] = {}
-        self._lock = threading.Lock()
-        for path, entries in self._plan:
-            self._open_shard(path, entries)
-
-    def __enter__(self) -> StreamingSafetensorsWriter:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        while self._files:  # after an error: the caller removes the files
-            with contextlib.suppress(OSError):
-                os.close(self._files.pop())
-
-    def _open_shard(self, path: Path, entries) -> None:
-        header: dict = {"__metadata__": {"format": "pt"}}
-        offset, places = 0, []
-        for name, dtype, shape in entries:
-            nbytes = _nbytes(dtype, shape)
-            header[name] = {
-                "dtype": _DTYPE_NAMES[dtype],
-                "shape": list(shape),
-                "data_offsets": [offset, offset + nbytes],
-            }
-            places.append((name, dtype, offset, nbytes))
-            offset += nbytes
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)  # safetensors pads the header to 8-byte alignment
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self._files.append(fd)
-        self._expected[path] = (header, 8 + len(blob) + offset)
-        _pwrite_all(fd, struct.pack("<Q", len(blob)) + blob, 0)
-        for name, dtype, offset, nbytes in places:  # the data follow the 8-byte length and the header
-            self._where[name] = (fd, 8 + len(blob) + offset, dtype, nbytes)
-            self._written[name] = 0
-
-    def write(self, name: str, start: int, chunk: torch.Tensor) -> None:
-        """Write ``chunk`` as the values ``start, start + 1, ...`` (flat) of tensor ``name``."""
-        fd, offset, dtype, nbytes = self._where[name]
-        if chunk.dtype != dtype:
-            raise RuntimeError(f"tensor {name!r} is {chunk.dtype}, declared {dtype}")
-        data = memoryview(chunk.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
-        begin = start * dtype.itemsize
-        if begin + len(data) > nbytes:
-            raise RuntimeError(f"tensor {name!r}: values {start}.. lie beyond its {nbytes // dtype.itemsize}")
-        _pwrite_all(fd, data, offset + begin)
-        with self._lock:
-            self._written[name] += len(data)
-
-    def close(self) -> list[Path]:
-        """Check every tensor was written whole, close the files, write the index if sharded,
-        and check every file reads back as written (header and size)."""
-        short = [name for name, (_, _, _, nbytes) in self._where.items() if self._written[name] != nbytes]
-        if short:
-            raise RuntimeError(f"{len(short)} tensors were not written whole, e.g. {short[:3]}")
-        while self._files:
-            os.close(self._files.pop())  # a write error the file system deferred (NFS) is raised here
-        if len(self._plan) > 1:
-            weight_map = {name: path.name for path, entries in self._plan for name, _, _ in entries}
-            index = {"metadata": {"total_size": self.total_size}, "weight_map": weight_map}
-            (self.directory / SAFE_INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-        for path, (header, size) in self._expected.items():
-            with open(path, "rb") as f:
-                (n,) = struct.unpack("<Q", f.read(8))
-                if json.loads(f.read(n)) != header or os.fstat(f.fileno()).st_size != size:
-                    raise RuntimeError(f"{path} does not read back as written")
-        return [path for path, _ in self._plan]
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    """``pwrite`` all of ``data`` at ``offset``, ``WRITE_BYTES`` at a time (a call may also
-    write less than asked)."""
-    view = memoryview(data).cast("B")
-    while view:
-        done = os.pwrite(fd, view[:WRITE_BYTES], offset)
-        view, offset = view[done:], offset + done
-
-
-def _nbytes(dtype: torch.dtype, shape: tuple[int, ...]) -> int:
-    return math.prod(shape) * dtype.itemsize

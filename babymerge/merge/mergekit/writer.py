@@ -27,11 +27,12 @@ from pathlib import Path
 
 import yaml
 
-from ..checkpoint import Checkpoint, layer_index, parse_dtype
-from ..errors import BabyMergeError
-from ..output import output_errors, write_file_atomic
-from .alpha import AlphaSchedule
-from .registry import check_flag, get_method, parse_compute_dtype
+from ...checkpoint import Checkpoint, layer_index, parse_dtype
+from ...errors import BabyMergeError
+from ...publish import check_outside_inputs, output_errors, write_file_atomic
+from ..alpha import AlphaSchedule
+from ..plan import is_mergeable
+from ..registry import PER_MODEL_OPTIONS, check_flag, get_method, parse_compute_dtype
 
 UNWEIGHTED = ("model_stock", "sce")
 RANDOM = ("dare_linear", "dare_ties", "della", "della_linear")
@@ -46,7 +47,7 @@ def mergekit_config(
         raise BabyMergeError(
             f"merge method {method!r} has no mergekit equivalent; export one of mergekit's methods instead"
         )
-    options = merge_method.resolve_options(options)
+    options = merge_method.parse_options(options)
     compute_dtype = parse_compute_dtype(options.pop("compute_dtype", None))
     mm, lang = Checkpoint(mm_ckpt, "multimodal"), Checkpoint(lang_ckpt, "language-only")
     if set(mm.tensors) != set(lang.tensors):
@@ -54,9 +55,7 @@ def mergekit_config(
             f"mergekit needs both models to have the same tensor names; {mm.architecture} and "
             f"{lang.architecture} differ (babymerge maps them, mergekit cannot). Export with a twin of the same class."
         )
-    keys = [
-        k for k, info in mm.tensors.items() if info.dtype.is_floating_point and not k.endswith("black_image_features")
-    ]
+    keys = [k for k, info in mm.tensors.items() if is_mergeable(k, info.dtype)]
     schedule = AlphaSchedule(alpha, mm.num_layers)
     schedule.check_covers([mm.text_key(k) for k in keys])
     lang_weight = _setting(schedule, mm, keys, lambda a: a)
@@ -71,7 +70,7 @@ def mergekit_config(
         config["parameters"] = {"t": lang_weight}
     elif method in UNWEIGHTED:
         if method == "model_stock" and base is None:
-            raise BabyMergeError("model_stock needs a base checkpoint (base_ckpt / --base) distinct from both models")
+            raise BabyMergeError("model_stock needs a base checkpoint (`base_ckpt`) distinct from both models")
         config["base_model"] = base or str(mm.path)
         config["models"] = [{"model": str(mm.path)}, {"model": str(lang.path)}]
         config["parameters"] = dict(options)
@@ -89,7 +88,7 @@ def mergekit_config(
             params.update(options)
         else:
             config["base_model"] = base or str(mm.path)
-            for name in ("density", "gamma", "epsilon"):
+            for name in PER_MODEL_OPTIONS:
                 if name in options:
                     values = _pair(options[name])
                     for model, value in zip(models, values):
@@ -111,7 +110,7 @@ def mergekit_config(
 
 
 def _pair(value) -> list[float]:
-    from .generalized_task_arithmetic import per_model
+    from ..generalized_task_arithmetic import per_model
 
     return list(per_model("option", value, fraction=False))
 
@@ -136,9 +135,10 @@ def _setting(schedule: AlphaSchedule, ckpt: Checkpoint, keys: list[str], f):
 
 
 def write_mergekit_yaml(path, mm_ckpt, lang_ckpt, method="linear", alpha=0.3, **kwargs) -> Path:
-    """Write the config to ``path`` (atomically) and return it."""
+    """Write the config to ``path`` (atomically, never inside an input checkpoint) and return it."""
+    check_outside_inputs(path, [mm_ckpt, lang_ckpt, kwargs.get("base_ckpt")], argument="`path`")
     config, caveats = mergekit_config(mm_ckpt, lang_ckpt, method, alpha, **kwargs)
     header = "# written by babymerge: run with `mergekit-yaml THIS_FILE OUTPUT_DIR`\n"
     header += "".join(f"# note: {c}\n" for c in caveats)
-    with output_errors(path, option="--mergekit-yaml"):
+    with output_errors(path, argument="`path`"):
         return write_file_atomic(path, header + yaml.safe_dump(config, sort_keys=False))
