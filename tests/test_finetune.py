@@ -7,8 +7,11 @@ learns it in a few epochs at a raised learning rate, given alike to ours and to 
 ``finetune.run`` (a subprocess, babymerge not importable)."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import test_babylm2025
@@ -22,6 +25,7 @@ from conftest import PIPELINE, needs_pipeline
 
 merged = test_babylm2025.merged  # toy.mm merged with toy.lang at alpha 0.3, written to disk
 
+REPO = Path(__file__).resolve().parents[1]
 NOUNS = sorted(_WORDS["noun"])
 SETTINGS = ["--tasks", "rte", "--learning-rate", "1e-3", "--batch-size", "8", "--epochs", "6"]
 
@@ -84,6 +88,37 @@ def test_learns_a_rule_task_as_the_pipelines_finetuner_does(merged, tmp_path):
     )  # fmt: skip
     assert collated.returncode == 0, collated.stderr[-2000:] + collated.stdout
     assert json.loads(collated.stdout.strip().splitlines()[-1]) == ["rte"]
+
+
+@pytest.mark.slow
+def test_two_deepspeed_ranks_learn_the_rule_task_as_one_process_does(merged, tmp_path):
+    """The real launcher, 2 CPU ranks, ZeRO-2 (pre-training's config): each rank takes half of
+    every batch of the one-process run; both reach high accuracy and mostly agree (dropout
+    masks differ, so not every prediction need)."""
+    data = write_rule_task(tmp_path, n_train=64, n_valid=32)
+    common = ["--model", str(merged), "--data", str(data), *SETTINGS]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", port]
+    zero2 = str(REPO / "train" / "configs" / "ds_zero2.json")
+    proc = subprocess.run([*launcher, "--module", "train.finetune", *common, "--out", str(tmp_path / "two"),
+                           "--deepspeed", zero2], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DS_ACCELERATOR": "cpu"})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rte: 2 ranks, DeepSpeed ZeRO-2" in proc.stderr
+    assert not list(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    one, one_scores = read_results(tmp_path / "one", merged.stem)
+    two, two_scores = read_results(tmp_path / "two", merged.stem)
+    labels = [json.loads(line)["label"] for line in (data / "full_eval/glue_filtered/rte.valid.jsonl").open()]
+    assert two_scores["accuracy"] == sum(p == y for p, y in zip(two, labels)) / len(labels)
+    agree = sum(a == b for a, b in zip(one, two)) / len(one)
+    print(f"one process {one_scores}, two ranks {two_scores}, agreement {agree}")
+    assert one_scores["accuracy"] >= 0.9 and two_scores["accuracy"] >= 0.9 and agree >= 0.9
+    assert sorted(p.name for p in (tmp_path / "two").rglob("*") if p.is_file()) == sorted(
+        p.name for p in (tmp_path / "one").rglob("*") if p.is_file()
+    )
 
 
 def test_a_finished_task_is_not_redone_and_foreign_results_are_kept(merged, tmp_path, capsys):

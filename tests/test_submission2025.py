@@ -406,3 +406,64 @@ def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
     np.save(folder / "zero_shot" / "devbench" / "gram-trog.npy", arrays["trog"].astype(int))
     with pytest.raises(BabyMergeError, match="DevBench trog must be a float array"):
         pipeline_parts(folder, "causal", "multimodal", {"rte": 1, "devbench": shapes}, [])
+
+
+def write_all_glue(data: Path, valid_sizes: dict[str, int]) -> None:
+    """The seven tasks' files in the pipeline's field layout (boolq, mrpc, qqp from rte-like pairs)."""
+    from test_finetune_pipeline import glue_rows
+
+    renames = {"boolq": ("question", "passage"), "mrpc": ("sentence1", "sentence2"), "qqp": ("question1", "question2")}
+    folder = data / "full_eval" / "glue_filtered"
+    folder.mkdir(parents=True)
+    for k, task in enumerate(GLUE):
+        for split, n in (("train", 8), ("valid", valid_sizes[task])):
+            if task in renames:
+                first, second = renames[task]
+                rows = [{first: r["sentence1"], second: r["sentence2"], "label": r["label"], "idx": r["idx"]}
+                        for r in glue_rows("rte", n, 10 * k + len(split))]  # fmt: skip
+            else:
+                rows = glue_rows(task, n, 10 * k + len(split))
+            (folder / f"{task}.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@needs_pipeline
+def test_glue_from_our_finetuning_equals_collate_preds(both, toy, tmp_path, capsys):
+    """``python -m train.finetune --tasks all`` writes results collate_preds collates, and
+    ``--glue-results`` puts them in the submission exactly as collate_preds does (the whole file
+    compared, the pipeline's results folder with our fine-tuning in place of its made-up GLUE)."""
+    from train.finetune import main as finetune
+
+    root, made_up, sizes = both
+    data = tmp_path / "evaluation_data"
+    write_all_glue(data, {task: json.loads(sizes.read_text())["full"][task] for task in GLUE})
+    argv = ["--model", str(toy.mm), "--data", str(data), "--tasks", "all", "--epochs", "1", "--batch-size", "4"]
+    assert finetune([*argv, "--out", str(tmp_path / "ft")]) == 0
+    ours_glue = tmp_path / "ft" / "mm" / "main"
+
+    theirs = shutil.copytree(root / "pipeline_results", tmp_path / "pipeline_results", symlinks=True)
+    shutil.rmtree(theirs / "model" / "main" / "finetune")
+    shutil.copytree(ours_glue / "finetune", theirs / "model" / "main" / "finetune")
+    (theirs / "model" / "all_full_preds_and_fast_scores_causal.json").unlink()
+    python(["-c", COLLATE, str(root / "sizes.json"), "--model_path_or_name", "model", "--backend", "causal",
+            "--results_dir", str(theirs), "--fast", "--track", "strict",
+            "--fast_eval_dir", str(root / "evaluation_data" / "fast_eval")], tmp_path, PYTHONPATH=str(PIPELINE))  # fmt: skip
+    reference = json.loads((theirs / "model" / "all_full_preds_and_fast_scores_causal.json").read_text())
+
+    common = ["submit", "--format", "2025", "--results", str(root / "results" / "main"), "--model", "model",
+              "--fast-results", str(root / "results" / "fast"), "--track", "strict", "--sizes", str(sizes)]  # fmt: skip
+    pipeline = ["--pipeline-results", str(root / "pipeline_results" / "model" / "main")]
+    assert cli([*common, *pipeline, "--glue-results", str(ours_glue), "--out", str(tmp_path / "sub")]) == 0
+    ours = json.loads((tmp_path / "sub" / "all_full_preds_and_fast_scores_causal.json").read_text())
+    assert ours["glue"] != json.loads(made_up.read_text())["glue"]  # ours, not the pipeline folder's made-up files
+    assert_same(ours, reference)
+
+    # our results alone (no pipeline folder): GLUE is filled, only AoA is listed missing
+    capsys.readouterr()
+    assert cli([*common, "--glue-results", str(ours_glue), "--allow-partial", "--out", str(tmp_path / "partial")]) == 0
+    assert "1 parts missing: aoa" in capsys.readouterr().out
+    partial = json.loads((tmp_path / "partial" / "all_full_preds_and_fast_scores_causal.json").read_text())
+    assert partial["glue"] == reference["glue"]
+    # the results root instead of its <model>/main folder: one clear error
+    with pytest.raises(BabyMergeError, match="no finetune/ folder"):
+        build(root / "results" / "main", "model", track="strict", sizes=json.loads(sizes.read_text()),
+              glue_results=tmp_path / "ft", allow_partial=True)  # fmt: skip

@@ -123,17 +123,24 @@ def read_examples(path: str | Path, task: str) -> tuple[list[tuple[str, str]], l
 
 def optimizer_and_schedule(parameters, total_steps: int, recipe: dict = RECIPE):
     """The pipeline's optimiser and learning-rate schedule (``finetune/trainer.py`` and its
-    ``utils.cosine_schedule_with_warmup``): AdamW with weight decay on all parameters; the
-    schedule is transformers' cosine with a floor, the same formula."""
-    optimizer = torch.optim.AdamW(
+    ``utils.cosine_schedule_with_warmup``)."""
+    optimizer = adamw(parameters, recipe)
+    return optimizer, schedule(optimizer, total_steps, recipe)
+
+
+def adamw(parameters, recipe: dict = RECIPE) -> torch.optim.AdamW:
+    """AdamW with weight decay on all parameters, as the pipeline's trainer."""
+    return torch.optim.AdamW(
         parameters,
         lr=recipe["learning_rate"],
         betas=(recipe["beta1"], recipe["beta2"]),
         eps=recipe["optimizer_eps"],
         weight_decay=recipe["weight_decay"],
     )
+
+
+def schedule(optimizer, total_steps: int, recipe: dict = RECIPE):
+    """Linear warm-up over ``int(6 % of the steps)``, then cosine decay to 0.1 x the learning
+    rate: transformers' cosine with a floor, the pipeline's formula."""
     warmup = int(recipe["warmup_proportion"] * total_steps)
-    schedule = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, warmup, total_steps, min_lr_rate=recipe["min_factor"]
-    )
-    return optimizer, schedule
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total_steps, min_lr_rate=recipe["min_factor"])

@@ -24,6 +24,9 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
   ``pipeline_results`` for DevBench.
 * ``aoa`` (optional): ``babymerge aoa``'s output folder (or any ``surprisal.json``), the AoA part,
   in place of the pipeline's.
+* ``glue_results`` (optional): a ``results/<model>/main`` folder of GLUE fine-tuning in the
+  pipeline's layout (``python -m train.finetune --out results`` writes one): the GLUE part, in
+  place of the pipeline's.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
 (``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
@@ -351,16 +354,7 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
     checks them; what is not there is added to ``missing``."""
 
     folder, parts = Path(folder), {}
-    glue = {}
-    for task in GLUE_2025:
-        path = folder / "finetune" / task / "predictions.json"
-        if not path.is_file():
-            missing.append(f"glue/{task}")
-            continue
-        loaded = json.loads(path.read_text())
-        _check_counts(str(path), task, {k: v["predictions"] for k, v in loaded.items()}, sizes)
-        glue |= loaded
-    if glue:
+    if glue := glue_part(folder, sizes, missing):
         parts["glue"] = glue
     aoa = folder / "zero_shot" / backend / "AoA_word" / "surprisal.json"
     if aoa.is_file():
@@ -370,6 +364,22 @@ def pipeline_parts(folder: str | Path, backend: str, track: str, sizes: dict, mi
     if track == "multimodal":
         parts |= devbench_part(folder, sizes, missing)
     return parts
+
+
+def glue_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
+    """The GLUE predictions of a ``results/<model>/main`` folder (the pipeline's fine-tuner or
+    ``python -m train.finetune --out results``: ``finetune/<task>/predictions.json``), merged
+    as collate_preds merges them after its count checks; a task not there is added to ``missing``."""
+    glue = {}
+    for task in GLUE_2025:
+        path = Path(folder) / "finetune" / task / "predictions.json"
+        if not path.is_file():
+            missing.append(f"glue/{task}")
+            continue
+        loaded = json.loads(path.read_text())
+        _check_counts(str(path), task, {k: v["predictions"] for k, v in loaded.items()}, sizes)
+        glue |= loaded
+    return glue
 
 
 def devbench_part(folder: str | Path, sizes: dict, missing: list[str]) -> dict:
@@ -415,6 +425,7 @@ def build(
     *,
     pipeline_results=None,
     devbench_results=None,
+    glue_results=None,
     backend: str = "causal",
     track: str = "multimodal",
     sizes: dict | None = None,
@@ -448,6 +459,15 @@ def build(
     if aoa is not None:  # babymerge aoa's output: it replaces any AoA file of the pipeline's folder
         out["aoa"] = aoa_part(aoa, track, {**full_sizes, **(sizes or {})})
         missing[:] = [m for m in missing if m != "aoa"]
+    if glue_results is not None:  # train.finetune's results: they replace the pipeline folder's GLUE
+        if not (Path(glue_results) / "finetune").is_dir():
+            raise BabyMergeError(
+                f"--glue-results {glue_results}: no finetune/ folder in it; give the results/<model>/main folder"
+            )
+        missing[:] = [m for m in missing if m != "glue" and not m.startswith("glue/")]
+        out.pop("glue", None)
+        if glue := glue_part(glue_results, {**full_sizes, **(sizes or {})}, missing):
+            out["glue"] = glue
     if fast_results is not None:
         fast_root = Path(fast_results)
         fast_eval = {task: [] for task in FAST_TASKS}

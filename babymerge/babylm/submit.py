@@ -2,8 +2,8 @@
 
     babymerge submit --results results/ --model NAME --out submission/ [--data DIR] [--vision] [--allow-partial]
     babymerge submit --format 2025 --results results/main --model NAME --out submission/ \\
-        [--fast-results results/fast] [--pipeline-results DIR] [--devbench DIR] [--aoa DIR] [--backend causal] \\
-        [--track multimodal] [--sizes JSON]
+        [--fast-results results/fast] [--pipeline-results DIR] [--glue-results DIR] [--devbench DIR] [--aoa DIR] \\
+        [--backend causal] [--track multimodal] [--sizes JSON]
 
 ``--format 2024`` (the default): ``submission2024``; ``--format 2025``: ``submission2025``. An
 option of the other format is refused rather than ignored.
@@ -23,6 +23,7 @@ ONLY = {
     "2025": {
         "fast_results": "--fast-results",
         "pipeline_results": "--pipeline-results",
+        "glue_results": "--glue-results",
         "devbench": "--devbench",
         "backend": "--backend",
         "track": "--track",
@@ -61,6 +62,11 @@ def add_parser(sub) -> None:
         "--pipeline-results",
         metavar="DIR",
         help="the pipeline's results/<model>/main folder: GLUE (finetune/), AoA and DevBench taken from it",
+    )
+    group.add_argument(
+        "--glue-results",
+        metavar="DIR",
+        help="results/<model>/main of `python -m train.finetune --out results`: GLUE taken from its finetune/",
     )
     group.add_argument(
         "--devbench",
@@ -106,6 +112,7 @@ def run(args) -> int:
             args.out,
             args.fast_results,
             pipeline_results=args.pipeline_results,
+            glue_results=args.glue_results,
             devbench_results=args.devbench,
             backend=args.backend or "causal",
             track=args.track or "multimodal",
