@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,32 @@ def toy(tmp_path_factory):
 def toy_same_class(tmp_path_factory):
     """Multimodal model + a language-only twin of the same BabyLLaVA class."""
     return build_toy_checkpoints(tmp_path_factory.mktemp("toy_same"), lang_class="babyllava", seed=10)
+
+
+def write_pairs_task(root: Path, pairs) -> Path:
+    """``mini_pairs``: a tiny lm-eval task over minimal pairs in a local JSON file (BLiMP's
+    fields), written to ``root/tasks`` (returned) with its data in ``root/pairs.jsonl``."""
+    (root / "tasks").mkdir(parents=True)
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in pairs))
+    (root / "tasks" / "mini_pairs.yaml").write_text(
+        textwrap.dedent(f"""\
+        task: mini_pairs
+        dataset_path: json
+        dataset_kwargs:
+          data_files:
+            test: {data}
+        test_split: test
+        output_type: multiple_choice
+        doc_to_text: ""
+        doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
+        doc_to_target: 0
+        target_delimiter: " "
+        metric_list:
+          - metric: acc
+        """)
+    )
+    return root / "tasks"
 
 
 def load_task_module(task_dir: str):

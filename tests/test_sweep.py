@@ -1,7 +1,6 @@
 """Alpha sweeps: one load per checkpoint pair, results equal separate runs, resumable, plots."""
 
 import csv
-import json
 from pathlib import Path
 
 import lm_eval
@@ -14,6 +13,8 @@ from babymerge.data.synthetic_winoground import write_dataset
 from babymerge.lm_eval_model import BabyMergeLM
 from babymerge.sweep import checkpoint_pairs, parse_alphas, plotted_tasks, sweep
 
+from conftest import write_pairs_task
+
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher."), ("This bird finds a tree.", "This bird find a tree.")]  # fmt: skip
@@ -25,23 +26,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     data = root / "data"
     write_dataset(data / "winoground", n=4, seed=2)
-    (root / "tasks").mkdir()
-    pairs = root / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in PAIRS))
-    (root / "tasks" / "mini_pairs.yaml").write_text(f"""task: mini_pairs
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {pairs}
-test_split: test
-output_type: multiple_choice
-doc_to_text: ""
-doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
-doc_to_target: 0
-target_delimiter: " "
-metric_list:
-  - metric: acc
-""")
+    write_pairs_task(root, PAIRS)
     include = [str(REPO / "lm_eval_tasks"), str(root / "tasks")]
     with pytest.MonkeyPatch.context() as mp:  # a module fixture: monkeypatch itself is per test
         mp.setenv("BABYMERGE_DATA", str(data))

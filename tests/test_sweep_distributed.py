@@ -7,13 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
 from babymerge.sweep.workers import Worker, current_worker, parse_shard, work_order
+
+from conftest import write_pairs_task
 
 pytestmark = pytest.mark.slow  # each case starts 2-3 processes that import lm-eval
 
@@ -40,26 +41,7 @@ def grid(toy, tmp_path_factory):
         tensors = {k: v + 0.5 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
                    for k, v in tensors.items()}  # fmt: skip
         save_file(tensors, weights, metadata={"format": "pt"})
-    (root / "tasks").mkdir()
-    data = root / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in PAIRS))
-    (root / "tasks" / "mini_pairs.yaml").write_text(
-        textwrap.dedent(f"""\
-        task: mini_pairs
-        dataset_path: json
-        dataset_kwargs:
-          data_files:
-            test: {data}
-        test_split: test
-        output_type: multiple_choice
-        doc_to_text: ""
-        doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
-        doc_to_target: 0
-        target_delimiter: " "
-        metric_list:
-          - metric: acc
-        """)
-    )
+    write_pairs_task(root, PAIRS)
     args = ["sweep", "--mm", str(root / "mm"), "--lang", str(root / "lang"), "--tasks", "mini_pairs",
             "--include-path", str(root / "tasks"), "--alphas", ALPHAS, "--no-progress"]  # fmt: skip
     reference = root / "one_process"

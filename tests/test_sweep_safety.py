@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from babymerge.sweep import (
 )
 from babymerge.sweep.workers import claim_path
 
-from conftest import tmpfs
+from conftest import tmpfs, write_pairs_task
 
 pytestmark = pytest.mark.slow  # its module fixtures train nothing but run sweeps with lm_eval
 
@@ -45,28 +44,7 @@ WORD_CHECKPOINTS = [
 
 
 def write_tasks(root: Path) -> Path:
-    """A tiny text task reading a local JSON file (minimal pairs, as BLiMP)."""
-    (root / "tasks").mkdir(parents=True)
-    data = root / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"sentence_good": g, "sentence_bad": b}) + "\n" for g, b in PAIRS))
-    (root / "tasks" / "mini_pairs.yaml").write_text(
-        textwrap.dedent(f"""\
-        task: mini_pairs
-        dataset_path: json
-        dataset_kwargs:
-          data_files:
-            test: {data}
-        test_split: test
-        output_type: multiple_choice
-        doc_to_text: ""
-        doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
-        doc_to_target: 0
-        target_delimiter: " "
-        metric_list:
-          - metric: acc
-        """)
-    )
-    return root / "tasks"
+    return write_pairs_task(root, PAIRS)
 
 
 def fake_run(root: Path, source: Path, role: int) -> Path:
