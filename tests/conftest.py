@@ -98,6 +98,21 @@ def toy_same_class(tmp_path_factory):
     return build_toy_checkpoints(tmp_path_factory.mktemp("toy_same"), lang_class="babyllava", seed=10)
 
 
+def word_count_runs(root: Path, names) -> Path:
+    """``root/mm`` and ``root/lang``, training runs with one word-count checkpoint per name
+    (symlinks to toy pairs of different seeds, one tokenizer for all)."""
+    from babymerge.tokenization import train_bpe_tokenizer
+    from demo.toy import synthetic_sentences
+
+    tokenizer = train_bpe_tokenizer(synthetic_sentences(2000), vocab_size=300)
+    for k, name in enumerate(names):
+        toy = build_toy_checkpoints(root / f"toy{k}", seed=k, tokenizer=tokenizer)
+        for run, path in (("mm", toy.mm), ("lang", toy.lang)):
+            (root / run).mkdir(exist_ok=True)
+            (root / run / name).symlink_to(path)
+    return root
+
+
 def write_pairs_task(root: Path, pairs) -> Path:
     """``mini_pairs``: a tiny lm-eval task over minimal pairs in a local JSON file (BLiMP's
     fields), written to ``root/tasks`` (returned) with its data in ``root/pairs.jsonl``."""

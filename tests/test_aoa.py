@@ -28,9 +28,9 @@ from babymerge.babylm import aoa, aoa_score
 from babymerge.babylm.checkpoints import checkpoint_words, fast_revisions
 from babymerge.cli import main as cli
 from babymerge.tokenization import train_bpe_tokenizer
-from demo.toy import build_toy_checkpoints, synthetic_sentences
+from demo.toy import synthetic_sentences
 
-from conftest import PIPELINE, needs_pipeline
+from conftest import PIPELINE, needs_pipeline, word_count_runs
 
 NAMES = ["chck_0.001M", "chck_0.002M"]
 ALPHA = 0.3
@@ -48,12 +48,7 @@ SCORED = [(w, i, e["context"]) for w, es in DATA.items() if len(w) > 1 for i, e 
 def runs(tmp_path_factory):
     """runs/mm and runs/lang with two word-count checkpoints each (symlinks to toy checkpoints)."""
     root = tmp_path_factory.mktemp("aoa")
-    tokenizer = train_bpe_tokenizer(synthetic_sentences(2000), vocab_size=300)
-    for k, name in enumerate(NAMES):
-        toy = build_toy_checkpoints(root / f"toy{k}", seed=k, tokenizer=tokenizer)
-        for run, path in (("mm", toy.mm), ("lang", toy.lang)):
-            (root / run).mkdir(exist_ok=True)
-            (root / run / name).symlink_to(path)
+    word_count_runs(root, NAMES)
     (root / "cdi_childes.json").write_text(json.dumps(DATA))
     return root
 

@@ -22,12 +22,13 @@ from test_devbench import draw
 
 from babymerge.babylm.submission2025 import FAST_TASKS, FULL_TEXT_TASKS, VISION_TASKS
 from babymerge.babylm.tasks import GLUE_2025
-from babymerge.tokenization import train_bpe_tokenizer
 from demo.babylm2025_data import write_evaluation_data
-from demo.toy import build_toy_checkpoints, synthetic_sentences
+from demo.toy import synthetic_sentences
 from train import protocol
 from train.glue import TASKS as GLUE_TASKS
 from train.glue import task_file
+
+from conftest import word_count_runs
 
 pytestmark = pytest.mark.slow
 NAMES = ["chck_1M", "chck_2M"]
@@ -69,12 +70,7 @@ def write_devbench(root):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocol")
-    tokenizer = train_bpe_tokenizer(synthetic_sentences(2000), vocab_size=300)
-    for k, name in enumerate(NAMES):
-        toy = build_toy_checkpoints(root / f"toy{k}", seed=k, tokenizer=tokenizer)
-        for run, path in (("mm", toy.mm), ("lang", toy.lang)):
-            (root / run).mkdir(exist_ok=True)
-            (root / run / name).symlink_to(path)
+    word_count_runs(root, NAMES)
     data = write_evaluation_data(root / "evaluation_data", n=1, reading_sentences=2, vqa=False)
     write_glue(data)
     (data / "full_eval" / "aoa").mkdir(parents=True)
