@@ -28,6 +28,9 @@ same grammar with about as many words as the captions; both runs are stopped aft
 number of optimiser steps (``max_steps``). So the multimodal model spends part of its budget
 on captions (which are grammatical, just not about agreement) and sees fewer agreement
 sentences: that is the trade-off the demo shows.
+
+Longer than our other modules on purpose: the world is one deterministic story (grammar,
+pictures, held-out sets, runs), read top to bottom.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ Blocks are stored as an Arrow dataset (memory-mapped) under ``data.cache_dir`` i
 named by a fingerprint of the input files, tokenizer and packing settings, so a second run,
 another rank or a resumed run reuses them. The features themselves are never copied: they
 are read, memory-mapped where the format allows, when a batch needs them.
+
+Longer than our other modules on purpose: both sequence kinds share the packing and the one
+cache, which must stay consistent with each other.
 """
 
 from __future__ import annotations

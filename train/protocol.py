@@ -27,6 +27,9 @@ and each finished step; a rerun skips them, and a step cut by a kill is redone (
 own finished work: sweep cells, fine-tuned tasks, AoA checkpoints). Other settings in the same ``--out``
 are refused. One progress bar over the steps; each step's own output goes to ``OUT/protocol.log``. At the
 end: ``OUT/summary.csv`` (one row per alpha and part) printed as a table, and the sweep's plots.
+
+Longer than our other modules on purpose: the protocol's steps, its resumable state and its
+summary are one reading, top to bottom, of what a participant runs.
 """
 
 from __future__ import annotations

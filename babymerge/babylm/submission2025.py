@@ -38,6 +38,9 @@ Which lm-eval task is which pipeline task and subtask: ``babymerge.babylm.tasks.
 ``winoground_filtered`` -> winoground). The pipeline's prediction for an item is built from the
 sample's ``doc`` (its ``preds``: what the pipeline reports for each candidate) and ``resps``
 (one log-likelihood per candidate, the right one first), with the pipeline's argmax.
+
+Longer than our other modules on purpose: one module for the one file format, its parts (full,
+fast, GLUE, AoA, DevBench) in the order collate_preds.py assembles them, to be read beside it.
 """
 
 from __future__ import annotations
