@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from lm_eval.api.instance import Instance
 
-from demo.toy import build_toy_checkpoints
+from demo.toy import TOY_BLIMP_UID, build_toy_checkpoints, determiner_noun_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(os.environ.get("BABYMERGE_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
@@ -73,12 +73,20 @@ def tmpfs(path: Path, size: str, read_only: bool = False):
         subprocess.run(["umount", str(path)], check=True)
 
 
-def blimp_sentences(paradigm="anaphor_gender_agreement", n=12):
+def blimp_rows(paradigm="anaphor_gender_agreement", n=12) -> tuple[str, list[dict]]:
+    """(UID, the first ``n`` rows) of an official BLiMP file. Without the data: ``n`` different
+    made-up minimal pairs of the toy grammar in the same fields (determiner-noun agreement), so
+    the tests that need no real items run, each pair distinct."""
     if BLIMP.is_dir():
-        rows = [json.loads(line) for line in (BLIMP / f"{paradigm}.jsonl").read_text().splitlines()[:n]]
-    else:  # a few minimal pairs of our own, so the API tests run without the data
-        rows = [{"sentence_good": "The dog sees a cat.", "sentence_bad": "The dog see a cat."}] * n
-    return [s for row in rows for s in (row["sentence_good"], row["sentence_bad"])]
+        return paradigm, [json.loads(line) for line in (BLIMP / f"{paradigm}.jsonl").read_text().splitlines()[:n]]
+    rows = determiner_noun_pairs(n)
+    assert len(rows) == n and len({(r["sentence_good"], r["sentence_bad"]) for r in rows}) == n
+    return TOY_BLIMP_UID, rows
+
+
+def blimp_sentences(paradigm="anaphor_gender_agreement", n=12) -> list[str]:
+    """Good and bad sentence of each of ``blimp_rows(paradigm, n)``, in turn."""
+    return [s for row in blimp_rows(paradigm, n)[1] for s in (row["sentence_good"], row["sentence_bad"])]
 
 
 def requests(sentences, visual=None):
@@ -96,6 +104,16 @@ def toy(tmp_path_factory):
 def toy_same_class(tmp_path_factory):
     """Multimodal model + a language-only twin of the same BabyLLaVA class."""
     return build_toy_checkpoints(tmp_path_factory.mktemp("toy_same"), lang_class="babyllava", seed=10)
+
+
+@pytest.fixture(scope="module")
+def merged(toy, tmp_path_factory):
+    """``toy.mm`` merged with ``toy.lang`` at alpha 0.3, written to disk (a self-contained checkpoint)."""
+    from babymerge import merge
+
+    out = tmp_path_factory.mktemp("merged") / "merged-a0.3"
+    merge(str(toy.mm), str(toy.lang), alpha=0.3, out=str(out))
+    return out
 
 
 def word_count_runs(root: Path, names) -> Path:

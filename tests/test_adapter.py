@@ -122,7 +122,7 @@ def test_bad_model_args(toy, tmp_path):
 
 
 def test_a_truncated_checkpoint_without_lang_ckpt_is_named_in_one_line(toy, tmp_path):
-    """before: safetensors' SafetensorError from from_pretrained, naming no file (issue 25)."""
+    """A truncated weights file: one BabyMergeError naming the file, not safetensors' own error."""
     copy = tmp_path / "mm"
     shutil.copytree(toy.mm, copy)
     weights = copy / "model.safetensors"

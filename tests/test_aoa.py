@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 import pytest
-from test_babylm2025 import without_babymerge_env
-from test_babylm2025_tasks import build_model
+from helpers.models import build_model
+from helpers.pipeline import without_babymerge_env
 
 from babymerge import BabyMergeError
 from babymerge.babylm import aoa, aoa_score

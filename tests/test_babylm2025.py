@@ -1,4 +1,4 @@
-"""BabyLM 2025 interop (issue 10): recorded image pooling, old checkpoints, self-contained
+"""BabyLM 2025 interop: recorded image pooling, old checkpoints, self-contained
 checkpoints loaded where babymerge is not importable, the official pipeline as a client."""
 
 import json
@@ -12,55 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.pipeline import LEGACY_CHECKPOINT, run_without_babymerge
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Dinov2Config, Dinov2Model
 
-from babymerge import BabyMergeError, merge
+from babymerge import BabyMergeError
 from babymerge.image_features import image_features
 from babymerge.remote_code import CODE_FILES, check_remote_code
 
-from conftest import PIPELINE, needs_pipeline
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy_babyllava"
-
-# Run in a subprocess, this makes `import babymerge` fail (a meta path finder refuses it and the
-# worktree is taken off sys.path), as on a machine where only transformers is installed.
-BLOCKER = """
-import sys
-class _NoBabymerge:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("babymerge", "_babymerge_hooks", "train"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, _NoBabymerge())
-sys.path[:] = [p for p in sys.path if p.rstrip("/") != %r]
-"""
-
-
-def without_babymerge_env(tmp_path: Path, *extra_paths) -> dict:
-    """Environment whose Python cannot import babymerge (sitecustomize installs the blocker)."""
-    block = tmp_path / "block"
-    block.mkdir(exist_ok=True)
-    (block / "sitecustomize.py").write_text(BLOCKER % str(REPO))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(PYTHONPATH=os.pathsep.join([str(block), *map(str, extra_paths)]), HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")  # fmt: skip
-    return env
-
-
-def run_without_babymerge(tmp_path, code: str, *extra_paths, cwd=None):
-    env = without_babymerge_env(tmp_path, *extra_paths)
-    proof = subprocess.run(
-        [sys.executable, "-c", "import babymerge"], capture_output=True, text=True, env=env, cwd=cwd or tmp_path
-    )
-    assert proof.returncode != 0 and "No module named 'babymerge'" in proof.stderr, proof.stderr[-500:]
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd or tmp_path, timeout=600
-    )
+from conftest import PIPELINE, REPO, blimp_rows, needs_pipeline
 
 
 def legacy_image():
-    sys.path.insert(0, str(FIXTURE.parent))
+    sys.path.insert(0, str(LEGACY_CHECKPOINT.parent))
     from make_legacy_checkpoint import image
 
     return image()
@@ -118,15 +82,15 @@ def test_new_checkpoints_record_the_authors_pooling(toy):
 def test_old_checkpoint_keeps_its_pooling_and_its_loglikelihoods():
     """A checkpoint written before the change (tests/fixtures/legacy_babyllava, by commit 50619ae)
     reads as last-layer all-token mean and scores exactly as that code did."""
-    expected = json.loads((FIXTURE / "expected.json").read_text())
-    model = AutoModelForCausalLM.from_pretrained(FIXTURE / "model").eval()
-    tok = AutoTokenizer.from_pretrained(FIXTURE / "model")
+    expected = json.loads((LEGACY_CHECKPOINT / "expected.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(LEGACY_CHECKPOINT / "model").eval()
+    tok = AutoTokenizer.from_pretrained(LEGACY_CHECKPOINT / "model")
     assert (model.config.vision_feature_layer, model.config.image_pooling, model.config.image_token_index) == (
         -1,
         "mean",
         4,
     )
-    model.config.vision_encoder = str(FIXTURE / "encoder")
+    model.config.vision_encoder = str(LEGACY_CHECKPOINT / "encoder")
     feature = model.encode_images(images=[legacy_image()])[0]
     torch.testing.assert_close(feature, torch.tensor(expected["image_feature"]))
     for i, s in enumerate(expected["sentences"]):
@@ -157,13 +121,6 @@ def test_precomputed_features_refuse_raw_images_naming_what_is_needed(toy, tmp_p
 
 
 # -- 3. self-contained checkpoints ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def merged(toy, tmp_path_factory):
-    out = tmp_path_factory.mktemp("merged") / "merged-a0.3"
-    merge(str(toy.mm), str(toy.lang), alpha=0.3, out=str(out))
-    return out
-
-
 def test_merge_output_carries_auto_map_code_and_processor(merged):
     config = json.loads((merged / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling.BabyLlavaForConditionalGeneration"
@@ -241,18 +198,6 @@ def test_missing_code_files_give_a_clear_error(merged, tmp_path):
 
 
 # -- 4. the official pipeline as a test client ---------------------------------------------------------
-def blimp_rows(n=12):
-    from conftest import BLIMP
-
-    uid = "anaphor_gender_agreement"
-    if BLIMP.is_dir():
-        rows = [json.loads(line) for line in (BLIMP / f"{uid}.jsonl").read_text().splitlines()[:n]]
-    else:
-        rows = [{"sentence_good": "The dog sees a cat.", "sentence_bad": "The dog see a cat.", "field": "morphology",
-                 "linguistics_term": "s-selection", "UID": uid}] * n  # fmt: skip
-    return uid, rows
-
-
 @pytest.mark.slow
 @needs_pipeline
 def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(merged, tmp_path):
@@ -288,7 +233,7 @@ def test_official_pipeline_scores_our_merged_checkpoint_as_a_hand_forward_pass(m
 @pytest.mark.slow
 @needs_pipeline
 def test_official_pipeline_and_our_babylm2025_blimp_task_agree_on_our_merged_checkpoint(merged, tmp_path, monkeypatch):
-    """Issue 10 item 4: the unmodified pipeline (babymerge not importable) and
+    """The unmodified pipeline (babymerge not importable) and
     ``--model babymerge`` on ``babylm2025_blimp_<UID>`` score the same pairs of the same merged
     checkpoint alike: the same sums per sentence (the pipeline writes the chosen sentence; we log
     both log-likelihoods), the same predictions, and the pipeline's accuracy as our
@@ -319,7 +264,7 @@ def test_official_pipeline_and_our_babylm2025_blimp_task_agree_on_our_merged_che
     evaluated = lm_eval.simple_evaluate(
         model=BabyMergeLM(pretrained=str(merged), device="cpu"),
         tasks=[task],
-        task_manager=TaskManager(include_path=str(Path(__file__).parents[1] / "lm_eval_tasks"), include_defaults=False),
+        task_manager=TaskManager(include_path=str(REPO / "lm_eval_tasks"), include_defaults=False),
         log_samples=True,
     )
     samples = sorted(evaluated["samples"][task], key=lambda r: r["doc_id"])

@@ -23,22 +23,20 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers.data import BLIMP_UIDS, build_data
+from helpers.models import build_model
 from lm_eval.api.instance import Instance
-from tokenizers import processors
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from babymerge import BabyMergeError
 from babymerge.babylm.checkpoints import FAST_REVISIONS, STRICT_SMALL_FAST_REVISIONS
 from babymerge.babylm.scoring import SCORING_KEY, choose, first_probability, pipeline_prediction, pipeline_tokens
 from babymerge.babylm.tasks import ENTITY_TRACKING_SPLITS, FOLDERS, TASKS, task_name
 from babymerge.tokenization import train_bpe_tokenizer
-from demo.babylm2025_data import write_evaluation_data, write_jsonl, write_text_tasks
-from demo.toy import synthetic_sentences, toy_text_config
+from demo.babylm2025_data import write_evaluation_data, write_jsonl
+from demo.toy import synthetic_sentences
 
-from conftest import BLIMP as BLIMP_DATA
-from conftest import PIPELINE, load_task_module, needs_pipeline, run_lm_eval
+from conftest import PIPELINE, REPO, load_task_module, needs_pipeline, run_lm_eval
 
-REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "lm_eval_tasks" / "babylm2025"
 pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses on every task
 utils = load_task_module("babylm2025")
@@ -46,10 +44,7 @@ utils = load_task_module("babylm2025")
 OURS = [e for e in TASKS.values() if e.reader]  # the text tasks (VQA and reading live elsewhere)
 # BLiMP: a few paradigms (the pipeline reads whichever files the folder has), scored one by one; the
 # other tasks whole, through their groups (the BLiMP groups average the same way as the supplement's).
-BLIMP = {
-    "full": ["adjunct_island", "principle_A_c_command", "wh_island"],
-    "fast": ["adjunct_island", "complex_NP_island"],
-}
+BLIMP = BLIMP_UIDS
 GROUPS = [
     "babylm2025_blimp_supplement",
     "babylm2025_ewok",
@@ -77,28 +72,7 @@ COLLATE = {
 }
 
 
-# -- fixtures: data in the pipeline's layout (demo.babylm2025_data), two tiny models ------------
-def build_data(root: Path) -> Path:
-    """The pipeline's evaluation_data/ layout: every subtask but most BLiMP paradigms, 2-3 made-up items each."""
-    return write_text_tasks(root, blimp=BLIMP_DATA, blimp_uids=BLIMP)
-
-
-def build_model(path: Path, tokenizer, bos: bool) -> Path:
-    """A tiny random LlamaForCausalLM, peaked enough (init std 0.5) that candidates rarely come close."""
-    if bos:  # what Llama-style tokenizers do: BOS in front of every text
-        tokenizer.backend_tokenizer.post_processor = processors.Sequence(
-            [
-                processors.ByteLevel(trim_offsets=False),
-                processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tokenizer.bos_token_id)]),
-            ]
-        )
-    torch.manual_seed(0)
-    config = LlamaConfig(**toy_text_config(len(tokenizer), hidden_size=32, num_layers=2), initializer_range=0.5)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
+# -- fixtures: data in the pipeline's layout (helpers.data), two tiny models (helpers.models) --------
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("babylm2025")

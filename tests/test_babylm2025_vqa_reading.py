@@ -28,9 +28,8 @@ from babymerge import BabyMergeError
 from babymerge.babylm.submission2025 import FULL_SIZES, build, reading_scores
 from demo.babylm2025_data import write_reading_csv, write_vqa
 
-from conftest import PIPELINE, load_task_module, needs_pipeline, run_lm_eval
+from conftest import PIPELINE, REPO, load_task_module, needs_pipeline, run_lm_eval
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses
 vqa = load_task_module("babylm2025/vqa")
 reading = load_task_module("babylm2025/reading")

@@ -12,9 +12,8 @@ from babymerge.babylm.scoring import METRICS, choice_metrics, choose, is_right
 from babymerge.cli import main as cli
 from babymerge.sweep import milestone
 
-from conftest import load_task_module
+from conftest import REPO, load_task_module
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "lm_eval_tasks"
 # (right, other, ...) summed log-probabilities -> (acc, acc_pipeline, ties)
 CASES = [

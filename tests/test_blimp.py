@@ -14,9 +14,8 @@ from babymerge import BabyMergeError
 from babymerge.lm_eval_model import BabyMergeLM
 from demo.toy import synthetic_sentences
 
-from conftest import BLIMP, load_task_module, needs_blimp
+from conftest import BLIMP, REPO, load_task_module, needs_blimp
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO / "lm_eval_tasks"
 blimp_utils = load_task_module("blimp")  # the tasks' own module, as lm-eval loads it
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
+from helpers.models import interpolated
 from safetensors.torch import load_file
-from test_merge import interpolated
 
 
 def run(*args):

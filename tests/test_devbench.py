@@ -16,7 +16,6 @@ and the pipeline's ``comparison/`` and ``collate_preds`` run unmodified as subpr
 import csv
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from helpers.data import draw
+from PIL import Image
 
 from babymerge import BabyMergeError
 from babymerge.babylm import devbench
@@ -37,18 +37,6 @@ MANIFESTS = PIPELINE / "evaluation_pipeline" / "devbench" / "manifests"
 HUMAN = PIPELINE / "evaluation_pipeline" / "devbench" / "data_human"
 ROWS = {"lex-viz_vocab": [0, 1, 2, 118], "gram-trog": [0, 1, 75], "sem-things": list(range(0, 1854, 200))}
 pytestmark = needs_pipeline  # the manifests and the comparison code are the pipeline's
-
-
-def draw(path: Path, seed: str) -> None:
-    """A small picture, different for every file name (shapes and colours from a seeded RNG)."""
-    rng = random.Random(seed)
-    image = Image.new("RGB", (rng.randint(30, 60), rng.randint(30, 60)), tuple(rng.randrange(256) for _ in range(3)))
-    pen = ImageDraw.Draw(image)
-    for _ in range(4):
-        box = sorted(rng.sample(range(60), 2)), sorted(rng.sample(range(60), 2))
-        pen.ellipse((box[0][0], box[1][0], box[0][1], box[1][1]), fill=tuple(rng.randrange(256) for _ in range(3)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
 
 
 def build_devbench(root: Path) -> Path:

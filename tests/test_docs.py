@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from babymerge import model_args
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def adapter_class():

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from babymerge.merge.registry import METHODS
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+from conftest import REPO
+
+DOCS = REPO / "docs"
 
 
 def _table(path: Path, name: str) -> str:

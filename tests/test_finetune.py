@@ -1,4 +1,4 @@
-"""``python -m train.finetune`` (issue 21, item 2): fine-tuning in the project on the pipeline's
+"""``python -m train.finetune``: fine-tuning in the project on the pipeline's
 GLUE files, in the pipeline's results layout.
 
 The learnable task: rte-format pairs whose label follows from the text by a rule (the second
@@ -14,43 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_babylm2025
-from test_babylm2025 import run_without_babymerge
-from test_finetune_pipeline import COLLATE_CHECK
+from helpers.data import write_rule_task
+from helpers.pipeline import COLLATE_CHECK, read_results, run_without_babymerge
 
-from demo.toy import _WORDS, synthetic_sentences
 from train.finetune import MARKER, main
 
-from conftest import PIPELINE, needs_pipeline
+from conftest import PIPELINE, REPO, needs_pipeline
 
-merged = test_babylm2025.merged  # toy.mm merged with toy.lang at alpha 0.3, written to disk
-
-REPO = Path(__file__).resolve().parents[1]
-NOUNS = sorted(_WORDS["noun"])
 SETTINGS = ["--tasks", "rte", "--learning-rate", "1e-3", "--batch-size", "8", "--epochs", "6"]
-
-
-def write_rule_task(root, n_train=96, n_valid=32):
-    """rte files: label 1 iff the second text ends in a noun of the first half of NOUNS."""
-    data = root / "evaluation_data"
-    folder = data / "full_eval" / "glue_filtered"
-    folder.mkdir(parents=True)
-    for split, n, seed in (("train", n_train, 1), ("valid", n_valid, 2)):
-        s = synthetic_sentences(2 * n, seed)
-        rows = []
-        for i in range(n):
-            second = s[2 * i + 1][:-1]  # no final ".": the last token is the noun
-            label = int(second.split()[-1] in NOUNS[: len(NOUNS) // 2])
-            rows.append({"sentence1": s[2 * i], "sentence2": second, "label": label, "idx": i})
-        (folder / f"rte.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return data
-
-
-def read_results(out, name, task="rte"):
-    folder = out / name / "main" / "finetune" / task
-    preds = [p["pred"] for p in json.loads((folder / "predictions.json").read_text())[task]["predictions"]]
-    scores = {k: float(v) for k, v in (line.split(": ") for line in (folder / "results.txt").read_text().splitlines())}
-    return preds, scores
 
 
 @pytest.mark.slow

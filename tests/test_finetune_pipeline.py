@@ -1,4 +1,4 @@
-"""GLUE fine-tuning the BabyLM way (issue 21, item 1): the official 2025 pipeline's fine-tuner,
+"""GLUE fine-tuning the BabyLM way: the official 2025 pipeline's fine-tuner,
 unmodified and with babymerge not importable, fine-tunes our checkpoints, and what its
 backbone sees for a text pair is what training showed it for text.
 
@@ -16,51 +16,22 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_babylm2025
 import torch
 import torch.nn.functional as F
-from test_babylm2025 import FIXTURE, run_without_babymerge
+from helpers.data import GLUE_TASKS as TASKS
+from helpers.data import glue_rows
+from helpers.pipeline import COLLATE_CHECK, LEGACY_CHECKPOINT, run_without_babymerge
 from transformers import AutoModel, AutoTokenizer
 
 from babymerge.processing import BabyLlavaProcessor
 from babymerge.prompt import pair_prompt, prompt_body
-from demo.toy import synthetic_sentences
 from train.data import pack_text
 
 from conftest import PIPELINE, needs_pipeline
 
-merged = test_babylm2025.merged  # its merged toy checkpoint fixture, used here too
-
-# The pipeline's templates (evaluation_pipeline/finetune/dataset.py): task -> (labels, a row's
-# first and second text). Rows carry the fields its loader reads, as in glue_filtered/.
-TASKS = {
-    "rte": (2, lambda r: (r["sentence1"], r["sentence2"])),
-    "mnli": (3, lambda r: (r["premise"], r["hypothesis"])),
-    "multirc": (2, lambda r: (f"Question: {r['question']} Answer: {r['answer']}", r["paragraph"])),
-    "wsc": (2, lambda r: (f'Does "{r["span2_text"]}" refer to "{r["span1_text"]}" in this passage?', r["text"])),
-}
-
 # eval_finetuning.sh's metrics (f1 is binary only)
 METRICS = {"rte": ["accuracy", "f1", "mcc"], "mnli": ["accuracy"], "multirc": ["accuracy", "f1", "mcc"],
            "wsc": ["accuracy", "f1", "mcc"]}  # fmt: skip
-
-
-def glue_rows(task: str, n: int, seed: int) -> list[dict]:
-    s = synthetic_sentences(3 * n, seed)
-    labels = TASKS[task][0]
-    rows = []
-    for i in range(n):
-        # the second text ends in a word, not ".", so that the last token (the one classified) varies
-        a, b, c = s[3 * i], s[3 * i + 1][:-1], s[3 * i + 2][:-1]
-        row = {
-            "rte": {"sentence1": a + " " + c, "sentence2": b},
-            "mnli": {"premise": a + " " + c, "hypothesis": b, "genre": "fiction"},
-            "multirc": {"paragraph": a + " " + b, "question": "Who " + c.split(" ", 2)[2] + "?", "answer": b.split()[1]},
-            "wsc": {"text": a + " It " + c.split(" ", 2)[2], "span1_text": " ".join(a.split()[:2]), "span2_text": "It",
-                    "span1_index": 0, "span2_index": len(a.split())},
-        }[task]  # fmt: skip
-        rows.append({**row, "label": (i * 7 + seed) % labels, "idx": i})
-    return rows
 
 
 def write_glue(root: Path) -> Path:
@@ -131,20 +102,6 @@ def test_processor_gives_a_pair_as_training_packs_two_segments(merged):
         proc(pairs, return_offsets_mapping=True)
 
 
-COLLATE_CHECK = """
-import json, pathlib, sys
-from evaluation_pipeline import collate_preds
-glue = {}
-for path in sys.argv[1:]:
-    results = collate_preds._load_results(pathlib.Path(path))
-    (task,) = results
-    collate_preds.FULL_SIZES[task] = len(results[task]["predictions"])  # our tiny files' size, not the real one
-    assert collate_preds._check_size(task, results, fast=False), path
-    glue |= results
-print(json.dumps(sorted(glue)))
-"""
-
-
 @pytest.mark.slow
 @needs_pipeline
 def test_official_finetuner_trains_our_checkpoints_as_a_hand_forward_pass(merged, tmp_path):
@@ -155,9 +112,9 @@ def test_official_finetuner_trains_our_checkpoints_as_a_hand_forward_pass(merged
     the weights it fine-tuned, and collate_preds accepts its prediction files."""
     data = write_glue(tmp_path)
     legacy = tmp_path / "legacy-ckpt"
-    shutil.copytree(FIXTURE / "model", legacy)
+    shutil.copytree(LEGACY_CHECKPOINT / "model", legacy)
     config = json.loads((legacy / "config.json").read_text())
-    (legacy / "config.json").write_text(json.dumps({**config, "vision_encoder": str(FIXTURE / "encoder")}))
+    (legacy / "config.json").write_text(json.dumps({**config, "vision_encoder": str(LEGACY_CHECKPOINT / "encoder")}))
     subprocess.run([sys.executable, "-m", "babymerge.remote_code", str(legacy)], check=True, capture_output=True)
     runs = [(merged, task) for task in TASKS] + [(legacy, "rte")]
     argvs = [

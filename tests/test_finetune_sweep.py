@@ -11,7 +11,8 @@ import json
 import math
 
 import pytest
-from test_finetune import read_results, write_rule_task
+from helpers.data import write_rule_task
+from helpers.pipeline import read_results
 
 from train.finetune import main as finetune
 from train.finetune_sweep import main

@@ -1,4 +1,4 @@
-"""The GLUE task table of ``train.glue`` (issue 21, item 2) against the official 2025 pipeline:
+"""The GLUE task table of ``train.glue`` against the official 2025 pipeline:
 its dataset reader's texts and labels, its ``eval_finetuning.sh`` per-task settings and its
 ``finetune/run.py`` defaults; bad task files refused in one line naming file and line."""
 

@@ -5,39 +5,12 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from helpers.models import as_llama_name, interpolated, weights
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from babymerge import merge
 from babymerge.merge import METHODS
-
-LANG_PREFIX = ("model.language_model.", "model.")
-
-
-def weights(path):
-    """All tensors of a checkpoint directory (sharded or not), independently of babymerge."""
-    out = {}
-    for file in sorted(path.glob("*.safetensors")):
-        out.update(load_file(file))
-    return out
-
-
-def as_llama_name(key):
-    return key.replace(*LANG_PREFIX) if key.startswith(LANG_PREFIX[0]) else key
-
-
-def interpolated(mm, lang, alpha):
-    """The linear merge by hand, in float64: mm + a * (lang - mm), or lang - (1 - a) * (lang - mm)
-    for a >= 0.5, with a = float32(alpha), the difference rounded to float32 and the
-    multiply-add rounded once to float32, as a fused multiply-add rounds it (float64 holds the
-    product of two float32 exactly; rounding its sum twice differs from once only at halfway
-    cases, about one entry in 2^29 of random data). Returns float32."""
-    a = float(torch.tensor(alpha, dtype=torch.float32))
-    m, l = mm.float(), lang.float()
-    difference = (l - m).double()
-    if a < 0.5:
-        return (m.double() + a * difference).float()
-    return (l.double() - (1 - a) * difference).float()
 
 
 @pytest.mark.parametrize("alpha", [0.3, 0.7])

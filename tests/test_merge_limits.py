@@ -1,11 +1,10 @@
-"""Issue 25: a merge whose input changes under it, and merges near the memory limits.
+"""A merge whose input changes under it, and merges near the memory limits.
 
 Real processes, because what is tested is what happens to a process: an input truncated or
-rewritten while a merge reads it (before: truncation killed the merge with SIGBUS, no
-message, its temporary output left until the next merge to that --out), and merges under an
-address-space limit (``ulimit -v``), set in the child after its imports, in proportion to the
-~256 MB models here (before: a merge to disk mapped both inputs and then the whole output
-again to verify it; an in-memory merge that could not fit was killed or failed late).
+rewritten while a merge reads it (one line naming it, exit 2, no temporary output
+left), and merges under an address-space limit (``ulimit -v``), set in the child after its
+imports, in proportion to the ~256 MB models here (a merge to disk maps neither both inputs
+at once nor the whole output; an in-memory merge that cannot fit is refused before loading).
 """
 
 import json
@@ -135,8 +134,8 @@ def _interpolated(mm, lang, alpha, key) -> torch.Tensor:
 
 
 def test_a_merge_to_disk_fits_an_address_space_of_half_a_model(pair, tmp_path):
-    """before: both inputs were mapped (2 models of address space) and the whole output was
-    mapped again to verify it when closed: MemoryError at the very end, result discarded."""
+    """A merge to disk succeeds in an address space of half one model (neither both inputs nor
+    the whole output are mapped at once), its result equal to the formula by hand."""
     mm, lang = pair
     limit = _weights_bytes(mm) // 2
     result = _limited_merge(limit, mm_ckpt=mm, lang_ckpt=lang, alpha=0.3, out=tmp_path / "out")
@@ -148,8 +147,7 @@ def test_a_merge_to_disk_fits_an_address_space_of_half_a_model(pair, tmp_path):
 
 def test_an_in_memory_merge_that_cannot_fit_is_refused_before_loading_naming_the_ways_out(pair, tmp_path):
     """Float32 in 1.3x the model's size is refused before anything is allocated; the way out
-    the message names (dtype=bfloat16: half) then fits. before: the OOM killer (SIGKILL, no
-    message), or MemoryError part-way."""
+    the message names (dtype=bfloat16: half) then fits."""
     mm, lang = pair
     model_bytes = sum(math.prod(t.shape) * 4 for t in load_file(mm / "model.safetensors").values())
     limit = int(1.3 * model_bytes)  # float32: the model + OVERHEAD (1.5x here); bfloat16: 1x
@@ -195,7 +193,7 @@ LIMITED_LM_EVAL = textwrap.dedent("""
 @pytest.mark.parametrize("merging", [True, False])
 def test_lm_eval_refuses_a_float32_model_that_cannot_fit_before_loading(pair, merging):
     """lm-eval's default float32 of a model that does not fit: refused before loading, with
-    or without a merge at load. before: killed by the OOM killer with no message."""
+    or without a merge at load (one BabyMergeError, not the OOM killer)."""
     mm, lang = pair
     args = {"pretrained": str(mm), **({"lang_ckpt": str(lang)} if merging else {})}
     model = _weights_bytes(mm)  # the files are float32: the model's size

@@ -17,9 +17,9 @@ import threading
 
 import pytest
 import torch
+from helpers.models import as_llama_name as lang_name
+from helpers.models import interpolated, weights
 from safetensors.torch import load_file, save_file
-from test_merge import as_llama_name as lang_name
-from test_merge import interpolated, weights
 
 from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint

@@ -1,4 +1,4 @@
-"""What `pip install .` ships, and what the library imports (issue 13).
+"""What `pip install .` ships, and what the library imports.
 
 The full check, a clean venv with the wheel installed and `lm_eval --model babymerge` run from
 outside the checkout, is `.ci/wheel_smoke.py` in `.ci/run` (it installs every dependency, too
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import babymerge
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 SOURCES = [
     "setup.py",
     "setup.cfg",

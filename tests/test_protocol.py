@@ -18,7 +18,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_devbench import draw
+from helpers.data import draw
 
 from babymerge.babylm.submission2025 import FAST_TASKS, FULL_TEXT_TASKS, VISION_TASKS
 from babymerge.babylm.tasks import GLUE_2025

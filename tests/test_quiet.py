@@ -1,4 +1,4 @@
-"""Quiet by default (issue 24 step 6): a normal run prints progress and results, not the
+"""Quiet by default: a normal run prints progress and results, not the
 notices the user can do nothing about; lm-eval's DEBUG level brings ours back."""
 
 import json

@@ -1,7 +1,6 @@
-"""Issue 12: a merge never destroys or half-writes anything, and every mistake is one actionable line.
+"""A merge never destroys or half-writes anything, and every mistake is one actionable line.
 
-Each test fails on the code before the fix (what it did then is in the docstring). Checkpoints
-that a test could destroy are copies; inputs are checksummed before and after.
+Checkpoints that a test could destroy are copies; inputs are checksummed before and after.
 """
 
 import hashlib
@@ -25,6 +24,8 @@ from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
 from babymerge.cli import main
 from demo.toy import build_toy_checkpoints, toy_text_config
+
+from conftest import REPO
 
 RECIPE = "babymerge_recipe.json"
 merge_write = importlib.import_module("babymerge.merge.write")  # `babymerge.merge` is the function
@@ -67,10 +68,10 @@ def cli(capsys, *argv):
 @pytest.mark.parametrize(
     "out, flag, how",
     [
-        ("runs/mm", "--overwrite", "is the input"),  # before: the training checkpoint replaced, rc 0
+        ("runs/mm", "--overwrite", "is the input"),  # the training checkpoint stays
         ("runs/mm", "--overwrite-any", "is the input"),
-        ("runs", "--overwrite-any", "contains the input"),  # before (--overwrite): both runs deleted, rc 0
-        ("runs/lang/merged", None, "lies inside the input"),  # before: written into the checkpoint
+        ("runs", "--overwrite-any", "contains the input"),  # both runs stay
+        ("runs/lang/merged", None, "lies inside the input"),  # nothing written into the checkpoint
     ],
 )
 def test_out_that_is_contains_or_lies_inside_an_input_is_refused(runs, tmp_path, capsys, out, flag, how):
@@ -105,14 +106,14 @@ def test_base_is_protected_too(toy, runs, capsys):
 
 
 def test_mergekit_yaml_is_never_written_into_an_input(runs, capsys):
-    """before: `--mergekit-yaml runs/mm/config.json` replaced the checkpoint's config, rc 0."""
+    """`--mergekit-yaml runs/mm/config.json`: refused in one line, exit 2, the checkpoint unchanged."""
     before = checksums(runs)
     rc, last = cli(capsys, "--mm", runs / "mm", "--lang", runs / "lang", "--mergekit-yaml", runs / "mm" / "config.json")
     assert rc == 2 and "--mergekit-yaml" in last and "lies inside the input" in last and checksums(runs) == before
 
 
 def test_overwrite_replaces_only_an_earlier_merge(runs, tmp_path, capsys):
-    """before: --overwrite replaced any directory (here someone's notes)."""
+    """--overwrite refuses a directory babymerge did not write (someone's notes); --overwrite-any replaces it."""
     out = tmp_path / "notes"
     out.mkdir()
     (out / "todo.txt").write_text("mine")
@@ -145,8 +146,8 @@ def during_merge(monkeypatch, action):
 
 @pytest.mark.parametrize("content", ["empty", "file"])
 def test_a_directory_created_meanwhile_survives(toy, tmp_path, monkeypatch, content):
-    """before: an empty one was replaced silently (os.rename onto an empty dir succeeds); one
-    with files was moved away and deleted, even without --overwrite."""
+    """A directory created at --out while the merge writes (empty or not) is kept as it is, with
+    or without --overwrite: the merge fails in one line and leaves nothing behind."""
     out = tmp_path / "out"
 
     def someone_else():
@@ -164,8 +165,8 @@ def test_a_directory_created_meanwhile_survives(toy, tmp_path, monkeypatch, cont
 
 
 def test_two_merges_to_one_out_one_wins_the_other_fails(toy, tmp_path, monkeypatch):
-    """The second merge starts and finishes while the first is writing. before: both
-    reported success and the first silently replaced the second's result."""
+    """The second merge starts and finishes while the first is writing: the first fails in one
+    line and the second's complete result stays."""
     out = tmp_path / "out"
     during_merge(monkeypatch, lambda: (monkeypatch.undo(), merge(toy.mm, toy.lang, alpha=0.7, out=out, progress=False)))
     with pytest.raises(BabyMergeError, match="was created by another process"):
@@ -176,8 +177,8 @@ def test_two_merges_to_one_out_one_wins_the_other_fails(toy, tmp_path, monkeypat
 
 
 def test_overwrite_replaces_only_the_directory_it_checked(toy, tmp_path, monkeypatch):
-    """Two --overwrite merges at once: the one that finishes second must not silently replace
-    the first one's fresh result. before: it did (rc 0 for both)."""
+    """Two --overwrite merges at once: the one that finishes second fails and does not replace
+    the first one's fresh result."""
     out = tmp_path / "out"
     merge(toy.mm, toy.lang, alpha=0.1, out=out, progress=False)
     during_merge(
@@ -234,7 +235,8 @@ def stop_mid_write(proc, parent):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_merge_leaves_nothing_and_the_next_run_cleans_up(big, tmp_path, sig):
-    """before: SIGTERM and SIGKILL both left `.out.tmp-*` (the partial shards) forever."""
+    """A merge killed mid-write leaves no --out: SIGTERM removes its `.out.tmp-*` at once, after
+    SIGKILL the next merge to the same --out removes it; the inputs are unchanged."""
     before = checksums(big.mm, big.lang)
     out = tmp_path / "out"
     proc = start_merge(big, out)
@@ -257,7 +259,7 @@ def test_killed_merge_leaves_nothing_and_the_next_run_cleans_up(big, tmp_path, s
 
 def test_two_merge_processes_to_one_out(big, tmp_path):
     """Two real `babymerge merge` processes started together: one publishes, the other fails in
-    one line (whichever check catches it), the result is complete. before: both rc 0."""
+    one line (whichever check catches it), the result is complete."""
     before = checksums(big.mm, big.lang)
     out = tmp_path / "out"
     procs = [start_merge(big, out) for _ in range(2)]
@@ -314,8 +316,7 @@ def in_small_filesystem(script, mnt, size="64k"):
 
 @needs_unshare
 def test_full_disk(toy, tmp_path):
-    """A real ENOSPC (a 64 KiB tmpfs). before: a raw OSError traceback (and the partial
-    output removed, which already worked)."""
+    """A real ENOSPC (a 64 KiB tmpfs): one line "no space left on the device", exit 2, nothing left."""
     mnt = tmp_path / "mnt"
     babymerge = f"{sys.executable} -m babymerge merge --mm {toy.mm} --lang {toy.lang} --no-progress"
     result = in_small_filesystem(f"{babymerge} --out {mnt}/out; echo rc=$?; ls -A {mnt}", mnt)
@@ -325,7 +326,8 @@ def test_full_disk(toy, tmp_path):
 
 @needs_unshare
 def test_read_only_disk_keeps_the_old_output_and_leaves_no_old_dir(toy, tmp_path):
-    """before: OSError 30 traceback, and with --overwrite a stray `..old-*` directory."""
+    """A read-only disk: one line naming it, exit 2; with --overwrite the old output stays and no
+    `..old-*` directory is left."""
     mnt = tmp_path / "mnt"
     babymerge = f"{sys.executable} -m babymerge merge --mm {toy.mm} --lang {toy.lang} --no-progress"
     script = (
@@ -341,7 +343,8 @@ def test_read_only_disk_keeps_the_old_output_and_leaves_no_old_dir(toy, tmp_path
 @needs_unshare
 @pytest.mark.parametrize("name", ["recipe.yml", "sub/recipe.yml"])
 def test_mergekit_yaml_on_a_read_only_disk(toy_same_class, tmp_path, name):
-    """before: a raw OSError 30 traceback (issue 25). (mergekit needs a twin of the same class.)"""
+    """--mergekit-yaml on a read-only disk: one line naming the file, exit 2, nothing written.
+    (mergekit needs a twin of the same class.)"""
     mnt, toy = tmp_path / "mnt", toy_same_class
     babymerge = f"{sys.executable} -m babymerge merge --mm {toy.mm} --lang {toy.lang} --no-progress"
     script = f"mount -o remount,ro {mnt} && {babymerge} --mergekit-yaml {mnt}/{name}; echo rc=$?; ls -A {mnt}"
@@ -354,7 +357,8 @@ def test_mergekit_yaml_on_a_read_only_disk(toy_same_class, tmp_path, name):
 
 @pytest.mark.parametrize("out", [".", "..", "{work}"])
 def test_out_may_not_be_the_current_directory_or_contain_it(toy, tmp_path, out):
-    """before: `--out . --overwrite-any` ended in a raw OSError (issue 25)."""
+    """--out that is or contains the current directory, even with --overwrite-any: one line, exit 2,
+    nothing touched."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("mine")
@@ -383,15 +387,15 @@ def test_out_may_not_be_the_current_directory_or_contain_it(toy, tmp_path, out):
 @pytest.mark.parametrize(
     "args, match",
     [
-        # before: NotADirectoryError / FileExistsError traceback
+        # a file on the path to --out
         (["--out", "{tmp}/file.txt/out"], r"'.*file.txt' is a file, not a directory; choose another --out"),
-        # before: ValueError: invalid literal for int() with base 10: 'ABC' (after reading both checkpoints)
+        # checked before either checkpoint is read
         (
             ["--out", "{tmp}/out", "--max-shard-size", "abc"],
             r"--max-shard-size must be a positive size such as 500MB.*got 'abc'",
         ),
         (["--out", "{tmp}/out", "--max-shard-size", "0"], r"--max-shard-size must be a positive size"),
-        # before: a TypeError deep inside the TIES code
+        # a method option of the wrong type
         (
             ["--out", "{tmp}/out", "--method", "ties", "--density", "abc"],
             r"option density of merge method 'ties' must be a number .*got 'abc'",
@@ -416,7 +420,8 @@ def test_bad_merge_arguments_are_one_line(toy, tmp_path, capsys, args, match):
 
 
 def test_a_twin_without_tokenizer_files_is_warned_about(toy, tmp_path, capsys):
-    """before: merged silently, with nothing checked."""
+    """A language-only checkpoint without tokenizer files: merged, with a warning that the tokenizers
+    cannot be compared."""
     lang = tmp_path / "lang"
     shutil.copytree(toy.lang, lang)
     for f in lang.glob("tokenizer*"):
@@ -429,13 +434,14 @@ def test_a_twin_without_tokenizer_files_is_warned_about(toy, tmp_path, capsys):
 
 
 def test_mm_equal_to_lang_is_warned_about(toy, tmp_path, capsys):
-    """before: silence, and every alpha gives the same model."""
+    """--mm and --lang the same checkpoint: merged, with a warning (every alpha gives the same model)."""
     rc = main(["merge", "--mm", str(toy.mm), "--lang", str(toy.mm), "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 0 and "babymerge: warning: --mm and --lang are the same checkpoint" in capsys.readouterr().err
 
 
 def test_swapped_mm_and_lang_are_refused(toy, tmp_path, capsys):
-    """A plain Llama as --mm and BabyLLaVA as --lang. before: merged silently, the projector dropped."""
+    """A plain Llama as --mm and BabyLLaVA as --lang: one line asking whether they were swapped,
+    exit 2, nothing written."""
     rc, last = cli(capsys, "--mm", toy.lang, "--lang", toy.mm, "--out", tmp_path / "out")
     assert rc == 2 and "is a text-only LlamaForCausalLM but --lang" in last and "Did you swap --mm and --lang?" in last
     assert "multi_modal_projector" in last or "projector" in last
@@ -443,7 +449,7 @@ def test_swapped_mm_and_lang_are_refused(toy, tmp_path, capsys):
 
 
 def test_outputs_get_the_users_umask(toy, tmp_path):
-    """before: 0700 for the merged directory (mkdtemp) and 0600 for write_file_atomic (mkstemp)."""
+    """Outputs get the user's umask (0755 directories, 0644 files), not mkdtemp's 0700 or mkstemp's 0600."""
     old = os.umask(0o022)
     try:
         out = merge(toy.mm, toy.lang, out=tmp_path / "out", progress=False).out
@@ -457,7 +463,7 @@ def test_outputs_get_the_users_umask(toy, tmp_path):
         assert f.stat().st_mode & 0o777 == 0o644, f
 
 
-# -- Found in review: tied embeddings in memory, Remerger copies, one dtype parser --------------------
+# -- tied embeddings in memory, the re-merger's memory, one dtype parser ------------------------------
 def tied_pair(root, kind, tokenizer):
     """Two random models with tied input/output embeddings, saved with one tokenizer."""
     paths = []
@@ -478,8 +484,8 @@ def tied_pair(root, kind, tokenizer):
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_tied_embedding_pairs_merge_in_memory_and_to_disk(toy, tmp_path, kind):
-    """before: in memory "lacks parameters ['lm_head.weight']" (tied weights compared with `is`
-    across two state_dict() calls); to disk it worked."""
+    """Pairs with tied input/output embeddings (GPT-2, Llama) merge in memory, to disk and through the
+    re-merger, equal to a hand computation, the output embeddings still tied."""
     a, b = tied_pair(tmp_path, kind, AutoTokenizer.from_pretrained(toy.mm))
     sa, sb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert "lm_head.weight" not in sa  # saved tied
@@ -501,8 +507,8 @@ def test_tied_embedding_pairs_merge_in_memory_and_to_disk(toy, tmp_path, kind):
 
 
 def test_remerger_keeps_no_copy_of_the_sources_and_equals_a_fresh_merge(toy):
-    """before: two or three float32 copies of every shared tensor (11.9 GB sweeping a 1B
-    bfloat16 pair); now the checkpoints are read again for each alpha."""
+    """The re-merger holds no tensor copies of the sources (it reads the checkpoints again for each
+    alpha), and each alpha equals a fresh merge."""
     remerge = merge(toy.mm, toy.lang, alpha=0.3, keep_sources=True, progress=False).remerge
     with_base = merge(
         toy.mm, toy.lang, "task_arithmetic", 0.3, base_ckpt=toy.base, keep_sources=True, progress=False
@@ -517,7 +523,7 @@ def test_remerger_keeps_no_copy_of_the_sources_and_equals_a_fresh_merge(toy):
 
 
 def test_one_dtype_parser(toy):
-    """before: dtype=bf16 worked only with lang_ckpt ("unknown dtype 'bf16'" without)."""
+    """dtype=bf16 is understood with and without lang_ckpt; an unknown dtype is one error."""
     from babymerge.lm_eval_model import BabyMergeLM
 
     lm = BabyMergeLM(pretrained=str(toy.lang), dtype="bf16", image_prefix="none", device="cpu")
@@ -530,7 +536,7 @@ def test_one_dtype_parser(toy):
 
 # -- lm-eval adapter ---------------------------------------------------------------------------------
 def test_lm_eval_checkpoint_paths_that_do_not_exist(toy, tmp_path):
-    """before: "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" from the hub client."""
+    """A checkpoint path that does not exist: one BabyMergeError naming it, not a hub client error."""
     from babymerge.lm_eval_model import BabyMergeLM
 
     missing = tmp_path / "runs" / "mm" / "ckpt-ep10"
@@ -544,7 +550,7 @@ def test_lm_eval_cli_ends_with_our_message(tmp_path):
     """The traceback above is lm-eval's; the last line must be ours and say it all."""
     missing = tmp_path / "runs" / "mm"
     cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={missing}", "--tasks", "blimp_anaphor_gender_agreement",
-           "--include_path", str(Path(__file__).parents[1] / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
+           "--include_path", str(REPO / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
     result = subprocess.run(
         cmd,
         capture_output=True,
@@ -558,8 +564,7 @@ def test_lm_eval_cli_ends_with_our_message(tmp_path):
 
 
 def test_lm_eval_batch_size_model_arg_wins_over_the_cli_default(toy):
-    """before: TypeError "got multiple values for keyword argument 'batch_size'" whenever
-    batch_size was given in --model_args (the CLI always passes its own)."""
+    """batch_size in --model_args wins over the one the lm_eval CLI always passes."""
     from babymerge.lm_eval_model import BabyMergeLM
 
     cli_config = {"batch_size": 1, "max_batch_size": None, "device": "cpu"}
@@ -575,9 +580,9 @@ def test_lm_eval_batch_size_model_arg_wins_over_the_cli_default(toy):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        ({"image_prefix": "white"}, "image_prefix must be one of"),  # before: checked after the merge
+        ({"image_prefix": "white"}, "image_prefix must be one of"),
         ({"dtype": "int8"}, "unknown dtype 'int8'"),
-        ({"batch_size": "many"}, "batch_size must be an integer or 'auto'"),  # before: after the merge
+        ({"batch_size": "many"}, "batch_size must be an integer or 'auto'"),
     ],
 )
 def test_lm_eval_arguments_are_checked_before_the_merge(toy, monkeypatch, extra, match):
@@ -602,8 +607,8 @@ def test_lm_eval_image_prefix_black_on_a_text_model_is_refused_before_the_merge(
 def test_use_cache_keeps_what_an_interrupted_run_scored(toy, tmp_path):
     """lm-eval's --use_cache (CachingLM) stores results only when a whole loglikelihood call
     returns; lm-eval's `hf` model also adds each result as it is computed (cache_hook.add_partial),
-    so a crashed or killed run keeps its progress. before: the adapter never called add_partial,
-    and the interrupted run below left the cache empty."""
+    so a crashed or killed run keeps its progress: the adapter does too, so the interrupted run
+    below leaves what it scored in the cache."""
     from lm_eval.api.model import CachingLM
 
     from babymerge.lm_eval_model import BabyMergeLM

@@ -6,16 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from babymerge import BabyMergeError
 from babymerge.babylm.submission2024 import submit
 
-from conftest import BLIMP, needs_blimp
+from conftest import BLIMP, REPO, needs_blimp
 
-REPO = Path(__file__).resolve().parents[1]
 PARADIGMS = {"anaphor_gender_agreement": 7, "determiner_noun_agreement_2": 3, "wh_island": 5}
 pytestmark = [needs_blimp, pytest.mark.slow]  # its module fixture runs lm_eval
 

@@ -36,7 +36,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_babylm2025_tasks import build_data, build_model
+from helpers.data import build_data, glue_rows
+from helpers.models import build_model
 
 from babymerge import BabyMergeError
 from babymerge.babylm.checkpoints import fast_revisions
@@ -49,7 +50,6 @@ from demo.toy import synthetic_sentences
 
 from conftest import PIPELINE, needs_pipeline, run_lm_eval
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # lm_eval and the official pipeline run as subprocesses
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
 # (module, --task, full data folder, fast data folder) of the pipeline's runs (eval_zero_shot[_fast].sh)
@@ -410,8 +410,6 @@ def test_devbench_and_glue_from_the_pipelines_folder(tmp_path):
 
 def write_all_glue(data: Path, valid_sizes: dict[str, int]) -> None:
     """The seven tasks' files in the pipeline's field layout (boolq, mrpc, qqp from rte-like pairs)."""
-    from test_finetune_pipeline import glue_rows
-
     renames = {"boolq": ("question", "passage"), "mrpc": ("sentence1", "sentence2"), "qqp": ("question1", "question2")}
     folder = data / "full_eval" / "glue_filtered"
     folder.mkdir(parents=True)

@@ -93,7 +93,7 @@ def test_fixtures_make_a_submission(tmp_path, data, sizes):
 
 
 def test_2025_a_cut_off_samples_line_is_named_by_file_and_line(tmp_path, sizes):
-    """before: a raw JSONDecodeError naming no file."""
+    """A cut-off samples line: one line naming the file and line, exit 2, nothing written."""
     results = write_results(tmp_path, "winoground_filtered", [winoground_sample(i) for i in range(N)])
     samples = next(results.rglob("samples_*.jsonl"))
     samples.write_bytes(samples.read_bytes()[:-20])  # a crash cut the last line
@@ -103,7 +103,7 @@ def test_2025_a_cut_off_samples_line_is_named_by_file_and_line(tmp_path, sizes):
 
 
 def test_2025_a_sample_without_doc_id_is_named_by_file_and_line(tmp_path, sizes):
-    """before: a raw KeyError: 'doc_id'."""
+    """A sample without doc_id: one line naming the file and line, exit 2, nothing written."""
     broken = [winoground_sample(i) for i in range(N)]
     del broken[1]["doc_id"]
     results = write_results(tmp_path, "winoground_filtered", broken)
@@ -121,7 +121,7 @@ def test_2025_a_missing_sizes_file_is_one_line(tmp_path, sizes):
 
 
 def test_2025_a_read_only_out_is_one_line(tmp_path, sizes):
-    """before: a raw OSError (errno 30)."""
+    """A read-only --out (or a folder below it): one line naming it, exit 2, nothing written."""
     results = write_results(tmp_path, "winoground_filtered", [winoground_sample(i) for i in range(N)])
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         for out in (ro, ro / "submission"):
@@ -133,7 +133,7 @@ def test_2025_a_read_only_out_is_one_line(tmp_path, sizes):
 
 
 def test_2024_random_bytes_for_samples_are_one_line(tmp_path, data):
-    """before: a raw UnicodeDecodeError."""
+    """Random bytes as the samples file: one line naming the file and line, exit 2, nothing written."""
     results = write_results(tmp_path, "blimp_filtered_wh_island", [blimp_sample(i) for i in range(N)])
     samples = next(results.rglob("samples_*.jsonl"))
     samples.write_bytes(b"\xff\xfe" + random.Random(0).randbytes(4096))
@@ -143,7 +143,7 @@ def test_2024_random_bytes_for_samples_are_one_line(tmp_path, data):
 
 
 def test_2024_out_below_a_file_is_one_line(tmp_path, data):
-    """before: a raw FileExistsError/NotADirectoryError from creating --out."""
+    """--out that is a file, or lies below one: one line naming the file, which stays unchanged."""
     results = write_results(tmp_path, "blimp_filtered_wh_island", [blimp_sample(i) for i in range(N)])
     (tmp_path / "file").write_text("mine\n")
     for out in (tmp_path / "file", tmp_path / "file" / "submission"):
@@ -153,8 +153,8 @@ def test_2024_out_below_a_file_is_one_line(tmp_path, data):
 
 
 def test_2024_a_full_disk_writes_both_files_or_neither(tmp_path, data):
-    """A summary (the scores lm-eval reported) too big for the disk. before: a raw OSError, and the
-    prediction file written without its summary (or beside the previous run's summary)."""
+    """A summary (the scores lm-eval reported) too big for the disk: one line, and the prediction
+    file and its summary are written together or not at all (the earlier pair stays)."""
     samples = [blimp_sample(i) for i in range(N)]
     small = write_results(tmp_path / "small", "blimp_filtered_wh_island", samples)
     big = write_results(tmp_path / "big", "blimp_filtered_wh_island", samples,

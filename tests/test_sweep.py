@@ -1,7 +1,6 @@
 """Alpha sweeps: one load per checkpoint pair, results equal separate runs, resumable, plots."""
 
 import csv
-from pathlib import Path
 
 import lm_eval
 import pytest
@@ -13,9 +12,8 @@ from babymerge.data.synthetic_winoground import write_dataset
 from babymerge.lm_eval_model import BabyMergeLM
 from babymerge.sweep import checkpoint_pairs, parse_alphas, plotted_tasks, sweep
 
-from conftest import write_pairs_task
+from conftest import REPO, write_pairs_task
 
-REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher."), ("This bird finds a tree.", "This bird find a tree.")]  # fmt: skip
 

@@ -14,11 +14,10 @@ import torch
 
 from babymerge.sweep.workers import Worker, current_worker, parse_shard, work_order
 
-from conftest import write_pairs_task
+from conftest import REPO, write_pairs_task
 
 pytestmark = pytest.mark.slow  # each case starts 2-3 processes that import lm-eval
 
-REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher.")]  # fmt: skip
 CHECKPOINTS = ["chck_1M", "chck_2M"]

@@ -28,11 +28,10 @@ from babymerge.sweep import (
 )
 from babymerge.sweep.workers import claim_path
 
-from conftest import tmpfs, write_pairs_task
+from conftest import REPO, tmpfs, write_pairs_task
 
 pytestmark = pytest.mark.slow  # its module fixtures train nothing but run sweeps with lm_eval
 
-REPO = Path(__file__).resolve().parents[1]
 PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
          ("Some boys help the teacher.", "Some boys helps the teacher.")]  # fmt: skip
 # (name, words_seen in the multimodal run's trainer_state, in the language-only run's; None: no trainer_state)
@@ -283,7 +282,7 @@ def fill(disk: Path, leave: int = 0) -> Path:
 
 
 def test_a_read_only_out_is_one_line(runs, tmp_path, capsys):
-    """before: a raw OSError (errno 30) from creating --out."""
+    """A read-only --out (new or existing folder): one line naming it, exit 2, nothing written."""
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
         assert main(sweep_cli(runs, ro / "s", "0")) == 2
         line = one_error_line(capsys.readouterr().err)
@@ -295,7 +294,8 @@ def test_a_read_only_out_is_one_line(runs, tmp_path, capsys):
 
 
 def test_a_full_disk_is_one_line_and_a_rerun_recovers(runs, tmp_path, capsys):
-    """before: a raw OSError (errno 28); the rerun with space resumed already."""
+    """A full disk: one line naming --out, exit 2, the earlier results unchanged and no temporaries;
+    the rerun with space resumes."""
     with tmpfs(tmp_path / "disk", "8m") as disk:
         out = disk / "s"
         assert main(sweep_cli(runs, out, "0")) == 0

@@ -27,9 +27,8 @@ from train.config import load_config
 from train.data import build_blocks, make_batch, pack_captions, pack_text
 from train.encode_images import encode
 
-from conftest import PIPELINE, needs_pipeline, tmpfs
+from conftest import PIPELINE, REPO, needs_pipeline, tmpfs
 
-REPO = Path(__file__).resolve().parents[1]
 TOTAL_STEPS = 14  # 2 epochs of the workspace's 228 blocks at a global batch of 32
 
 

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from babymerge import BabyMergeError
 from babymerge.data.synthetic_winoground import write_dataset
 
-from conftest import load_task_module
+from conftest import REPO, load_task_module
 
-REPO = Path(__file__).resolve().parents[1]
 wino = load_task_module("winoground")  # the tasks' own module, as lm-eval loads it
 
 

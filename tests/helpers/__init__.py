@@ -1,0 +1,6 @@
+"""Helpers shared by several test modules (fixtures live in ``conftest.py``).
+
+``pipeline``: running code where babymerge is not importable (the official pipeline as a client),
+``models``: tiny models and independent reads of checkpoint weights, ``data``: small data files
+in the exact field layout of real ones.
+"""
