@@ -20,8 +20,6 @@ import sys
 
 import numpy as np
 import pytest
-from helpers.models import build_model
-from helpers.pipeline import without_babymerge_env
 
 from babymerge import BabyMergeError
 from babymerge.babylm import aoa, aoa_score
@@ -31,6 +29,8 @@ from babymerge.tokenization import train_bpe_tokenizer
 from demo.toy import synthetic_sentences
 
 from conftest import PIPELINE, needs_pipeline, word_count_runs
+from helpers.models import build_model
+from helpers.pipeline import without_babymerge_env
 
 NAMES = ["chck_0.001M", "chck_0.002M"]
 ALPHA = 0.3

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.pipeline import LEGACY_CHECKPOINT, run_without_babymerge
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, Dinov2Config, Dinov2Model
 
@@ -21,6 +20,7 @@ from babymerge.image_features import image_features
 from babymerge.remote_code import CODE_FILES, check_remote_code
 
 from conftest import PIPELINE, REPO, blimp_rows, needs_pipeline
+from helpers.pipeline import LEGACY_CHECKPOINT, run_without_babymerge
 
 
 def legacy_image():

@@ -23,8 +23,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers.data import BLIMP_UIDS, build_data
-from helpers.models import build_model
 from lm_eval.api.instance import Instance
 
 from babymerge import BabyMergeError
@@ -36,6 +34,8 @@ from demo.babylm2025_data import write_evaluation_data, write_jsonl
 from demo.toy import synthetic_sentences
 
 from conftest import PIPELINE, REPO, load_task_module, needs_pipeline, run_lm_eval
+from helpers.data import BLIMP_UIDS, build_data
+from helpers.models import build_model
 
 TASK_DIR = REPO / "lm_eval_tasks" / "babylm2025"
 pytestmark = pytest.mark.slow  # the official pipeline and lm_eval run as subprocesses on every task

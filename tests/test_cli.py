@@ -5,8 +5,9 @@ import sys
 
 import pytest
 import torch
-from helpers.models import interpolated
 from safetensors.torch import load_file
+
+from helpers.models import interpolated
 
 
 def run(*args):

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.data import draw
 from PIL import Image
 
 from babymerge import BabyMergeError
@@ -32,6 +31,7 @@ from babymerge.cli import main as cli
 from babymerge.merge import merge
 
 from conftest import PIPELINE, needs_pipeline
+from helpers.data import draw
 
 MANIFESTS = PIPELINE / "evaluation_pipeline" / "devbench" / "manifests"
 HUMAN = PIPELINE / "evaluation_pipeline" / "devbench" / "data_human"

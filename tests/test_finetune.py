@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.data import write_rule_task
-from helpers.pipeline import COLLATE_CHECK, read_results, run_without_babymerge
 
 from train.finetune import MARKER, main
 
 from conftest import PIPELINE, REPO, needs_pipeline
+from helpers.data import write_rule_task
+from helpers.pipeline import COLLATE_CHECK, read_results, run_without_babymerge
 
 SETTINGS = ["--tasks", "rte", "--learning-rate", "1e-3", "--batch-size", "8", "--epochs", "6"]
 

@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.data import GLUE_TASKS as TASKS
-from helpers.data import glue_rows
-from helpers.pipeline import COLLATE_CHECK, LEGACY_CHECKPOINT, run_without_babymerge
 from transformers import AutoModel, AutoTokenizer
 
 from babymerge.processing import BabyLlavaProcessor
@@ -28,6 +25,9 @@ from babymerge.prompt import pair_prompt, prompt_body
 from train.data import pack_text
 
 from conftest import PIPELINE, needs_pipeline
+from helpers.data import GLUE_TASKS as TASKS
+from helpers.data import glue_rows
+from helpers.pipeline import COLLATE_CHECK, LEGACY_CHECKPOINT, run_without_babymerge
 
 # eval_finetuning.sh's metrics (f1 is binary only)
 METRICS = {"rte": ["accuracy", "f1", "mcc"], "mnli": ["accuracy"], "multirc": ["accuracy", "f1", "mcc"],

@@ -11,11 +11,12 @@ import json
 import math
 
 import pytest
-from helpers.data import write_rule_task
-from helpers.pipeline import read_results
 
 from train.finetune import main as finetune
 from train.finetune_sweep import main
+
+from helpers.data import write_rule_task
+from helpers.pipeline import read_results
 
 SETTINGS = ["--tasks", "rte", "--learning-rate", "1e-3", "--batch-size", "8", "--epochs", "2"]
 

@@ -5,12 +5,13 @@ import math
 
 import pytest
 import torch
-from helpers.models import as_llama_name, interpolated, weights
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from babymerge import merge
 from babymerge.merge import METHODS
+
+from helpers.models import as_llama_name, interpolated, weights
 
 
 @pytest.mark.parametrize("alpha", [0.3, 0.7])

@@ -17,13 +17,14 @@ import threading
 
 import pytest
 import torch
-from helpers.models import as_llama_name as lang_name
-from helpers.models import interpolated, weights
 from safetensors.torch import load_file, save_file
 
 from babymerge import BabyMergeError, merge
 from babymerge.checkpoint import Checkpoint
 from demo.toy import build_toy_checkpoints
+
+from helpers.models import as_llama_name as lang_name
+from helpers.models import interpolated, weights
 
 execute = importlib.import_module("babymerge.merge.execute")
 

@@ -18,7 +18,6 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers.data import draw
 
 from babymerge.babylm.submission2025 import FAST_TASKS, FULL_TEXT_TASKS, VISION_TASKS
 from babymerge.babylm.tasks import GLUE_2025
@@ -29,6 +28,7 @@ from train.glue import TASKS as GLUE_TASKS
 from train.glue import task_file
 
 from conftest import word_count_runs
+from helpers.data import draw
 
 pytestmark = pytest.mark.slow
 NAMES = ["chck_1M", "chck_2M"]

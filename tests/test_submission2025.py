@@ -36,8 +36,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.data import build_data, glue_rows
-from helpers.models import build_model
 
 from babymerge import BabyMergeError
 from babymerge.babylm.checkpoints import fast_revisions
@@ -49,6 +47,8 @@ from demo.babylm2025_data import write_reading_csv
 from demo.toy import synthetic_sentences
 
 from conftest import PIPELINE, needs_pipeline, run_lm_eval
+from helpers.data import build_data, glue_rows
+from helpers.models import build_model
 
 pytestmark = pytest.mark.slow  # lm_eval and the official pipeline run as subprocesses
 GLUE = ("boolq", "mnli", "mrpc", "multirc", "qqp", "rte", "wsc")
