@@ -20,18 +20,23 @@ few minutes on 2 CPU cores with no network, using the real commands a researcher
 5. ``babymerge sweep --checkpoints words`` over the word-count checkpoints and alphas
    0, 0.3, 0.5, 0.7, 1, with its plots (``score_vs_words.png``: words seen on the x-axis);
 6. ``babymerge submit`` turns the samples into a (partial) leaderboard prediction file;
-7. the BabyLM 2025 zero-shot suite on a small synthetic ``evaluation_data/`` tree in the
-   official pipeline's layout (``demo/babylm2025_data.py``): ``babymerge sweep --tasks
-   babylm2025_fast`` across the word-count checkpoints (words seen on the x-axis, one line
-   per alpha), the full suite on the merged model, and ``babymerge submit --format 2025
-   --allow-partial`` (what is missing is listed).
+7. the BabyLM 2025 protocol in one command (``python -m train.protocol``) on a small synthetic
+   ``evaluation_data/`` tree in the official pipeline's layout (``demo/babylm2025_data.py``: the
+   zero-shot files, and from the world its filtered Winoground rows, GLUE-format tasks made of its
+   minimal pairs, an AoA word list and DevBench manifests with its pictures): the fast suite across
+   the word-count checkpoints, then at alphas 0, 0.3, 1 the full suite, GLUE fine-tuning (cheap:
+   few epochs at a raised learning rate), AoA, DevBench, and ``babymerge submit --format 2025``;
+   the submission lacks only what the demo's scale cannot make (the official checkpoint names,
+   hence AoA), each named with the reason.
 It prints the trade-off at the last word-count checkpoint (Winoground-format text score and
-minimal-pair accuracy per alpha) and where each artefact is.
+minimal-pair accuracy per alpha), GLUE accuracy by alpha, what the 2025 submission lacks and why,
+and where each artefact is.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -40,19 +45,19 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
-from babymerge.babylm.submission2025 import FULL_SIZES, collect
+from babymerge.babylm.submission2025 import FULL_SIZES
 from demo import world
-from demo.babylm2025_data import write_evaluation_data
+from demo.babylm2025_data import write_cdi, write_devbench, write_evaluation_data, write_glue, write_winoground_filtered
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BLIMP = REPO.parent / "shared" / "data" / "blimp"
 ALPHAS = "0,0.3,0.5,0.7,1"
 ALPHAS_2025 = "0,0.3,1"
-# The full zero-shot tasks the synthetic 2025 tree has (Winoground's 2025 files are not written:
-# the demo's Winoground-format set is the world's own).
-FULL_2025 = ["babylm2025_blimp", "babylm2025_blimp_supplement", "babylm2025_ewok", "babylm2025_entity_tracking",
-             "babylm2025_comps", "babylm2025_wug_adj_wug_adj", "babylm2025_wug_past_wug_past", "babylm2025_vqa_vqa",
-             "babylm2025_reading_reading"]  # fmt: skip
+# The world's GLUE-format tasks: rows per task, and the cheap fine-tuning the demo gives them (the
+# pipeline's recipe is 10 epochs at lr 3e-5: far too slow for a tiny model on 2 cores).
+GLUE_TRAIN, GLUE_VALID = 64, 32
+FINETUNE = "--epochs 3 --learning-rate 1e-3 --batch-size 16"
+AOA_WORDS = 8
 MARKER = ".babymerge-demo"  # left in --out: the demo replaces only a folder that holds it
 BLIMP_PARADIGMS = ["anaphor_number_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1"]
 # Used when the official BLiMP files are not beside the checkout: minimal pairs of our own.
@@ -110,19 +115,65 @@ def fresh_output_folder(out: Path) -> None:
     (out / MARKER).write_text("written by python -m demo; replaced by its next run\n")
 
 
-def submission_sizes(results: Path, model: str) -> Path:
-    """The demo's counts for ``babymerge submit --format 2025 --sizes``: the synthetic tree has a
-    few items per subtask, not the official counts (``FULL_SIZES``) that the check enforces,
-    so the counts are those of the data the demo wrote (each task's samples, all of them: no
-    ``--limit``), keyed in lower case as collate_preds compares them; the tasks it has not
-    written keep the official counts, so they stay missing."""
-    counted = {
-        task: {s.lower(): len(v) for s, v in subtasks.items()}
-        for task, subtasks in collect(results, model, "full").items()
-    }
-    path = results / "sizes.json"
-    path.write_text(json.dumps({"full": {**FULL_SIZES, **counted}}, indent=1) + "\n")
+def write_world_2025(data: Path, world_dir: Path) -> dict:
+    """The 2025 parts drawn from the world, beside the zero-shot files: the filtered Winoground rows of its
+    Winoground-format set, its GLUE-format tasks (from its minimal pairs), an AoA word list (its nouns in
+    contexts from its text) and DevBench manifests (its pictures). Returns the counts the submission checks."""
+    pairs = [(r["sentence_good"], r["sentence_bad"]) for f in sorted((data / world.GROUP).glob("*.jsonl"))
+             for r in map(json.loads, f.read_text().splitlines())]  # fmt: skip
+    sentences = (world_dir / "corpora" / "text" / "corpus.train").read_text().splitlines()
+    write_winoground_filtered(data)
+    glue = write_glue(data, pairs, GLUE_TRAIN, GLUE_VALID)
+    aoa_rows = write_cdi(data, sentences, sorted(world.NOUNS)[:AOA_WORDS])
+    return {"glue": glue, "aoa": aoa_rows, "devbench": write_devbench(data)}
+
+
+def submission_sizes(data: Path, counts: dict, path: Path) -> Path:
+    """The demo's counts for ``--sizes`` (``babymerge submit --format 2025``): the synthetic tree has a few
+    items per subtask, not the official counts (``FULL_SIZES``) the check enforces, so the counts are those
+    of the data the demo wrote: each full zero-shot subtask's documents as lm-eval loads them (keyed in
+    lower case, as collate_preds compares them), GLUE's validation rows and DevBench's array shapes."""
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    from babymerge.babylm.tasks import TASKS
+    from babymerge.data import DATA_ENV
+    from babymerge.sweep import default_include_path
+
+    def leaves(tree):
+        for value in tree.values():
+            yield from leaves(value) if isinstance(value, dict) else [value]
+
+    saved, os.environ[DATA_ENV] = os.environ.get(DATA_ENV), str(data)
+    try:
+        manager = TaskManager(include_path=default_include_path(), include_defaults=False)
+        full: dict = {}
+        for task in leaves(get_task_dict(["babylm2025_full_zero_shot"], manager)):
+            name = task.config.task
+            pipeline, subtask = ("winoground", "winoground") if name == "winoground_filtered" else (
+                TASKS[name].task, TASKS[name].subtask)  # fmt: skip
+            full.setdefault(pipeline, {})[subtask.lower()] = len(list(task.eval_docs))
+    finally:
+        os.environ.pop(DATA_ENV) if saved is None else os.environ.__setitem__(DATA_ENV, saved)
+    sizes = {"full": {**FULL_SIZES, **full, **counts["glue"]}, "aoa": counts["aoa"], "devbench": counts["devbench"]}
+    path.write_text(json.dumps(sizes, indent=1) + "\n")
     return path
+
+
+def missing_reasons(missing: str) -> list[tuple[str, str]]:
+    """What the demo's submission lacks (``babymerge submit``'s list), grouped, each with why: the parts the
+    demo's scale cannot make; anything else is named as not expected."""
+    names = [m for m in missing.partition("missing: ")[2].split(", ") if m]
+    fast = [m for m in names if m.startswith("fast/")]
+    reasons = []
+    if fast:
+        reasons.append((f"fast_eval_results of {len(fast)} checkpoints ({fast[0]} ... {fast[-1]})",
+                        "the official names are chck_1M ... chck_1000M (words seen, up to 1B); the world's runs "
+                        "see 400,000 words, their checkpoints are chck_0.025M ... chck_0.4M"))  # fmt: skip
+    if "aoa" in names:
+        reasons.append(("aoa", "collate_preds takes AoA only with all 28 official checkpoints (computed all the "
+                        "same: the protocol's aoa/ folder)"))  # fmt: skip
+    reasons += [(m, "NOT expected at the demo's scale") for m in names if not m.startswith("fast/") and m != "aoa"]
+    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,27 +241,37 @@ def main(argv: list[str] | None = None) -> int:
     run([py, "-m", "babymerge", "submit", "--results", str(submit_results), "--model", merged.name,
          "--out", str(submission), "--data", str(data), "--allow-partial"])  # fmt: skip
 
-    print("7/7 the BabyLM 2025 suite: fast tasks across the word-count checkpoints with `babymerge sweep`, "
-          "the full tasks on the merged model, `babymerge submit --format 2025` ...", flush=True)  # fmt: skip
+    print("7/7 the BabyLM 2025 protocol in one command, `python -m train.protocol`: the fast suite across the "
+          "word-count checkpoints, then at each alpha the full suite, GLUE fine-tuning (the world's GLUE-format "
+          f"tasks, cheap: {FINETUNE}), AoA, DevBench on the final merge, `babymerge submit --format 2025` ...",
+          flush=True)  # fmt: skip
     write_evaluation_data(data, blimp=SHARED_BLIMP if SHARED_BLIMP.is_dir() else None)
-    sweep_2025 = out / "sweep-babylm2025"
-    run([py, "-m", "babymerge", "sweep", "--mm", str(mm_run), "--lang", str(lang_run), "--checkpoints", "words",
-         "--alphas", ALPHAS_2025, "--tasks", "babylm2025_fast", "--out", str(sweep_2025), "--no-progress"], env)  # fmt: skip
-    results_2025 = out / "results-babylm2025"
-    run(["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={merged}", "--tasks", ",".join(FULL_2025),
-         "--include_path", tasks_dir, "--device", "cpu", "--batch_size", "auto", "--output_path", str(results_2025),
-         "--log_samples"], env)  # fmt: skip
-    submission_2025 = out / "submission-babylm2025"
-    # the demo's checkpoints are not the 2025 word counts (chck_1M ... chck_1000M), so no fast results go in
-    run([py, "-m", "babymerge", "submit", "--format", "2025", "--results", str(results_2025), "--model", merged.name,
-         "--out", str(submission_2025), "--sizes", str(submission_sizes(results_2025, merged.name)),
-         "--allow-partial"], env)  # fmt: skip
+    counts = write_world_2025(data, out / "world")
+    protocol_dir = out / "protocol"
+    sizes = submission_sizes(data, counts, out / "sizes-babylm2025.json")
+    run([py, "-m", "train.protocol", "--mm", str(mm_run), "--lang", str(lang_run), "--alphas", ALPHAS_2025,
+         "--data", str(data), "--out", str(protocol_dir), "--sizes", str(sizes), f"--finetune-args={FINETUNE}"], env)  # fmt: skip
+    summary_rows = list(csv.DictReader((protocol_dir / "summary.csv").open()))
+    alphas_2025 = [float(a) for a in ALPHAS_2025.split(",")]
+    glue = {}
+    for row in summary_rows:
+        if row["part"].startswith("glue ") and row["part"].endswith(" accuracy"):
+            glue.setdefault(row["part"].split()[1], {})[float(row["alpha"])] = float(row["value"])
+    missing = (protocol_dir / f"a{alphas_2025[1]}" / "submission_missing.txt").read_text().strip()
 
     print(f"\nThe trade-off at {numbers['checkpoint']} ({numbers['words_seen']:,} words seen), by alpha "
           "(weight of the language-only model):")  # fmt: skip
     print("  alpha                                   " + "  ".join(f"{a:5g}" for a in numbers["alphas"]))
     print("  Winoground-format text score            " + "  ".join(f"{v:5.2f}" for v in numbers["text_score"]))
     print("  minimal pairs of the world (accuracy)   " + "  ".join(f"{v:5.2f}" for v in numbers["minimal_pairs"]))
+    print(f"\nGLUE-format tasks of the world (label: is the second sentence the grammatical one?), fine-tuned "
+          f"{GLUE_TRAIN} rows, validation accuracy on {GLUE_VALID}, {FINETUNE}:")  # fmt: skip
+    print("  alpha                                   " + "  ".join(f"{a:5g}" for a in alphas_2025))
+    for task, by_alpha in glue.items():
+        print(f"  {task:<40}" + "  ".join(f"{by_alpha.get(a, float('nan')):5.2f}" for a in alphas_2025))
+    print(f"\nThe BabyLM 2025 submission at alpha={alphas_2025[1]:g} lacks only what the demo's scale cannot make:")
+    for what, why in missing_reasons(missing):
+        print(f"  {what}: {why}")
     print("\nArtefacts:")
     print(f"  the world (corpora, evaluation data)    {out / 'world'}")
     print(
@@ -224,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{sweep_dir / 'score_vs_alpha.png'}  {sweep_dir / 'tradeoff.png'}")  # fmt: skip
     print(f"  the trade-off: last checkpoint, words   {figure}  {across}")
     print(f"  submission                              {submission}")
-    print(f"  BabyLM 2025: evaluation data, fast suite across training, submission  {data / 'fast_eval'}  "
-          f"{sweep_2025 / 'score_vs_words.png'}  {submission_2025}")  # fmt: skip
+    print(
+        f"  BabyLM 2025 protocol: summary, log, plots  {protocol_dir / 'summary.csv'}  {protocol_dir / 'protocol.log'}  "
+        f"{protocol_dir / 'sweep' / 'score_vs_words.png'}"
+    )
+    print(f"  BabyLM 2025 submissions (one per alpha)  {protocol_dir}/a*/submission  (evaluation data: {data})")
     return 0
 
 

@@ -26,7 +26,10 @@ read_files.py`` reads them; ``babymerge.babylm.tasks`` names the folders):
   ``root/vqav2_validation/``, a ``datasets`` ``save_to_disk`` folder standing for the local
   VQAv2 validation copy our VQA task reads (the pipeline itself loads VQA images from the hub).
 
-Winoground, AoA, GLUE and DevBench are not written (Winoground: ``babymerge.data.synthetic_winoground``).
+Winoground, AoA, GLUE and DevBench need a world to be drawn from (pictures, minimal pairs, words):
+``write_world_parts`` writes them from the demo's world (``demo/world.py``): ``winoground_filtered/``
+from a Winoground-format set, GLUE files from minimal pairs, ``full_eval/aoa/cdi_childes.json``
+from a text corpus, and DevBench's manifests with the set's pictures.
 The numbers the models get on these items mean nothing; they exist so that tests, the demo
 and benchmarks can run the pipeline and our tasks on the same files. Deterministic from ``seed``.
 """
@@ -277,6 +280,98 @@ def write_evaluation_data(
     if vqa:
         write_vqa(root, seed)
     return root
+
+
+# -- the parts drawn from a world: Winoground (filtered), GLUE, AoA, DevBench ----------------------------------------
+def write_winoground_filtered(root: str | Path) -> int:
+    """``root/winoground_filtered/winoground.jsonl`` from the Winoground-format set in ``root/winoground/``: the
+    pipeline's rows, one image and two captions, its own caption first (``image_idx``, ``image_key``). Returns rows."""
+    root = Path(root)
+    items = [json.loads(line) for line in (root / "winoground" / "winoground.jsonl").read_text().splitlines()]
+    rows = []
+    for idx, item in enumerate(items):
+        for key, (good, bad) in (("image_0", ("caption_0", "caption_1")), ("image_1", ("caption_1", "caption_0"))):
+            rows.append({"id": f"{item['id']}_{key}", "caption_0": item[good], "caption_1": item[bad], "tag": item["tag"],
+                         "collapsed_tag": item["collapsed_tag"], "num_main_preds": item["num_main_preds"],
+                         "secondary_tag": item.get("secondary_tag", ""), "image_idx": idx, "image_key": key})  # fmt: skip
+    write_jsonl(root / "winoground_filtered" / "winoground.jsonl", rows)
+    return len(rows)
+
+
+def write_glue(root: str | Path, pairs: list[tuple[str, str]], n_train: int, n_valid: int, seed: int = 0) -> dict:
+    """Every 2025 GLUE task's ``full_eval/glue_filtered/<task>.{train,valid}.jsonl`` in the task's fields, from
+    minimal pairs (grammatical, ungrammatical): a row shows both sentences of a pair, the first text's fields
+    one of them, the second text's fields the other; the label is 1 iff the second text is the grammatical
+    one (an RTE-like judgement the model can learn). Returns {task: validation rows}."""
+    from babymerge.babylm.tasks import GLUE_2025
+    from train.glue import TASKS as GLUE_TASKS
+    from train.glue import task_file
+
+    if len(pairs) < n_train + n_valid:
+        raise ValueError(f"{n_train + n_valid} minimal pairs needed, {len(pairs)} given")
+    rng = random.Random(seed)
+    for task in GLUE_2025:
+        spec = GLUE_TASKS[task]
+        chosen = rng.sample(pairs, n_train + n_valid)
+        rows = []
+        for good, bad in chosen:
+            label = rng.randrange(2)
+            first, second = (bad, good) if label else (good, bad)
+            rows.append({**{k: first for k in spec.first}, **{k: second for k in spec.second}, "label": label})
+        for split, part in (("train", rows[:n_train]), ("valid", rows[n_train:])):
+            write_jsonl(task_file(Path(root), task, split), part)
+    return {task: n_valid for task in GLUE_2025}
+
+
+def write_cdi(root: str | Path, sentences: list[str], words: list[str], contexts: int = 2) -> int:
+    """``full_eval/aoa/cdi_childes.json`` (the pipeline's ``{word: [{"context": ...}, ...]}``): each word with
+    up to ``contexts`` left contexts, the words before it in sentences of ``sentences``. Returns the rows."""
+    cdi: dict[str, list[dict]] = {}
+    for word in words:
+        for text in sentences:
+            tokens = text.split()
+            if word in tokens[1:] and len(cdi.setdefault(word, [])) < contexts:
+                context = " ".join(tokens[: tokens.index(word, 1)])
+                if {"context": context} not in cdi[word]:
+                    cdi[word].append({"context": context})
+    cdi = {w: c for w, c in cdi.items() if c}
+    path = Path(root) / "full_eval" / "aoa" / "cdi_childes.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cdi, indent=1) + "\n")
+    return sum(len(c) for c in cdi.values())
+
+
+def write_devbench(root: str | Path, trials: int = 6, things: int = 8) -> dict:
+    """``full_eval/devbench/assets/<task>/manifest.csv`` with the pictures of the Winoground-format set in
+    ``root/winoground/`` (copied beside each manifest, as DevBench's ``download_data.sh`` lays them out):
+    ``gram-trog``: a caption, its picture first, then the swapped scene and another item's two;
+    ``lex-viz_vocab``: the first shape word of a caption, the same four pictures; ``sem-things``: pictures.
+    Returns the shapes ``babymerge submit --sizes`` gives DevBench."""
+    import shutil
+
+    root = Path(root)
+    items = [json.loads(line) for line in (root / "winoground" / "winoground.jsonl").read_text().splitlines()]
+    if len(items) < max(trials + 1, things):
+        raise ValueError(f"{max(trials + 1, things)} Winoground-format items needed, {len(items)} given")
+    base = root / "full_eval" / "devbench" / "assets"
+    for task in ("gram-trog", "lex-viz_vocab", "sem-things"):
+        (base / task / "images").mkdir(parents=True, exist_ok=True)
+        lines = ["image1"] if task == "sem-things" else ["image1,image2,image3,image4,text1"]
+        for t in range(things if task == "sem-things" else trials):
+            item, other = items[t], items[t + 1]
+            pictures = [item["image_0"]] if task == "sem-things" else [item["image_0"], item["image_1"],
+                                                                         other["image_0"], other["image_1"]]  # fmt: skip
+            for rel in pictures:
+                shutil.copyfile(root / "winoground" / rel, base / task / "images" / Path(rel).name)
+            names = [f"images/{Path(rel).name}" for rel in pictures]
+            text = (
+                []
+                if task == "sem-things"
+                else [item["caption_0"] if task == "gram-trog" else item["caption_0"].split()[2]]
+            )
+            lines.append(",".join(names + text))
+        (base / task / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return {"lex-viz_vocab": [trials, 4, 1], "trog": [trials, 4, 1], "things": [things, things]}
 
 
 def main(argv: list[str] | None = None) -> int:
