@@ -31,9 +31,7 @@ def plot(out: Path, rows: list[dict], tasks: list[str]) -> None:
     if not panels:
         return
     checkpoints = list(dict.fromkeys(r["checkpoint"] for r in rows))
-    cols = min(3, len(panels))
-    nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(plt, len(panels))
     for ax, (task, metric) in zip(axes.flat, panels):
         for ckpt in checkpoints:
             pts = sorted(
@@ -100,9 +98,7 @@ def plot_words(out: Path, rows: list[dict], panels: list[tuple[str, str]]) -> No
         return
     alphas = sorted({r["alpha"] for r in rows})
     words = sorted({r["words_seen"] for r in rows})
-    cols = min(3, len(panels))
-    nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = _panel_grid(plt, len(panels))
     for ax, (task, metric) in zip(axes.flat, panels):
         for alpha in alphas:
             pts = sorted(
@@ -131,3 +127,10 @@ def _save(fig, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     write_file_atomic(path, buf.getvalue())
+
+
+def _panel_grid(plt, n: int):
+    """A figure with ``n`` panels, at most three to a row."""
+    cols = min(3, n)
+    nrows = -(-n // cols)
+    return plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.4 * nrows), squeeze=False)
