@@ -34,7 +34,14 @@ _MERGE_FLAGS = {
     "max_shard_size": "--max-shard-size", "overwrite=True": "--overwrite", "overwrite='any'": "--overwrite-any",
     "allow_different_tokenizers=True": "--force-tokenizer",
 }  # fmt: skip
-_FLAGS = {"merge": _MERGE_FLAGS}
+_SWEEP_FLAGS = {
+    **_OUT_FLAGS,
+    "alphas": "--alphas",
+    "mm_run": "--mm",
+    "lang_run": "--lang",
+    "model_args": "--model-args",
+}
+_FLAGS = {"merge": _MERGE_FLAGS, "sweep": _SWEEP_FLAGS}
 
 
 def in_flags(message: str, flags: dict[str, str]) -> str:

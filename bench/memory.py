@@ -1,7 +1,7 @@
 """Memory at half a billion parameters: a merge to disk, a sweep's merges, a refusal.
 
     python bench/memory.py                  # a 0.55B-parameter bfloat16 Llama pair (1.1 GB each), ~2 min
-    python bench/memory.py --layers 30      # ~0.95B, the size of issue 25's pair (1.9 GB each)
+    python bench/memory.py --layers 30      # ~0.95B parameters (1.9 GB each in float32)
     python bench/memory.py --keep           # keep the pair (default: deleted at the end)
     python bench/memory.py --baseline /tmp/old   # also run another source tree's babymerge (an
                                             # older commit: `git worktree add /tmp/old HEAD~1`)

@@ -1,9 +1,10 @@
 """The paper's protocol as a grid: P checkpoint pairs x A alphas x the BabyLM 2025 fast suite,
 ``babymerge sweep`` (1 process; 2 torchrun ranks) vs the official route, cell for cell.
 
-    python bench/protocol.py                  # P=5, A=3, 10 items per subtask, one torch thread per process
+    python bench/protocol.py                  # P=5, A=3, 50 items per subtask, one torch thread per process
+    python bench/protocol.py -n 10            # fewer items: start-up costs dominate each side
     python bench/protocol.py -p 2 -a 0,1 -n 4 # a quick look
-    python bench/protocol.py --official-cells 2  # a loaded machine: the official grid time from 2 cells
+    python bench/protocol.py --official-cells 3  # the official grid time from 3 cells (~100 s each)
 
 What is measured, side by side in one run, on tiny model pairs (``demo.toy``; pair k is the toy
 pair with the multimodal weights perturbed by seed k, saved as ``chck_<k>M`` in two runs) and
@@ -18,7 +19,7 @@ one synthetic ``evaluation_data/`` tree in the pipeline's layout (``demo.babylm2
 
 Wall times are whole processes. Also printed: the time from the 1-process sweep's start to its
 first cell recorded in ``cells.jsonl`` (imports, task index, data, first load and merge, the
-first cell's scoring), and the load average (the machine may be shared: note it with the times).
+first cell's scoring) beside one ``lm_eval --model babymerge`` run of that cell, and the load average (the machine may be shared: note it with the times).
 Every cell's every subtask score must be equal on both sides (``collate_preds`` on the
 pipeline's predictions vs ours), else the exit status is 1.
 """
@@ -80,7 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-p", "--pairs", type=int, default=5, help="word-count checkpoint pairs (P)")
     parser.add_argument("-a", "--alphas", default="0,0.5,1", help="alphas (A of them)")
-    parser.add_argument("-n", type=int, default=10, help="items per subtask (demo.babylm2025_data)")
+    parser.add_argument("-n", type=int, default=50, help="items per subtask (demo.babylm2025_data)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every process, both sides")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_out" / "protocol")
     parser.add_argument(
@@ -118,6 +119,18 @@ def main() -> int:
         times[name] = timed_sweep([*launcher, *sweep, "--out", str(out)], out, env, workdir / f"{name}.log")
         loads[name] = load()
 
+    # the first cell alone, as one `lm_eval` run: what the sweep's time to its first cell compares with
+    from babymerge.tasks import tasks_path
+
+    lm_eval_out = workdir / "lm_eval_one_cell"
+    shutil.rmtree(lm_eval_out, ignore_errors=True)
+    model_args = f"pretrained={mm_run / 'chck_1M'},lang_ckpt={lang_run / 'chck_1M'},alpha={alphas[0]}"
+    t_one_cell = run(
+        [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", model_args, "--tasks",
+         "babylm2025_fast", "--include_path", str(tasks_path()), "--device", "cpu", "--output_path", str(lm_eval_out)],
+        workdir, env, workdir / "lm_eval_one_cell.log",
+    )  # fmt: skip
+
     official = workdir / "official"
     shutil.rmtree(official, ignore_errors=True)
     official.mkdir()
@@ -153,7 +166,7 @@ def main() -> int:
     scale = n_cells / len(official_cells) if official_cells else 0.0  # 1 unless extrapolated
     t_merge, t_pipeline = t_merge * scale, t_pipeline * scale
     t_official = t_merge + t_pipeline
-    measured = {"times": times, "official": [t_merge, t_pipeline], "official_cells": len(official_cells),
+    measured = {"times": times, "lm_eval_one_cell": t_one_cell, "official": [t_merge, t_pipeline], "official_cells": len(official_cells),
                 "loads": loads}  # fmt: skip
     (workdir / "measured.json").write_text(json.dumps(measured, indent=2))
     est = "" if scale == 1 else f", from {len(official_cells)} cells x {scale:g}"
@@ -162,6 +175,7 @@ def main() -> int:
     print(f"{'OURS  babymerge sweep, 1 process':<{w}} {t1:>8.1f}")
     print(f"{'OURS  babymerge sweep, 2 torchrun ranks':<{w}} {t2:>8.1f}")
     print(f"{'  1 process: sweep start to first cell recorded':<{w}} {first1:>8.1f}   (target <= 12)")
+    print(f"{'  the same first cell as one lm_eval --model babymerge run':<{w}} {t_one_cell:>8.1f}")
     if theirs:
         print(f"{'OFFICIAL  babymerge merge to disk, per cell':<{w}} {t_merge:>8.1f}{est}")
         print(f"{'OFFICIAL  eval_zero_shot_fast.sh, per cell (7 processes each)':<{w}} {t_pipeline:>8.1f}{est}")

@@ -133,21 +133,17 @@ def submission_sizes(data: Path, counts: dict, path: Path) -> Path:
     items per subtask, not the official counts (``FULL_SIZES``) the check enforces, so the counts are those
     of the data the demo wrote: each full zero-shot subtask's documents as lm-eval loads them (keyed in
     lower case, as collate_preds compares them), GLUE's validation rows and DevBench's array shapes."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
     from babymerge.babylm.tasks import TASKS
     from babymerge.data import DATA_ENV
     from babymerge.sweep import default_include_path
 
-    def leaves(tree):
-        for value in tree.values():
-            yield from leaves(value) if isinstance(value, dict) else [value]
-
     saved, os.environ[DATA_ENV] = os.environ.get(DATA_ENV), str(data)
     try:
         manager = TaskManager(include_path=default_include_path(), include_defaults=False)
         full: dict = {}
-        for task in leaves(get_task_dict(["babylm2025_full_zero_shot"], manager)):
+        for task in manager.load(["babylm2025_full_zero_shot"])["tasks"].values():
             name = task.config.task
             pipeline, subtask = ("winoground", "winoground") if name == "winoground_filtered" else (
                 TASKS[name].task, TASKS[name].subtask)  # fmt: skip

@@ -10,7 +10,7 @@ import yaml
 from babymerge.babylm.checkpoints import FAST_REVISIONS, checkpoint_words, word_checkpoint_name
 from babymerge.babylm.scoring import METRICS, choice_metrics, choose, is_right
 from babymerge.cli import main as cli
-from babymerge.sweep import milestone
+from babymerge.sweep import words_seen
 
 from conftest import REPO, load_task_module
 
@@ -65,7 +65,7 @@ def test_checkpoint_names_are_read_back_exactly():
     for other in ("chck_0.0000001M", "chck_M", "chck_1.M", "chck_.5M", "chck_1e6M", "chck_-1M", "ckpt-ep1", "chck_1"):
         assert checkpoint_words(other) is None, other
     assert [checkpoint_words(n) for n in FAST_REVISIONS[:3]] == [1_000_000, 2_000_000, 3_000_000]
-    assert milestone(Path("runs/mm/chck_0.0125M")) == 12_500 and milestone(Path("runs/mm/chck_0.0000001M")) is None
+    assert words_seen(Path("runs/mm/chck_0.0125M")) == 12_500 and words_seen(Path("runs/mm/chck_0.0000001M")) is None
 
 
 def test_submit_refuses_an_option_of_the_other_format(tmp_path, capsys):

@@ -146,7 +146,7 @@ def test_resume_with_other_settings_is_refused_saying_what_differs(swept, runs, 
         (dict(run, model_args={"dtype": "bfloat16"}), r"model_args: recorded \{\}, now \{'dtype': 'bfloat16'\}"),
     ]
     for kwargs, message in cases:
-        with pytest.raises(BabyMergeError, match=message + r".*new --out"):
+        with pytest.raises(BabyMergeError, match=message + r".*new `out`"):
             sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **kwargs)
     with pytest.raises(BabyMergeError, match=r"tasks: recorded \['mini_pairs'\], now \['mini_pairs', 'other'\]"):
         (Path(include[0]) / "other.yaml").write_text(

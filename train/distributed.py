@@ -8,6 +8,8 @@ ranks (otherwise every rank starts one thread per core and they fight over them)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 import sys
@@ -87,7 +89,9 @@ def setup(engine: str) -> Dist:
     else:
         local = int(os.environ.get("LOCAL_SIZE", os.environ.get("LOCAL_WORLD_SIZE", dist.world_size)))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    deepspeed.init_distributed()
+    # on CPU, DeepSpeed's shared-memory all-reduce prints "... built successfully" from every rank
+    with contextlib.nullcontext() if torch.cuda.is_available() else contextlib.redirect_stdout(io.StringIO()):
+        deepspeed.init_distributed()
     if not torch.cuda.is_available():
         _unlink_shared_memory(dist)
     return dist

@@ -28,7 +28,7 @@ from lm_eval.api.metrics import mean_stderr
 from tqdm.auto import tqdm
 
 from babymerge.errors import BabyMergeError
-from babymerge.sweep import append_cell, checkpoint_pairs, pair_words_seen, parse_alphas, read_cells, write_reports
+from babymerge.sweep import append_cell, checkpoint_pairs, parse_alphas, read_cells, words_seen, write_reports
 from train import finetune
 from train.glue import read_examples, task_file
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 finetune.run(cell_args(args, mm, lang, checkpoint, alpha), tasks)
                 if finetune.is_main():
                     if (checkpoint, alpha) not in {(c["checkpoint"], c["alpha"]) for c in read_cells(out)}:
-                        append_cell(out, {"checkpoint": checkpoint, "words_seen": pair_words_seen(mm, lang),
+                        append_cell(out, {"checkpoint": checkpoint, "words_seen": words_seen(mm),
                                           "alpha": alpha, "mm": str(mm), "lang": str(lang), "results": {}})  # fmt: skip
                     report(out, args.data)
                 bar.update()

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from babymerge.babylm import aoa as aoa_module
 from babymerge.babylm import devbench as devbench_module
-from babymerge.babylm.checkpoints import fast_revisions, word_checkpoint_name
+from babymerge.babylm.checkpoints import checkpoint_words, fast_revisions, word_checkpoint_name
 from babymerge.babylm.tasks import FOLDERS, GLUE_2025
 from babymerge.data import DATA_ENV
 from babymerge.errors import BabyMergeError
@@ -272,9 +272,7 @@ def _devbench(args, final, alpha: float, out: Path) -> None:
 
 def aoa_complete(pairs, track: str) -> bool:
     """AoA goes into the submission only with every checkpoint of the track (collate_preds' check)."""
-    from babymerge.sweep import milestone
-
-    return set(fast_revisions(track)) <= {word_checkpoint_name(milestone(m)) for _, m, _ in pairs}
+    return set(fast_revisions(track)) <= {word_checkpoint_name(checkpoint_words(m.name)) for _, m, _ in pairs}
 
 
 def _submit(args, pairs, name: str, parts: list[str], alpha: float, folder: Path) -> None:

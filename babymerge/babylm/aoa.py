@@ -144,22 +144,22 @@ def _settings(mm_run, lang_run, alpha, words, data, min_context, model_args, mod
 
 
 def _check_out(out: Path, settings: dict) -> None:
-    """An ``--out`` we did not write is refused; one written with other settings too (no mixing)."""
+    """An ``out`` we did not write is refused; one written with other settings too (no mixing)."""
     if out.exists() and not out.is_dir():
-        raise BabyMergeError(f"--out {out} is a file; give a folder for the AoA outputs")
+        raise BabyMergeError(f"`out` {out} is a file; give a folder for the AoA outputs")
     path = out / SETTINGS_FILE
     if not path.is_file():
         if (out / SURPRISAL_FILE).exists() or (out / STEPS_DIR).exists():
             raise BabyMergeError(
-                f"--out {out} holds a {SURPRISAL_FILE} or {STEPS_DIR}/ that babymerge aoa did not write; choose another --out"
+                f"--out {out} holds a {SURPRISAL_FILE} or {STEPS_DIR}/ that babymerge aoa did not write; choose another `out`"
             )
         return
     before = json.loads(path.read_text())
     differ = [k for k in settings if k != "babymerge_version" and before.get(k) != settings[k]]
     if differ:
         raise BabyMergeError(
-            f"--out {out} was written with other settings ({differ[0]}: {before.get(differ[0])!r}, now "
-            f"{settings[differ[0]]!r}); choose another --out"
+            f"`out` {out} was written with other settings ({differ[0]}: {before.get(differ[0])!r}, now "
+            f"{settings[differ[0]]!r}); choose another `out`"
         )
 
 
@@ -178,12 +178,12 @@ def run(
 ) -> Path:
     """Score every word-count checkpoint pair not done yet; write ``surprisal.json``; return its path."""
     from ..lm_eval_model import BabyMergeLM
-    from ..sweep import check_model_args, checkpoint_fingerprint, checkpoint_pairs, milestone
+    from ..sweep import check_model_args, checkpoint_fingerprint, checkpoint_pairs
 
     model_args = check_model_args(model_args)
     words = read_words(data, min_context)
     pairs = checkpoint_pairs(mm_run, lang_run, checkpoints)
-    unnamed = [name for name, m, _ in pairs if milestone(m) is None]
+    unnamed = [name for name, m, _ in pairs if checkpoint_words(m.name) is None]
     if unnamed:
         raise BabyMergeError(
             f"AoA needs word-count checkpoints (chck_<N>M, the words seen): {unnamed[0]!r} is not one; "
@@ -198,7 +198,7 @@ def run(
     rows = []
     bar = tqdm(pairs, desc="AoA checkpoints", unit="ckpt", disable=not progress)
     for _, mm_ckpt, lang_ckpt in bar:
-        step = word_checkpoint_name(milestone(mm_ckpt))
+        step = word_checkpoint_name(checkpoint_words(mm_ckpt.name))
         fingerprints = {"mm": checkpoint_fingerprint(mm_ckpt), "lang": checkpoint_fingerprint(lang_ckpt)}
         path = out / STEPS_DIR / f"{step}.json"
         done = json.loads(path.read_text()) if path.is_file() else {}

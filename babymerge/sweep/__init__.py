@@ -30,7 +30,7 @@ Modules: ``pairing`` (alphas, checkpoint pairs), ``task_index`` (which tasks, ch
 ``workers`` (who takes which cell), ``runner``.
 """
 
-from .pairing import checkpoint_pairs, find_checkpoints, milestone, pair_words_seen, parse_alphas, words_seen
+from .pairing import checkpoint_pairs, find_checkpoints, parse_alphas, words_seen
 from .plots import DIAGNOSTIC_METRICS, plot, plot_words
 from .runner import sweep
 from .store import (
@@ -52,6 +52,6 @@ from .task_index import check_tasks_are_local, default_include_path, plotted_tas
 __all__ = [
     "CELLS", "COLUMNS", "DIAGNOSTIC_METRICS", "LOCK", "SETTINGS", "append_cell", "check_model_args",
     "check_settings", "check_tasks_are_local", "checkpoint_fingerprint", "checkpoint_pairs", "default_include_path",
-    "find_checkpoints", "milestone", "pair_words_seen", "parse_alphas", "plot", "plot_words", "plotted_tasks",
+    "find_checkpoints", "parse_alphas", "plot", "plot_words", "plotted_tasks",
     "read_cells", "resolve_include_path", "sweep", "sweep_settings", "tidy_rows", "words_seen", "write_reports",
 ]  # fmt: skip

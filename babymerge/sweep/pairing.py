@@ -46,21 +46,21 @@ def _trainer_state(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def milestone(path: Path) -> int | None:
-    """The words-seen milestone a ``chck_<N>M`` checkpoint was saved at (N million), else None."""
-    return checkpoint_words(Path(path).name)
-
-
-def words_seen(path: Path) -> int | None:
-    """Words the model had seen: ``trainer_state.json``'s ``words_seen`` (written by train/), else
-    the ``chck_<N>M`` name's N million, else None (an older checkpoint)."""
-    value = _trainer_state(Path(path)).get("words_seen")
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else milestone(path)
+def words_seen(path: Path, exact: bool = False) -> int | None:
+    """Words behind a checkpoint: the milestone of a ``chck_<N>M`` name (N million: where a pair
+    sits on the words axis, the same for both runs) or, ``exact``, the count ``trainer_state.json``
+    recorded (train/ saves at the first step past the milestone); each falls back on the other;
+    None when neither is known."""
+    path = Path(path)
+    value = _trainer_state(path).get("words_seen")
+    recorded = int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    named = checkpoint_words(path.name)
+    return (recorded if recorded is not None else named) if exact else (named if named is not None else recorded)
 
 
 def _checkpoint_order(path: Path):
     """Training progress first (words seen, then ``global_step`` of ``trainer_state.json``), then the name's numbers."""
-    words, step = words_seen(path), _trainer_state(path).get("global_step")
+    words, step = words_seen(path, exact=True), _trainer_state(path).get("global_step")
     return (words is None, words or 0, step is None, step or 0,
             [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)])  # fmt: skip
 
@@ -82,7 +82,7 @@ def find_checkpoints(run: str | Path) -> dict[str, Path]:
 def _pairing_key(name: str, path: Path):
     """Word-count checkpoints pair by the milestone they were saved at (both runs follow the same
     schedule; their exact ``words_seen`` differ by the last step's overshoot), others by name."""
-    m = milestone(path)
+    m = checkpoint_words(path.name)
     return ("words", m) if m is not None else ("name", name)
 
 
@@ -108,7 +108,7 @@ def checkpoint_pairs(mm_run, lang_run, which: str = "all") -> list[tuple[str, Pa
     if which == "latest":
         common = common[-1:]
     elif which == "words":
-        common = [n for n in common if milestone(pairs[n][0]) is not None]
+        common = [n for n in common if checkpoint_words(pairs[n][0].name) is not None]
         if not common:
             raise BabyMergeError(
                 f"--checkpoints words: no word-count checkpoints (chck_<N>M) in both runs; available: {list(pairs)}"
@@ -120,10 +120,3 @@ def checkpoint_pairs(mm_run, lang_run, which: str = "all") -> list[tuple[str, Pa
             raise BabyMergeError(f"--checkpoints {missing} not found in both runs; available: {common}")
         common = wanted
     return [(name, *pairs[name]) for name in common]
-
-
-def pair_words_seen(mm_ckpt: Path, lang_ckpt: Path) -> int | None:
-    """The x value of a pair on the words-seen axis: the milestone of a ``chck_<N>M`` pair (the
-    same for both runs), else the multimodal checkpoint's ``words_seen``."""
-    m = milestone(mm_ckpt)
-    return m if m is not None else words_seen(mm_ckpt)

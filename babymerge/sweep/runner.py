@@ -7,6 +7,7 @@ for each alpha, and all tasks' requests of a cell are scored together (one ``eva
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BabyMergeError
 from ..publish import output_errors, write_file_atomic
-from .pairing import checkpoint_pairs, pair_words_seen, words_seen
+from .pairing import checkpoint_pairs, words_seen
 from .store import (
     CELLS,
     SETTINGS,
@@ -70,15 +71,15 @@ def sweep(
     fingerprints = {
         name: {
             "mm": str(m), "lang": str(l), "mm_fingerprint": checkpoint_fingerprint(m),
-            "lang_fingerprint": checkpoint_fingerprint(l), "words_seen": pair_words_seen(m, l),
-            "mm_words_seen": words_seen(m), "lang_words_seen": words_seen(l),
+            "lang_fingerprint": checkpoint_fingerprint(l), "words_seen": words_seen(m),
+            "mm_words_seen": words_seen(m, exact=True), "lang_words_seen": words_seen(l, exact=True),
         }
         for name, m, l in pairs
     }  # fmt: skip
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise BabyMergeError(f"--out {str(out)!r} is a file, not a sweep folder; choose another --out")
+        raise BabyMergeError(f"`out` {str(out)!r} is a file, not a sweep folder; choose another `out`")
     if out.is_dir():
         check_settings(out, settings, fingerprints)  # a mismatch is refused at once (checked again under the lock)
     # Only the folders given (not lm-eval's ~15k built-in tasks, the longest fixed cost) unless
@@ -136,7 +137,7 @@ def _run_cells(out, pairs, alphas, tasks, task_manager, limit, model_args, worke
                 elif lm.alpha != alpha:
                     lm.set_alpha(alpha)
                 results = evaluate_cell(lm, loaded, limit)
-                cell = {"checkpoint": name, "words_seen": pair_words_seen(mm_ckpt, lang_ckpt), "alpha": alpha,
+                cell = {"checkpoint": name, "words_seen": words_seen(mm_ckpt), "alpha": alpha,
                         "mm": str(mm_ckpt), "lang": str(lang_ckpt), "results": results}  # fmt: skip
                 with folder_lock(out):
                     append_cell(out, cell)
@@ -162,7 +163,9 @@ def _plots_fresh(out: Path) -> bool:
 
 def evaluate_cell(lm, loaded: dict, limit) -> dict:
     """lm-eval's ``results`` for one cell, as ``lm_eval.simple_evaluate`` computes them (the same
-    seeds, zero-shot unless a task says otherwise), on tasks loaded once for the whole sweep."""
+    seeds, zero-shot unless a task says otherwise), on tasks loaded once for the whole sweep.
+    Every cell asks the same requests (same documents, limit and prompts): they are built by the
+    first cell and handed to the next ones with their answers cleared."""
     import lm_eval.api.task
     import lm_eval.evaluator
     from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
@@ -175,7 +178,15 @@ def evaluate_cell(lm, loaded: dict, limit) -> dict:
         if task.get_config("num_fewshot") is None:
             task.set_config(key="num_fewshot", value=0)
         task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
-    # lm-eval draws a bar per task and cell while building requests (hundreds in a suite's sweep);
-    # the sweep's own bar counts cells instead
-    with mock.patch.object(lm_eval.api.task, "tqdm", partial(tqdm, disable=True)):
-        return lm_eval.evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit)["results"]
+    with contextlib.ExitStack() as stack:
+        # lm-eval draws a bar per task and cell while building requests (hundreds in a suite's
+        # sweep); the sweep's own bar counts cells instead
+        stack.enter_context(mock.patch.object(lm_eval.api.task, "tqdm", partial(tqdm, disable=True)))
+        for task in loaded["tasks"].values():
+            built = getattr(task, "_instances", None)  # (unset before a ConfigurableTask's first build)
+            if built:  # built by an earlier cell: the same requests, their answers cleared
+                for instance in built:
+                    instance.resps, instance.filtered_resps = [], {}
+                stack.enter_context(mock.patch.object(task, "build_all_requests", lambda **_: None))
+        # the cells keep lm-eval's results only, not its per-sample logs
+        return lm_eval.evaluator.evaluate(lm=lm, task_dict=loaded, limit=limit, log_samples=False)["results"]

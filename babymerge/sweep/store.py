@@ -27,7 +27,7 @@ SETTINGS = "sweep.json"
 LOCK = ".sweep.lock"
 # model_args set by the sweep itself, and where the user sets them instead
 OWNED_MODEL_ARGS = {
-    "alpha": "--alphas", "pretrained": "--mm", "lang_ckpt": "--lang", "keep_sources": "(always on in a sweep)"
+    "alpha": "`alphas`", "pretrained": "`mm_run`", "lang_ckpt": "`lang_run`", "keep_sources": "nothing (always on)"
 }  # fmt: skip
 # model_args that change how fast cells are computed, not their scores: may differ on a resume
 SPEED_MODEL_ARGS = {"device", "batch_size", "max_batch_size", "token_budget", "row_width"}
@@ -39,7 +39,7 @@ def check_model_args(model_args: dict | None) -> dict:
     for key, where in OWNED_MODEL_ARGS.items():
         if key in model_args:
             raise BabyMergeError(
-                f"--model-args {key}={model_args[key]}: a sweep sets {key} itself; use {where} instead"
+                f"`model_args` {key}={model_args[key]}: a sweep sets {key} itself; use {where} instead"
             )
     return model_args
 
@@ -183,13 +183,13 @@ def check_settings(out: Path, settings: dict, fingerprints: dict) -> dict:
         if (out / CELLS).is_file():
             raise BabyMergeError(
                 f"{out} holds cells.jsonl but no {SETTINGS} (an older babymerge wrote it): "
-                "what it was run with is unknown; sweep into a new --out"
+                "what it was run with is unknown; sweep into a new `out`"
             )
         return {**settings, "alphas": [], "checkpoints": {}}
     try:
         recorded = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise BabyMergeError(f"{path} is not valid JSON ({err}); sweep into a new --out") from None
+        raise BabyMergeError(f"{path} is not valid JSON ({err}); sweep into a new `out`") from None
     differ = []
     for key, value in settings.items():
         old = recorded.get(key)
@@ -213,7 +213,7 @@ def check_settings(out: Path, settings: dict, fingerprints: dict) -> dict:
     if differ:
         raise BabyMergeError(
             f"{out} is a sweep run with other settings ({'; '.join(differ)}): resuming would mix results; "
-            "rerun with the recorded settings or sweep into a new --out"
+            "rerun with the recorded settings or sweep into a new `out`"
         )
     return {**recorded, **settings}
 

@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 from babymerge.babylm.scoring import SCORING_KEY, choice_metrics, first_probability
 from babymerge.babylm.tasks import COMPS_FILES
-from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning
+from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning, test_split
 from babymerge.errors import BabyMergeError
 
 quiet_custom_dataset_warning()
@@ -101,7 +101,7 @@ def load(folder: str, file: str, subtask: str, reader: str, **kwargs) -> dataset
             f"folder of the BabyLM evaluation pipeline 2025: full_eval/, fast_eval/) in {evaluation_data_dir()}, "
             f"or set {DATA_ENV} to the folder that holds full_eval/ and fast_eval/."
         )
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_items(path, reader, subtask))})
+    return test_split(read_items(path, reader, subtask))
 
 
 # -- requests and scores --------------------------------------------------------------------------

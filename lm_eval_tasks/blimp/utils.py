@@ -18,7 +18,7 @@ from __future__ import annotations
 import datasets
 
 from babymerge.babylm.scoring import choice_metrics
-from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning, read_jsonl
+from babymerge.data import DATA_ENV, evaluation_data_dir, quiet_custom_dataset_warning, read_jsonl, test_split
 from babymerge.errors import BabyMergeError
 
 quiet_custom_dataset_warning()
@@ -51,7 +51,7 @@ def load_pairs(folder: str = "blimp", name: str = "", **kwargs) -> datasets.Data
             f"BLiMP data not found: {what}. Put the {name}.jsonl files in {directory} (or set {DATA_ENV} "
             f"to the folder that holds {folder}/). Get them from {WHERE.get(folder, 'the BabyLM evaluation data')}."
         )
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(read_pairs(path))})
+    return test_split(read_pairs(path))
 
 
 def process_results(doc, results) -> dict[str, float]:

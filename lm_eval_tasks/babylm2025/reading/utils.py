@@ -35,7 +35,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from babymerge.babylm.submission2025 import READING_COLUMNS, reading_scores
-from babymerge.data import DATA_ENV, evaluation_data_dir
+from babymerge.data import DATA_ENV, evaluation_data_dir, test_split
 from babymerge.errors import BabyMergeError
 
 TEXT_COLUMNS = ("item", "word", "prev_item", "prev_word")
@@ -59,7 +59,7 @@ def load_reading(subdir: str = "full_eval/reading", **kwargs) -> datasets.Datase
         for column in READING_COLUMNS:
             doc[column] = None if pd.isna(row[column]) else float(row[column])
         rows.append(doc)
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+    return test_split(rows)
 
 
 class ReadingTask(ConfigurableTask):

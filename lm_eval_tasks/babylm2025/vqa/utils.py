@@ -37,7 +37,7 @@ import datasets
 from PIL import Image
 
 from babymerge.babylm.scoring import choice_metrics
-from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl
+from babymerge.data import DATA_ENV, evaluation_data_dir, read_jsonl, test_split
 from babymerge.errors import BabyMergeError
 
 FIELDS = ("question", "target_ans", "distractors", "idx_in_hf_dataset")
@@ -108,7 +108,7 @@ def load_vqa(
             )
     # ``preds``: what the pipeline reports when it picks each candidate (babymerge.babylm.scoring.pipeline_prediction)
     docs = [{**row, "images_dir": str(images), "preds": [" " + a for a in doc_to_choice(row)]} for row in rows]
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
+    return test_split(docs)
 
 
 def doc_to_image(doc) -> list[Image.Image]:
