@@ -33,7 +33,7 @@ from .checkpoint import SAFE_INDEX_NAME, SAFE_WEIGHTS_NAME, Checkpoint, parse_dt
 from .errors import BabyMergeError
 from .memory import check_fits
 from .merge import METHODS, merge, parse_alpha
-from .merge.mergekit import read_mergekit_config
+from .merge.mergekit import check_recipe_alone, read_mergekit_config
 from .modeling import BabyLlavaForConditionalGeneration
 from .prompt import image_prompt
 from .scoring.image_cache import ImageFeatureCache
@@ -96,10 +96,9 @@ class BabyMergeLM(DataParallel, TemplateLM):
     ):
         super().__init__()
         if mergekit_config is not None:  # a mergekit recipe names the models, method, weights and options
-            if pretrained or lang_ckpt or base_ckpt or alpha is not None or method_options or merge_method != "linear":
-                raise BabyMergeError(
-                    "mergekit_config is the whole recipe: drop pretrained, lang_ckpt, base_ckpt, alpha, merge_method and method options"
-                )
+            beside = {"pretrained": pretrained, "lang_ckpt": lang_ckpt, "base_ckpt": base_ckpt, "alpha": alpha,
+                      "merge_method": None if merge_method == "linear" else merge_method, **method_options}  # fmt: skip
+            check_recipe_alone("mergekit_config", beside)
             recipe = read_mergekit_config(mergekit_config)
             pretrained, lang_ckpt, base_ckpt = str(recipe.mm), str(recipe.lang), recipe.base
             merge_method, alpha, method_options = recipe.method, recipe.alpha, recipe.options

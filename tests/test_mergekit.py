@@ -320,6 +320,9 @@ def test_lm_eval_model_args_mergekit_config_builds_the_same_model(toy_same_class
     expected = reference.state_dict()
     for key, value in lm.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
+    # the recipe is the whole merge: other merge arguments beside it are refused, alpha 0 included
+    with pytest.raises(BabyMergeError, match="mergekit_config is the whole recipe: give alpha, density in it"):
+        BabyMergeLM(mergekit_config=str(path), alpha=0.0, density=0.5, device="cpu")
 
 
 def test_cli_config_errors_exit_2_and_write_nothing(triple, tmp_path):

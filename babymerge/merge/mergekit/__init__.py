@@ -17,6 +17,8 @@ def check_recipe_alone(recipe_argument: str, given: Mapping[str, object]) -> Non
     """A recipe is the whole merge (models, method, weights, options): refuse merge arguments
     given beside it. ``given`` maps each such argument, as the caller names it, to its value
     (None, empty or False: not given)."""
-    beside = [name for name, value in given.items() if value not in (None, False, "", [], {})]
+    beside = [
+        name for name, value in given.items() if value is not None and value is not False and value not in ("", [], {})
+    ]
     if beside:
         raise BabyMergeError(f"{recipe_argument} is the whole recipe: give {', '.join(beside)} in it, not beside it")
