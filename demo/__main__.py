@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
-from babymerge.babylm.submission2025 import FULL_SIZES
+from babymerge.babylm.sizes import FULL_SIZES
 from demo import world
 from demo.babylm2025_data import write_cdi, write_devbench, write_evaluation_data, write_glue, write_winoground_filtered
 
