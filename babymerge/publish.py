@@ -6,7 +6,8 @@
   good one. Publishing is also *exclusive*: a directory that appeared at the final name
   meanwhile (another merge, another user) is never replaced. The temporary directory's name
   records the host and process that own it, so a later run removes the leftovers of a
-  writer that was killed with SIGKILL, and never those of a writer still running.
+  writer that was killed with SIGKILL, and never those of a writer still running
+  (``babymerge.temporaries``).
 * ``write_file_atomic``: the same for one file (``write_files_atomic``: for files that belong
   together); ``output_errors`` reports a full or read-only disk in one line.
 * ``check_outside_inputs``: an output may not be, contain or lie inside an input.
@@ -17,9 +18,6 @@ command line shows its own flag instead (``babymerge.cli``).
 Files and folders are created with ``open``/``os.mkdir`` and the modes 0o666/0o777, so they
 get the user's umask like any other program's output (``tempfile.mkstemp``/``mkdtemp``
 would make them 0600/0700: private to the user even where the group should read them).
-
-Slightly over our ~400 lines: the three publishing rules share the temporary-name and
-ownership conventions, which belong together.
 """
 
 from __future__ import annotations
@@ -27,72 +25,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import logging
 import os
-import secrets
 import shutil
 import signal
-import socket
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import BabyMergeError
-
-logger = logging.getLogger(__name__)
-
-
-# -- temporary names owned by a process ---------------------------------------------------------
-def _owner_tag() -> str:
-    """``<host>~<pid>``: who owns a temporary name (host names hold no ``~``)."""
-    return f"{socket.gethostname()}~{os.getpid()}"
-
-
-def _temp_name(final: str, kind: str) -> str:
-    return f".{final}.{kind}-{_owner_tag()}-{secrets.token_hex(4)}"
-
-
-def _is_stale(name: str, final: str, kind: str) -> bool:
-    """Is ``name`` a temporary of ``final`` whose owner process is gone? Only names of this
-    host are judged (a pid says nothing about another machine sharing the file system); a
-    name we cannot parse, or whose pid is alive (even if reused by another program), is left."""
-    prefix = f".{final}.{kind}-"
-    if not name.startswith(prefix):
-        return False
-    owner, _, _token = name[len(prefix) :].rpartition("-")
-    host, sep, pid = owner.rpartition("~")
-    if not sep or host != socket.gethostname() or not pid.isdigit():
-        return False
-    if int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
-def remove_stale_temporaries(parent: Path, final: str) -> list[Path]:
-    """Remove what killed writers of ``parent/final`` left behind (``.final.tmp-*``, ``.final.old-*``)."""
-    removed = []
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return removed
-    for name in names:
-        if any(_is_stale(name, final, kind) for kind in ("tmp", "old")):
-            path = parent / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            removed.append(path)
-    if removed:
-        logger.warning(f"removed {len(removed)} temporary output(s) of killed runs: {[p.name for p in removed]}")
-    return removed
+from .temporaries import remove_stale_temporaries, temp_name
 
 
 # -- SIGTERM like SIGINT ----------------------------------------------------------------------
@@ -193,7 +134,7 @@ def _replace_owned(tmp: Path, out: Path, identity: tuple[int, int]) -> None:
             return
     except FileNotFoundError:
         raise _changed(out) from None
-    old = out.parent / _temp_name(out.name, "old")
+    old = out.parent / temp_name(out.name, "old")
     os.rename(out, old)
     try:
         publish_exclusive(tmp, out)
@@ -303,7 +244,7 @@ def write_files_atomic(files: dict[str | Path, str | bytes]) -> list[Path]:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(path.parent, path.name)
-            tmp = path.parent / _temp_name(path.name, "tmp")
+            tmp = path.parent / temp_name(path.name, "tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             temporaries[path] = tmp
             with os.fdopen(fd, "wb") as f:
@@ -389,7 +330,7 @@ def atomic_output_dir(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out.parent, out.name)
-        tmp = out.parent / _temp_name(out.name, "tmp")
+        tmp = out.parent / temp_name(out.name, "tmp")
         os.mkdir(tmp)  # mode 0o777 & ~umask
     except OSError as err:
         raise (_os_error(err, out) or err) from err

@@ -68,317 +68,41 @@ Ratios and targets are printed last: wall <= 0.5x naive and <= 0.8x mergekit; ba
 disk (linear, work time) <= 1.5x the I/O floor, fp32 and bf16; RSS above bare <= 0.5x one
 checkpoint merging to disk, <= 1.2x merging into a model in memory, and in memory <= 1.1x
 above python + torch + transformers (the second bare row: the imports are not ours to save).
+
+What each fresh subprocess does is in ``bench/merge_children.py``; launching one, building the
+checkpoints and installing mergekit in ``bench/merge_setup.py``; this file plans the rows, runs
+them in rounds and prints the table and the targets.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.metadata
-import json
-import math
 import os
 import shutil
-import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-ALPHA = 0.3
+from merge_children import ALPHA
+from merge_setup import (
+    REPO,
+    build_checkpoints,
+    child_command,
+    launch,
+    mergekit_command,
+    mergekit_yaml,
+    python_child,
+    safetensors_params_and_bytes,
+    sha256_of_weights,
+    warm_cache,
+)
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 # ~150M parameters: 2 x 16000 x 1024 (embeddings, LM head) + 6 x (4 x 1024^2 + 3 x 1024 x 5000)
 FULL = dict(vocab_size=16000, hidden_size=1024, num_layers=6, intermediate_size=5000, heads=16)
 QUICK = dict(vocab_size=1000, hidden_size=128, num_layers=2, intermediate_size=384, heads=4)
 TARGETS = {"naive": 0.5, "mergekit": 0.8, "disk": 0.5, "memory": 1.2, "floor": 1.5, "memory_full": 1.1}
-RESULT = "BENCH_RESULT "  # prefix of the line a child prints its measurements on
-
-
-# =========================================================================================
-# children: each runs in a fresh interpreter, does one thing, prints RESULT {json}
-# =========================================================================================
-def _rss_now_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pseudo_text(n_lines: int, seed: int = 0) -> list[str]:
-    """Lines of pronounceable pseudo-words: enough variety for a 16k-token BPE vocabulary."""
-    import random
-
-    rng = random.Random(seed)
-    onsets = "b br c ch d dr f fl g gr h j k l m n p pl qu r s sh st t th tr v w z".split() + [""]
-    vowels = "a e i o u ai ea oo ou y".split()
-    codas = "n r s t ng ck m l x".split() + ["", ""]
-    syllable = lambda: rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)  # noqa: E731
-    lexicon = ["".join(syllable() for _ in range(rng.randint(1, 4))) for _ in range(30000)]
-    return [" ".join(rng.choice(lexicon) for _ in range(12)) for _ in range(n_lines)]
-
-
-def child_build(spec: dict) -> dict:
-    """Write mm + lang (demo.toy) and lang2 (a second LlamaForCausalLM) under spec["dir"]."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from babymerge.tokenization import train_bpe_tokenizer
-    from demo.toy import build_toy_checkpoints, synthetic_sentences
-
-    root, shape, dtype = Path(spec["dir"]), spec["shape"], getattr(torch, spec["dtype"])
-    tokenizer = train_bpe_tokenizer(synthetic_sentences(2000) + _pseudo_text(50000), vocab_size=shape["vocab_size"])
-    toy = build_toy_checkpoints(root, seed=0, dtype=dtype, lang_class="llama", tokenizer=tokenizer, **shape)
-    torch.manual_seed(3)
-    LlamaForCausalLM(LlamaConfig.from_pretrained(toy.lang)).to(dtype).save_pretrained(root / "lang2")
-    tokenizer.save_pretrained(root / "lang2")
-    return {"vocab": len(tokenizer)}
-
-
-def child_bare(spec: dict) -> dict:
-    import torch  # noqa: F401
-
-    if spec.get("full"):
-        import transformers  # noqa: F401
-
-        import babymerge  # noqa: F401
-    return {}
-
-
-def child_babymerge(spec: dict) -> dict:
-    """merge() to disk (spec["out"]) or, with out None, into a model kept alive to the end."""
-    from babymerge import merge
-
-    rss = _rss_now_mb()
-    start = time.perf_counter()
-    report = merge(spec["mm"], spec["lang"], "linear", ALPHA, out=spec["out"], progress=False)
-    work = time.perf_counter() - start
-    return {"work_s": work, "rss_import_mb": rss, "params": report.params_merged + report.params_kept}
-
-
-def child_naive(spec: dict) -> dict:
-    """Two from_pretrained, alpha * lang + (1 - alpha) * mm on the state dicts, save_pretrained."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import babymerge  # noqa: F401  (registers BabyLLaVA with AutoModelForCausalLM)
-
-    rss = _rss_now_mb()
-    start = time.perf_counter()
-    mm = AutoModelForCausalLM.from_pretrained(spec["mm"], dtype="auto")
-    lang = AutoModelForCausalLM.from_pretrained(spec["lang"], dtype="auto")
-    lang_state = lang.state_dict()
-    with torch.no_grad():
-        for key, value in mm.state_dict().items():
-            # BabyLLaVA keeps the Llama decoder under model.language_model.*; lm_head is shared
-            lang_key = key.replace("model.language_model.", "model.", 1)
-            if lang_key in lang_state and value.is_floating_point():
-                value.copy_(ALPHA * lang_state[lang_key] + (1 - ALPHA) * value)
-    mm.save_pretrained(spec["out"])
-    work = time.perf_counter() - start
-    return {"work_s": work, "rss_import_mb": rss}
-
-
-def child_floor(spec: dict) -> dict:
-    """The I/O floor: read every input weight file once; write the first input's bytes (the size
-    of the output) to spec["out"], as a merge to disk must at least do. No torch, no arithmetic."""
-    rss = _rss_now_mb()
-    buf = bytearray(1 << 24)
-    view = memoryview(buf)
-    out = Path(spec["out"])
-    start = time.perf_counter()
-    out.mkdir(parents=True)
-    written = 0
-    with open(out / "floor.bin", "wb", buffering=0) as sink:
-        for i, directory in enumerate(spec["inputs"]):
-            for file in sorted(Path(directory).glob("*.safetensors")):
-                with open(file, "rb", buffering=0) as f:
-                    while n := f.readinto(buf):
-                        if i == 0:
-                            written += sink.write(view[:n])
-    return {"work_s": time.perf_counter() - start, "rss_import_mb": rss, "bytes_written": written}
-
-
-def _tensors(directory: Path):
-    """name -> (file, name) for every tensor of a safetensors checkpoint directory."""
-    from safetensors import safe_open
-
-    where = {}
-    for file in sorted(Path(directory).glob("*.safetensors")):
-        with safe_open(file, framework="pt") as f:
-            where.update({k: file for k in f.keys()})
-    return where
-
-
-def child_verify(spec: dict) -> dict:
-    """Max |a - b| over the tensors of each pair of checkpoint directories."""
-    import torch
-    from safetensors import safe_open
-
-    results = {}
-    for label, (a, b) in spec["pairs"].items():
-        ta, tb = _tensors(a), _tensors(b)
-        common = sorted(set(ta) & set(tb))
-        max_diff, equal = 0.0, True
-        for key in common:
-            with safe_open(ta[key], framework="pt") as fa, safe_open(tb[key], framework="pt") as fb:
-                x, y = fa.get_tensor(key), fb.get_tensor(key)
-            if x.shape != y.shape:
-                max_diff, equal = float("inf"), False
-                continue
-            equal = equal and x.dtype == y.dtype and torch.equal(x, y)
-            if x.is_floating_point():
-                max_diff = max(max_diff, (x.float() - y.float()).abs().max().item())
-        results[label] = {
-            "tensors": len(common), "only_a": sorted(set(ta) - set(tb)), "only_b": sorted(set(tb) - set(ta)),
-            "max_abs_diff": max_diff, "equal": equal,
-        }  # fmt: skip
-    return results
-
-
-CHILDREN = {"build": child_build, "bare": child_bare, "babymerge": child_babymerge, "naive": child_naive, "verify": child_verify,
-            "floor": child_floor}  # fmt: skip
-
-
-def run_child(role: str, spec_json: str) -> None:
-    result = CHILDREN[role](json.loads(spec_json))
-    print(RESULT + json.dumps(result), flush=True)
-
-
-# =========================================================================================
-# parent: standard library only (see the docstring: ru_maxrss is inherited across exec)
-# =========================================================================================
-def launch(cmd: list[str], log: Path, src: Path = REPO) -> dict:
-    """Run cmd to completion (importing babymerge from ``src``); its wall time, peak RSS (wait4)
-    and the RESULT it printed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])))
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    text = log.read_text(errors="replace")
-    if proc.returncode != 0:
-        tail = "\n".join(text.splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {proc.returncode} (log: {log}):\n{tail}")
-    result = next(
-        (json.loads(line[len(RESULT) :]) for line in reversed(text.splitlines()) if line.startswith(RESULT)), {}
-    )
-    return {"process_s": elapsed, "peak_mb": usage.ru_maxrss / 1024, **result}
-
-
-def child_command(role: str, spec: dict) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--child", role, json.dumps(spec)]
-
-
-def python_child(role: str, spec: dict, log: Path) -> dict:
-    return launch(child_command(role, spec), log)
-
-
-def safetensors_params_and_bytes(directory: Path) -> tuple[int, int]:
-    """Parameter count and weight bytes from the safetensors headers (no torch needed)."""
-    params = size = 0
-    for file in Path(directory).glob("*.safetensors"):
-        with open(file, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-        params += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
-        size += file.stat().st_size
-    return params, size
-
-
-def sha256_of_weights(directory: Path) -> str:
-    """One sha256 over a checkpoint's safetensors files (sorted by name) and its shard index."""
-    digest = hashlib.sha256()
-    for file in sorted(Path(directory).glob("*.safetensors")) + sorted(
-        Path(directory).glob("*.safetensors.index.json")
-    ):
-        digest.update(file.name.encode())
-        with open(file, "rb", buffering=0) as f:
-            while block := f.read(1 << 24):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def warm_cache(*directories: Path) -> None:
-    """Read every file once, so the next run starts from a warm page cache."""
-    buf = bytearray(1 << 24)
-    for file in sorted(f for d in directories for f in Path(d).rglob("*")):
-        if file.is_file():
-            with open(file, "rb", buffering=0) as f:
-                while f.readinto(buf):
-                    pass
-
-
-def build_checkpoints(directory: Path, shape: dict, dtype: str, logs: Path) -> None:
-    marker = directory / "built.json"
-    wanted = {"shape": shape, "dtype": dtype}
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        return
-    shutil.rmtree(directory, ignore_errors=True)
-    print(f"building {dtype} checkpoints in {directory} ...", flush=True)
-    start = time.perf_counter()
-    python_child("build", {"dir": str(directory), "shape": shape, "dtype": dtype}, logs / f"build-{dtype}.log")
-    marker.write_text(json.dumps(wanted))
-    print(f"  built in {time.perf_counter() - start:.0f}s", flush=True)
-
-
-# -- mergekit in its own venv ------------------------------------------------------------------
-def mergekit_command(workdir: Path) -> Path | None:
-    """``mergekit-yaml`` of this environment, else from workdir/mergekit-venv, installing it there
-    once; None if impossible."""
-    beside = Path(sys.executable).parent / "mergekit-yaml"  # the test extras install it in this environment
-    if beside.is_file():
-        return beside
-    venv = workdir / "mergekit-venv"
-    exe, py = venv / "bin" / "mergekit-yaml", venv / "bin" / "python"
-    if exe.is_file():
-        return exe
-    # this environment's torch, without the local tag (2.13.0+cpu -> 2.13.0): the CPU wheel of
-    # that version is available locally; never let pip resolve mergekit to another torch
-    torch_version = importlib.metadata.version("torch").split("+")[0]
-    constraints = workdir / "mergekit-constraints.txt"
-    constraints.write_text(f"torch=={torch_version}\n")
-    pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    print(f"installing mergekit into {venv} (once; torch=={torch_version} first) ...", flush=True)
-
-    def step(cmd: list[str]) -> bool:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"  failed: {' '.join(cmd)}\n  " + "\n  ".join(done.stderr.strip().splitlines()[-5:]), flush=True)
-        return done.returncode == 0
-
-    shutil.rmtree(venv, ignore_errors=True)
-    if not (step([sys.executable, "-m", "venv", str(venv)]) and step(pip + [f"torch=={torch_version}"])):
-        return None
-    if not step(pip + ["-c", str(constraints), "mergekit"]):
-        # mergekit wants another torch: install it without dependencies, then the rest of them
-        print("  retrying: mergekit --no-deps, then its other requirements with torch pinned", flush=True)
-        if not step(pip + ["--no-deps", "mergekit"]):
-            return None
-        code = "import importlib.metadata as m; print('\\n'.join(m.requires('mergekit') or []))"
-        requires = subprocess.run([str(py), "-c", code], capture_output=True, text=True).stdout.splitlines()
-        others = [r for r in requires if "extra ==" not in r and not r.replace(" ", "").lower().startswith("torch")]
-        if others and not step(pip + ["-c", str(constraints), *others]):
-            return None
-    return exe if exe.is_file() else None
-
-
-def mergekit_yaml(path: Path, first: Path, second: Path, dtype: str) -> Path:
-    """The config ``babymerge merge --mergekit-yaml`` exports for linear: weights 1 - alpha, alpha."""
-    path.write_text(
-        "merge_method: linear\n"
-        "models:\n"
-        f"  - model: {first}\n    parameters: {{weight: {1 - ALPHA}}}\n"
-        f"  - model: {second}\n    parameters: {{weight: {ALPHA}}}\n"
-        "parameters: {normalize: false}\n"
-        f"dtype: {dtype}\n"
-    )
-    return path
 
 
 # -- rows ----------------------------------------------------------------------------------------
@@ -427,11 +151,7 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, help="runs per row, the best value of each column kept (default 3; 1 with --quick)"
     )
-    parser.add_argument("--child", nargs=2, metavar=("ROLE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        run_child(*args.child)
-        return 0
 
     t0 = time.perf_counter()
     args.repeat = args.repeat or (1 if args.quick else 3)

@@ -45,8 +45,8 @@ import sys
 from pathlib import Path
 
 from babymerge import tasks_path
-from babymerge.babylm.submission2025 import FULL_SIZES
-from demo import world
+from babymerge.babylm.sizes import FULL_SIZES
+from demo import grammar, world
 from demo.babylm2025_data import write_cdi, write_devbench, write_evaluation_data, write_glue, write_winoground_filtered
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def write_world_2025(data: Path, world_dir: Path) -> dict:
     sentences = (world_dir / "corpora" / "text" / "corpus.train").read_text().splitlines()
     write_winoground_filtered(data)
     glue = write_glue(data, pairs, GLUE_TRAIN, GLUE_VALID)
-    aoa_rows = write_cdi(data, sentences, sorted(world.NOUNS)[:AOA_WORDS])
+    aoa_rows = write_cdi(data, sentences, sorted(grammar.NOUNS)[:AOA_WORDS])
     return {"glue": glue, "aoa": aoa_rows, "devbench": write_devbench(data)}
 
 

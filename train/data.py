@@ -14,9 +14,9 @@ Two kinds of sequence, both exactly ``context_length`` tokens long:
   example does not fit into is padding (not scored).
 
 The width of the image features is taken from the feature files (``model.feature_size:
-null``) or checked against ``model.feature_size``; ``describe_features`` says how they were
-made (``features.json`` from ``train.encode_images`` beside them, or "precomputed", e.g. the
-BabyLM 2025 organisers' ``*_dino_v2_states*.npy``), which the model records in its config.
+null``) or checked against ``model.feature_size``; how they were made (``features.json`` from
+``train.encode_images`` beside them, or "precomputed", e.g. the BabyLM 2025 organisers'
+``*_dino_v2_states*.npy``), which the model records in its config, is read by ``train.features``.
 
 Each block records which feature row fills each of its ``<image>`` tokens (``-1``: black)
 and how many **words** it holds (``n_words``, for the word-count checkpoints): a word is a
@@ -28,9 +28,6 @@ Blocks are stored as an Arrow dataset (memory-mapped) under ``data.cache_dir`` i
 named by a fingerprint of the input files, tokenizer and packing settings, so a second run,
 another rank or a resumed run reuses them. The features themselves are never copied: they
 are read, memory-mapped where the format allows, when a batch needs them.
-
-Longer than our other modules on purpose: both sequence kinds share the packing and the one
-cache, which must stay consistent with each other.
 """
 
 from __future__ import annotations
@@ -51,6 +48,7 @@ from babymerge.errors import BabyMergeError
 from babymerge.prompt import IMAGE_TOKEN, prompt_body
 
 from .config import TrainConfig
+from .features import FeatureTable, load_black_feature, read_feature_file
 
 TEXT_SUFFIXES = (".txt", ".train", ".dev", ".test", ".jsonl")
 PACKING_VERSION = 2  # bump when the block layout changes, so stale caches are not reused
@@ -129,52 +127,6 @@ def read_captions(path: Path) -> tuple[list[str], list | None]:
     return captions, (ids if all(i is not None for i in ids) else None)
 
 
-def read_feature_file(path: Path) -> tuple[np.ndarray, list | None]:
-    """A ``[n, width]`` feature array (memory-mapped for ``.npy``) and its row ids, if stored."""
-    if not path.is_file():
-        raise BabyMergeError(f"features file {str(path)!r} not found (python -m train.encode_images writes them)")
-    ids = None
-    if path.suffix == ".npy":
-        array = np.load(path, mmap_mode="r")
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            names = [n for n in z.files if n != "ids"]
-            name = "features" if "features" in names else (names[0] if len(names) == 1 else None)
-            if name is None:
-                raise BabyMergeError(
-                    f"{path}: expected an array named 'features' (and optionally 'ids'), found {z.files}"
-                )
-            array, ids = z[name], (z["ids"].tolist() if "ids" in z.files else None)
-    elif path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        tensors = load_file(path)
-        name = "features" if "features" in tensors else (next(iter(tensors)) if len(tensors) == 1 else None)
-        if name is None:
-            raise BabyMergeError(f"{path}: expected a tensor named 'features', found {sorted(tensors)}")
-        array = tensors[name]
-    else:
-        raise BabyMergeError(f"{path}: unsupported feature format (use .npy, .npz or .safetensors)")
-    if array.ndim != 2:
-        raise BabyMergeError(f"{path}: features must be a 2-D array [n_images, width], got shape {array.shape}")
-    return array, ids
-
-
-class FeatureTable:
-    """All multimodal sources' features as one row-indexed table, read lazily."""
-
-    def __init__(self, arrays: list[np.ndarray]):
-        self.arrays = arrays
-        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def rows(self, index: np.ndarray) -> np.ndarray:
-        which = np.searchsorted(self.offsets, index, side="right") - 1
-        return np.stack([self.arrays[w][i - self.offsets[w]] for w, i in zip(which, index)]).astype(np.float32)
-
-
 @dataclass
 class MultimodalSource:
     captions: list[str]
@@ -230,39 +182,6 @@ def load_multimodal(config: TrainConfig) -> tuple[list[MultimodalSource], Featur
         files += [cap_path, *feat_paths]
         offset += count
     return sources, FeatureTable(arrays), files
-
-
-def describe_features(config: TrainConfig) -> dict:
-    """How the training features were made, for the model's config: the ``features.json``
-    that ``train.encode_images`` writes beside its features (encoder, layer, pooling), when
-    every feature file has one and they agree; otherwise ``precomputed`` with the file names
-    (the BabyLM 2025 organisers' DINOv2 states do not say which encoder or pooling made them).
-    Without multimodal data: the encoder named by the config, with the default pooling."""
-    from babymerge.image_features import DEFAULT_LAYER, DEFAULT_POOLING
-
-    files = [
-        Path(p)
-        for spec in config.data.multimodal
-        for p in ([spec["features"]] if isinstance(spec["features"], str) else spec["features"])
-    ]
-    if not files:
-        return {"image_features_source": "encoder", "vision_encoder": config.model.vision_encoder,
-                "vision_feature_layer": DEFAULT_LAYER, "image_pooling": DEFAULT_POOLING}  # fmt: skip
-    sidecars = [
-        json.loads((f.parent / "features.json").read_text()) if (f.parent / "features.json").is_file() else None
-        for f in files
-    ]
-    if all(sidecars) and all(s == sidecars[0] for s in sidecars):
-        meta = sidecars[0]
-        return {"image_features_source": "encoder", "vision_encoder": meta["vision_encoder"],
-                "vision_feature_layer": meta["vision_feature_layer"], "image_pooling": meta["image_pooling"]}  # fmt: skip
-    width = int(np.load(files[0], mmap_mode="r").shape[1]) if files[0].suffix == ".npy" else None
-    return {
-        "image_features_source": "precomputed",
-        "vision_encoder": config.model.vision_encoder,
-        "precomputed_features": {"files": [f.name for f in files], "width": width,
-                                 "note": "encoder, layer and pooling not recorded with the features"},
-    }  # fmt: skip
 
 
 # -- packing -----------------------------------------------------------------------------------
@@ -412,50 +331,6 @@ def build_blocks(config: TrainConfig, tokenizer, is_builder: bool = True, barrie
     blocks = datasets.load_from_disk(str(cache)).with_format("numpy")
     width = config.model.feature_size or (features.arrays[0].shape[1] if features.arrays else None)
     return TrainingData(blocks, features, load_black_feature(config, width) if image_token is not None else None)
-
-
-def load_black_feature(config: TrainConfig, width: int | None = None) -> np.ndarray:
-    """The encoder's feature of an all-black image: from ``data.black_image_feature`` (a
-    ``.npy``, or ``zeros``: a zero vector, for precomputed features whose encoder is unknown)
-    or computed with ``model.vision_encoder`` and the default pooling."""
-    width = width or config.model.feature_size
-    if config.data.black_image_feature == "zeros":
-        if not width:
-            raise BabyMergeError(
-                "data.black_image_feature: zeros needs the feature width: set model.feature_size or give multimodal features"
-            )
-        black = np.zeros(width, dtype=np.float32)
-    elif config.data.black_image_feature:
-        path = Path(config.data.black_image_feature)
-        if not path.is_file():
-            raise BabyMergeError(
-                f"data.black_image_feature {str(path)!r} not found (python -m train.encode_images writes black.npy)"
-            )
-        black = np.load(path).reshape(-1).astype(np.float32)
-    else:
-        from babymerge.image_features import black_image, image_features
-        from babymerge.modeling import load_vision_encoder
-
-        made = describe_features(config)  # pooled like the training features
-        if made["image_features_source"] != "encoder":
-            raise BabyMergeError(
-                "the image features are precomputed and their encoder is not recorded, so the black-image feature cannot "
-                "be computed to match: set data.black_image_feature to a .npy made with their encoder, or to zeros"
-            )
-        encoder, processor = load_vision_encoder(made["vision_encoder"])
-        black = image_features(
-            encoder,
-            processor,
-            images=[black_image()],
-            layer=made["vision_feature_layer"],
-            pooling=made["image_pooling"],
-        )
-        black = black[0].numpy()
-    if width and black.shape != (width,):
-        raise BabyMergeError(
-            f"the black-image feature has {black.shape[0]} values but the image features are {width}-d"
-        )
-    return black
 
 
 def make_batch(data: TrainingData, index: np.ndarray, image_token: int | None) -> dict:

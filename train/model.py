@@ -13,7 +13,7 @@ from babymerge.modeling import BabyLlavaForConditionalGeneration
 from babymerge.prompt import IMAGE_TOKEN
 
 from .config import TrainConfig
-from .data import describe_features
+from .features import describe_features
 
 
 def text_config(config: TrainConfig, tokenizer) -> dict:

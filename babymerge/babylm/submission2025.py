@@ -14,7 +14,7 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
   ``"fast_eval_results": {task: [{subtask: score}, ... one dict per checkpoint in the
   pipeline's order]}``, the scores computed from the predictions as ``collate_preds`` computes
   them (accuracy by comparing the chosen candidate with the right one, so a tie counts as
-  right; Spearman's rho for wug; the reading ΔR², ``reading_scores``);
+  right; Spearman's rho for wug; the reading ΔR², ``babylm.reading``);
 * ``pipeline_results`` (optional): the pipeline's own ``results/<model>/main`` folder, for the
   parts this project does not produce: GLUE fine-tuning (``finetune/<task>/predictions.json``),
   AoA (``zero_shot/<backend>/AoA_word/surprisal.json``) and DevBench
@@ -29,18 +29,15 @@ pipeline's ``collate_preds.py`` writes and the leaderboard takes:
   place of the pipeline's.
 
 Before writing, every subtask's count is checked against the counts ``collate_preds`` enforces
-(``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures). A missing task,
-subtask or checkpoint is refused unless ``allow_partial``, which writes what there is and
-returns the list of what is missing; a missing checkpoint's place in a ``fast_eval_results``
+(``babylm.sizes``: ``FULL_SIZES``, ``FAST_SIZES``; ``sizes=`` replaces them for small fixtures).
+A missing task, subtask or checkpoint is refused unless ``allow_partial``, which writes what
+there is and returns the list of what is missing; a missing checkpoint's place in a ``fast_eval_results``
 list holds ``{}`` so that the others keep their positions.
 
 Which lm-eval task is which pipeline task and subtask: ``babymerge.babylm.tasks.TASKS`` (plus
 ``winoground_filtered`` -> winoground). The pipeline's prediction for an item is built from the
 sample's ``doc`` (its ``preds``: what the pipeline reports for each candidate) and ``resps``
 (one log-likelihood per candidate, the right one first), with the pipeline's argmax.
-
-Longer than our other modules on purpose: one module for the one file format, its parts (full,
-fast, GLUE, AoA, DevBench) in the order collate_preds.py assembles them, to be read beside it.
 """
 
 from __future__ import annotations
@@ -52,189 +49,11 @@ from pathlib import Path
 from ..errors import BabyMergeError
 from ..publish import output_errors, write_file_atomic
 from .checkpoints import fast_revisions
+from .reading import READING_COLUMNS, reading_scores
 from .scoring import choose, pipeline_prediction
+from .sizes import AOA_SIZE, DEVBENCH_SHAPES, FAST_SIZES, FAST_TASKS, FULL_SIZES, FULL_TEXT_TASKS, TRACKS, VISION_TASKS
 from .submission2024 import find_samples, loglikelihoods, read_samples
 from .tasks import GLUE_2025, TASKS
-
-# -- what collate_preds.py checks (evaluation_pipeline/collate_preds.py, commit bf55c11) ------------------------------
-BLIMP_SIZES = dict(
-    superlative_quantifiers_2=986,
-    superlative_quantifiers_1=979,
-    anaphor_gender_agreement=971,
-    principle_a_reconstruction=967,
-    irregular_past_participle_adjectives=961,
-    sentential_subject_island=961,
-    wh_island=960,
-    left_branch_island_simple_question=951,
-    coordinate_structure_constraint_object_extraction=949,
-    tough_vs_raising_1=948,
-    left_branch_island_echo_question=947,
-    principle_a_c_command=946,
-    regular_plural_subject_verb_agreement_2=945,
-    irregular_past_participle_verbs=942,
-    determiner_noun_agreement_with_adj_2=941,
-    principle_a_domain_3=941,
-    determiner_noun_agreement_with_adjective_1=933,
-    anaphor_number_agreement=931,
-    determiner_noun_agreement_2=931,
-    existential_there_quantifiers_1=930,
-    determiner_noun_agreement_1=929,
-    matrix_question_npi_licensor_present=929,
-    adjunct_island=928,
-    existential_there_subject_raising=924,
-    animate_subject_trans=923,
-    drop_argument=920,
-    tough_vs_raising_2=920,
-    wh_vs_that_with_gap=919,
-    sentential_negation_npi_licensor_present=919,
-    principle_a_case_2=915,
-    principle_a_domain_2=915,
-    principle_a_domain_1=914,
-    npi_present_2=914,
-    principle_a_case_1=912,
-    existential_there_quantifiers_2=911,
-    wh_vs_that_with_gap_long_distance=910,
-    npi_present_1=909,
-    coordinate_structure_constraint_complex_left_branch=906,
-    passive_2=903,
-    wh_questions_subject_gap=898,
-    animate_subject_passive=895,
-    irregular_plural_subject_verb_agreement_2=892,
-    regular_plural_subject_verb_agreement_1=890,
-    only_npi_licensor_present=882,
-    wh_vs_that_no_gap_long_distance=875,
-    distractor_agreement_relative_clause=871,
-    sentential_negation_npi_scope=871,
-    intransitive=868,
-    transitive=868,
-    wh_vs_that_no_gap=861,
-    wh_questions_object_gap=859,
-    wh_questions_subject_gap_long_distance=857,
-    inchoative=855,
-    complex_np_island=846,
-    passive_1=840,
-    determiner_noun_agreement_with_adj_irregular_2=840,
-    only_npi_scope=837,
-    ellipsis_n_bar_2=828,
-    determiner_noun_agreement_irregular_2=820,
-    causative=818,
-    existential_there_object_raising=812,
-    irregular_plural_subject_verb_agreement_1=804,
-    ellipsis_n_bar_1=802,
-    distractor_agreement_relational_noun=788,
-    expletive_it_object_raising=759,
-    determiner_noun_agreement_with_adj_irregular_1=718,
-    determiner_noun_agreement_irregular_1=681,
-)
-ENTITY_TRACKING_FAST = {
-    "regular_0_ops": 606,
-    "regular_1_ops": 607,
-    "regular_2_ops": 606,
-    "regular_3_ops": 606,
-    "regular_4_ops": 568,
-    "regular_5_ops": 159,
-}
-# Sizes per task: a number (every subtask) or {subtask (lower case, as collate_preds compares): number}.
-FULL_SIZES = {
-    "blimp": BLIMP_SIZES,
-    "blimp_supplement": {
-        "hypernym": 842,
-        "qa_congruence_easy": 64,
-        "qa_congruence_tricky": 165,
-        "subject_aux_inversion": 3867,
-        "turn_taking": 280,
-    },
-    "ewok": {
-        "agent-properties": 2210,
-        "social-relations": 1548,
-        "physical-relations": 818,
-        "material-dynamics": 770,
-        "physical-interactions": 556,
-        "spatial-relations": 490,
-        "social-properties": 328,
-        "quantitative-properties": 314,
-        "social-interactions": 294,
-        "material-properties": 170,
-        "physical-dynamics": 120,
-    },
-    "entity_tracking": {
-        **ENTITY_TRACKING_FAST,
-        "ambiref_0_ops": 607,
-        "ambiref_1_ops": 607,
-        "ambiref_2_ops": 604,
-        "ambiref_3_ops": 604,
-        "ambiref_4_ops": 615,
-        "ambiref_5_ops": 187,
-        "move_contents_0_ops": 605,
-        "move_contents_1_ops": 606,
-        "move_contents_2_ops": 605,
-        "move_contents_3_ops": 606,
-        "move_contents_4_ops": 529,
-        "move_contents_5_ops": 156,
-    },
-    "wug_adj": 200,
-    "wug_past": 50,
-    "comps": {"base": 49340, "wugs_dist_before": 13896, "wugs_dist_in_between": 13896, "wugs": 13896},
-    "reading": 1726,
-    "boolq": 1635,
-    "mnli": 4908,
-    "mrpc": 204,
-    "multirc": 2424,
-    "qqp": 20215,
-    "rte": 139,
-    "wsc": 52,
-    "winoground": 746,
-    "vqa": 25230,
-}
-FAST_SIZES = {
-    "blimp": 200,
-    "blimp_supplement": 50,
-    "ewok": 100,
-    "entity_tracking": ENTITY_TRACKING_FAST,
-    "reading": 1726,
-    "wug_adj": 200,
-    "wug_past": 50,
-}
-AOA_SIZE = 8005  # surprisal rows per checkpoint
-DEVBENCH_SHAPES = {"lex-viz_vocab": (119, 4, 1), "trog": (76, 4, 1), "things": (1854, 1854)}
-# The subtasks the pipeline's data have (the required ones): the full sizes' keys, in the data's spelling.
-FULL_TEXT_TASKS = ("blimp", "blimp_supplement", "ewok", "entity_tracking", "wug_adj", "wug_past", "comps", "reading")
-VISION_TASKS = ("vqa", "winoground")
-FAST_TASKS = (
-    "blimp",
-    "blimp_supplement",
-    "ewok",
-    "entity_tracking",
-    "wug_adj",
-    "wug_past",
-    "reading",
-)  # collate's order
-TRACKS = ("multimodal", "strict", "strict-small", "interaction")
-
-# -- reading: the ΔR² collate_preds reports (evaluation_pipeline/collate_preds.py: _calculate_reading_results) -------
-EYE_TRACKING = ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound")
-COVARIATES = ("Subtlex_log10", "length", "context_length")
-SPILLOVER_COVARIATES = (*COVARIATES, "prev_length", "prev_pred")
-READING_COLUMNS = (*EYE_TRACKING, "self_paced_reading_time", *COVARIATES, "prev_length")  # what the CSV must give
-
-
-def _delta_r2(frame, dv: str, covariates: tuple[str, ...]) -> float:
-    """(R²(baseline + pred) - R²(baseline)) / (1 - R²(baseline)); the baseline is the covariates and all
-    their pairwise interactions, each model fitted (OLS) on the rows where its own variables are known."""
-    import statsmodels.formula.api as smf
-
-    baseline = f"{dv} ~ ({' + '.join(covariates)})**2"
-    r2_baseline = smf.ols(baseline, data=frame[[dv, *covariates]].dropna()).fit().rsquared
-    r2_model = smf.ols(baseline + " + pred", data=frame[[dv, *covariates, "pred"]].dropna()).fit().rsquared
-    return float((r2_model - r2_baseline) / (1 - r2_baseline))
-
-
-def reading_scores(frame) -> dict[str, float]:
-    """``{"spr": ..., "rt": ...}`` from a frame with the CSV's columns plus ``pred`` and ``prev_pred``
-    (surprisals): self-paced reading with one word of spill-over, and the mean over the eye-tracking
-    measures."""
-    rt = [_delta_r2(frame, dv, COVARIATES) for dv in EYE_TRACKING]
-    return {"spr": _delta_r2(frame, "self_paced_reading_time", SPILLOVER_COVARIATES), "rt": sum(rt) / len(rt)}
 
 
 # -- reading lm-eval samples ---------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ ONLY = {
 
 
 def add_parser(sub) -> None:
-    from .submission2025 import TRACKS
+    from .sizes import TRACKS
 
     p = sub.add_parser("submit", help="BabyLM leaderboard prediction file from lm-eval --log_samples output")
     p.add_argument(

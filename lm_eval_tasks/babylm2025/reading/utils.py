@@ -9,7 +9,7 @@ covariates ``Subtlex_log10``, ``length``, ``context_length``, ``prev_length``.
 As the official pipeline (``evaluation_pipeline/reading/run.py``, backend ``causal``):
 ``pred`` = -ln P(word | item) (natural log; an empty ``item`` is the string ``"None"``, as
 there), ``prev_pred`` the same for the previous word, NaN for a first word. The scores are
-those ``collate_preds.py`` puts in the submission (``babymerge.babylm.submission2025.reading_scores``,
+those ``collate_preds.py`` puts in the submission (``babymerge.babylm.reading.reading_scores``,
 statsmodels OLS): ``rt`` = the mean over the four eye-tracking measures of
 (R²(baseline + pred) - R²(baseline)) / (1 - R²(baseline)), baseline = the three covariates
 and their pairwise interactions; ``spr`` = the same for self-paced reading, with the
@@ -34,7 +34,7 @@ import pandas as pd
 from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
-from babymerge.babylm.submission2025 import READING_COLUMNS, reading_scores
+from babymerge.babylm.reading import READING_COLUMNS, reading_scores
 from babymerge.data import DATA_ENV, evaluation_data_dir, test_split
 from babymerge.errors import BabyMergeError
 
