@@ -321,12 +321,13 @@ class _FlagsFormatter(logging.Formatter):
 def _show_warnings(flags: dict[str, str]) -> None:
     """Our warnings (e.g. a checkpoint without tokenizer files) as one line each on stderr."""
     log = logging.getLogger("babymerge")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+    handler = next((h for h in log.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(_FlagsFormatter(flags))
         handler.setLevel(logging.WARNING)
         log.addHandler(handler)
         log.propagate = False
+    handler.setFormatter(_FlagsFormatter(flags))  # this command's flags (main may run several in one process)
 
 
 def _run_tasks_path(args) -> int:
