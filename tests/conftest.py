@@ -129,19 +129,21 @@ def merged(toy, tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sweep_runs(toy, tmp_path_factory):
     """(multimodal run, language-only run, include path): runs of ``helpers.sweep.WORD_CHECKPOINTS``
-    and ``ckpt-ep1``, each a copy of the toy pair, and the ``mini_pairs`` task."""
+    and ``ckpt-ep1``, each a copy of the toy pair, and the ``mini_pairs`` task. Read-only: tests
+    sweep them into their own folders."""
     from helpers.sweep import fake_run, write_tasks
 
     root = tmp_path_factory.mktemp("word_runs")
     return fake_run(root / "mm", toy.mm, 0), fake_run(root / "lang", toy.lang, 1), [str(write_tasks(root))]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def swept(sweep_runs, tmp_path_factory):
-    """One sweep of ``sweep_runs`` over the three word-count checkpoints and two alphas: (out, cells)."""
+    """One sweep of ``sweep_runs`` over the three word-count checkpoints and two alphas: (out, cells).
+    Shared by the store's and the plots' tests (one sweep per test worker), which only read it."""
     from babymerge.sweep import sweep
 
     mm, lang, include = sweep_runs
