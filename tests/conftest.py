@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 from lm_eval.api.instance import Instance
 
-from demo.toy import TOY_BLIMP_UID, build_toy_checkpoints, determiner_noun_pairs
+from demo.toy import TOY_BLIMP_UID, build_random_llama, build_toy_checkpoints, determiner_noun_pairs
+
+from helpers.models import LARGE_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = Path(os.environ.get("BABYMERGE_TEST_DATA") or REPO.parent / "shared" / "data").resolve()
@@ -106,6 +108,17 @@ def toy_same_class(tmp_path_factory):
     return build_toy_checkpoints(tmp_path_factory.mktemp("toy_same"), lang_class="babyllava", seed=10)
 
 
+@pytest.fixture(scope="session")
+def large_pair(tmp_path_factory):
+    """Two random ``LlamaForCausalLM`` of ``helpers.models.LARGE_CONFIG`` (252 MB each in float32),
+    seeds 0 and 1: (multimodal, language-only) for merges that take long enough to be stopped,
+    or that meet a memory limit."""
+    root = tmp_path_factory.mktemp("large_pair")
+    return build_random_llama(root / "mm", LARGE_CONFIG, seed=0), build_random_llama(
+        root / "lang", LARGE_CONFIG, seed=1
+    )
+
+
 @pytest.fixture(scope="module")
 def merged(toy, tmp_path_factory):
     """``toy.mm`` merged with ``toy.lang`` at alpha 0.3, written to disk (a self-contained checkpoint)."""
@@ -114,6 +127,49 @@ def merged(toy, tmp_path_factory):
     out = tmp_path_factory.mktemp("merged") / "merged-a0.3"
     merge(str(toy.mm), str(toy.lang), alpha=0.3, out=str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def sweep_runs(toy, tmp_path_factory):
+    """(multimodal run, language-only run, include path): runs of ``helpers.sweep.WORD_CHECKPOINTS``
+    and ``ckpt-ep1``, each a copy of the toy pair, and the ``mini_pairs`` task. Read-only: tests
+    sweep them into their own folders."""
+    from helpers.sweep import fake_run, write_tasks
+
+    root = tmp_path_factory.mktemp("word_runs")
+    return fake_run(root / "mm", toy.mm, 0), fake_run(root / "lang", toy.lang, 1), [str(write_tasks(root))]
+
+
+@pytest.fixture(scope="session")
+def swept(sweep_runs, tmp_path_factory):
+    """One sweep of ``sweep_runs`` over the three word-count checkpoints and two alphas: (out, cells).
+    Shared by the store's and the plots' tests (one sweep per test worker), which only read it."""
+    from babymerge.sweep import sweep
+
+    mm, lang, include = sweep_runs
+    out = tmp_path_factory.mktemp("swept") / "sweep"
+    cells = sweep(
+        mm, lang, [0.0, 1.0], ["mini_pairs"], out, checkpoints="words", include_path=include, limit=3, progress=False
+    )
+    return out, cells
+
+
+@pytest.fixture(scope="module")
+def sweep_include(tmp_path_factory):
+    """Include path of the project's tasks and ``mini_pairs`` over ``helpers.sweep.PAIRS``, with
+    the synthetic Winoground in ``$BABYMERGE_DATA``."""
+    from babymerge.data.synthetic_winoground import write_dataset
+
+    from helpers.sweep import PAIRS
+
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "data"
+    write_dataset(data / "winoground", n=4, seed=2)
+    write_pairs_task(root, PAIRS)
+    include = [str(REPO / "lm_eval_tasks"), str(root / "tasks")]
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture: monkeypatch itself is per test
+        mp.setenv("BABYMERGE_DATA", str(data))
+        yield include
 
 
 def word_count_runs(root: Path, names) -> Path:

@@ -1,5 +1,9 @@
-"""The `babymerge` command as a user runs it (a real subprocess)."""
+"""The `babymerge` command (``babymerge.cli``) as a user runs it, a real subprocess or ``main`` in
+this process: ``merge`` writes what ``merge()`` writes and prints a summary, ``methods`` lists the
+methods; bad arguments and inputs are one line naming the flag, exit 2, nothing written; a
+questionable pair of checkpoints is merged with a warning."""
 
+import shutil
 import subprocess
 import sys
 
@@ -7,6 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from babymerge.cli import main
+
+from helpers.commands import merge_cli as cli
+from helpers.files import leftovers
 from helpers.models import interpolated
 
 
@@ -103,3 +111,67 @@ def test_a_per_model_density_on_the_command_line_is_the_pair_in_python(toy, tmp_
     got, pair, one = (load_file(p / "model.safetensors") for p in (out, tmp_path / "pair", tmp_path / "one"))
     assert all(torch.equal(got[k], pair[k]) for k in got)
     assert not all(torch.equal(got[k], one[k]) for k in got)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        # a file on the path to --out
+        (["--out", "{tmp}/file.txt/out"], r"'.*file.txt' is a file, not a directory; choose another --out"),
+        # checked before either checkpoint is read
+        (
+            ["--out", "{tmp}/out", "--max-shard-size", "abc"],
+            r"--max-shard-size must be a positive size such as 500MB.*got 'abc'",
+        ),
+        (["--out", "{tmp}/out", "--max-shard-size", "0"], r"--max-shard-size must be a positive size"),
+        # a method option of the wrong type
+        (
+            ["--out", "{tmp}/out", "--method", "ties", "--density", "abc"],
+            r"option density of merge method 'ties' must be a number .*got 'abc'",
+        ),
+        (
+            ["--out", "{tmp}/out", "--method", "ties_peft", "--majority-sign-method", "total", "--scale", "x"],
+            r"option scale of merge method 'ties_peft' must be a number",
+        ),
+        (
+            ["--out", "{tmp}/out", "--method", "dare_linear", "--seed", "1.5"],
+            r"option seed of merge method 'dare_linear' must be an integer",
+        ),
+    ],
+)
+def test_bad_merge_arguments_are_one_line(toy, tmp_path, capsys, args, match):
+    import re
+
+    (tmp_path / "file.txt").write_text("x")
+    rc, last = cli(capsys, "--mm", toy.mm, "--lang", toy.lang, *[a.format(tmp=tmp_path) for a in args])
+    assert rc == 2 and re.search(match, last) and last.startswith("babymerge: error: "), last
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+
+
+def test_a_twin_without_tokenizer_files_is_warned_about(toy, tmp_path, capsys):
+    """A language-only checkpoint without tokenizer files: merged, with a warning that the tokenizers
+    cannot be compared."""
+    lang = tmp_path / "lang"
+    shutil.copytree(toy.lang, lang)
+    for f in lang.glob("tokenizer*"):
+        f.unlink()
+    (lang / "special_tokens_map.json").unlink(missing_ok=True)
+    rc = main(["merge", "--mm", str(toy.mm), "--lang", str(lang), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert f"babymerge: warning: the language-only checkpoint '{lang}' has no tokenizer files: cannot check" in err
+
+
+def test_mm_equal_to_lang_is_warned_about(toy, tmp_path, capsys):
+    """--mm and --lang the same checkpoint: merged, with a warning (every alpha gives the same model)."""
+    rc = main(["merge", "--mm", str(toy.mm), "--lang", str(toy.mm), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0 and "babymerge: warning: --mm and --lang are the same checkpoint" in capsys.readouterr().err
+
+
+def test_swapped_mm_and_lang_are_refused(toy, tmp_path, capsys):
+    """A plain Llama as --mm and BabyLLaVA as --lang: one line asking whether they were swapped,
+    exit 2, nothing written."""
+    rc, last = cli(capsys, "--mm", toy.lang, "--lang", toy.mm, "--out", tmp_path / "out")
+    assert rc == 2 and "is a text-only LlamaForCausalLM but --lang" in last and "Did you swap --mm and --lang?" in last
+    assert "multi_modal_projector" in last or "projector" in last
+    assert not (tmp_path / "out").exists()

@@ -131,18 +131,3 @@ def test_readme_quick_start_runs_as_written(tmp_path):
     for task, metric in (("blimp_determiner_noun_agreement_1", "acc"), ("winoground", "group_score")):
         assert cells[(0.3, task, metric)] == pytest.approx(results[task][f"{metric},none"], abs=1e-9)
     assert (toy / "sweep" / "score_vs_alpha.png").is_file() and (toy / "sweep" / "tradeoff.png").is_file()
-
-
-def test_toy_refuses_an_existing_out_and_leaves_it_alone(tmp_path, capsys):
-    from demo.toy import main
-
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "mine.txt").write_text("keep")
-    with pytest.raises(SystemExit) as exit:
-        main(["--out", str(tmp_path / "toy")])
-    assert exit.value.code == 2
-    assert (
-        capsys.readouterr().err.splitlines()[-1]
-        == f"python -m demo.toy: error: --out {tmp_path / 'toy'} exists; give a new folder"
-    )
-    assert [p.name for p in (tmp_path / "toy").iterdir()] == ["mine.txt"]

@@ -1,15 +1,18 @@
-"""merge(): exact arithmetic against independent references, on disk and in memory."""
+"""merge(): exact arithmetic against independent references, on disk, in memory and redone in place
+for another alpha (the re-merger), for Llava, Llama and tied-embedding (GPT-2, Llama) pairs."""
 
 import json
 import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from babymerge import merge
+from babymerge.checkpoint import Checkpoint
 from babymerge.merge import METHODS
+from demo.toy import toy_text_config
 
 from helpers.models import as_llama_name, interpolated, weights
 
@@ -249,6 +252,51 @@ def test_every_method_runs_end_to_end_and_loads(toy, tmp_path):
             assert torch.isfinite(model(input_ids=torch.tensor([[4, 5, 6]])).logits).all()
 
 
+def tied_pair(root, kind, tokenizer):
+    """Two random models with tied input/output embeddings, saved with one tokenizer."""
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        if kind == "gpt2":
+            model = GPT2LMHeadModel(
+                GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+            )
+        else:
+            config = {k: v for k, v in toy_text_config(len(tokenizer), hidden_size=32).items() if k != "model_type"}
+            model = LlamaForCausalLM(LlamaConfig(**config, tie_word_embeddings=True))
+        model.save_pretrained(root / f"{kind}{seed}")
+        tokenizer.save_pretrained(root / f"{kind}{seed}")
+        paths.append(root / f"{kind}{seed}")
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_tied_embedding_pairs_merge_in_memory_and_to_disk(toy, tmp_path, kind):
+    """Pairs with tied input/output embeddings (GPT-2, Llama) merge in memory, to disk and through the
+    re-merger, equal to a hand computation, the output embeddings still tied."""
+    a, b = tied_pair(tmp_path, kind, AutoTokenizer.from_pretrained(toy.mm))
+    sa, sb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert "lm_head.weight" not in sa  # saved tied
+    model = merge(a, b, alpha=0.3, progress=False).model
+    state = model.state_dict()
+    for name in sa:  # against a hand computation
+        torch.testing.assert_close(state[name], 0.7 * sa[name] + 0.3 * sb[name], rtol=0, atol=1e-6)
+    embed = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight.data_ptr() == embed.data_ptr()
+    out = merge(a, b, alpha=0.3, out=tmp_path / "merged", progress=False).out
+    loaded = type(model).from_pretrained(out)
+    ids = torch.tensor([[3, 5, 7, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    remerge = merge(a, b, alpha=0.3, keep_sources=True, progress=False).remerge  # sweeps use it too
+    remerge.set_alpha(0.6)
+    torch.testing.assert_close(remerge.model.get_output_embeddings().weight, 0.4 * sa[next(k for k in sa if "wte" in k or "embed" in k)]
+                               + 0.6 * sb[next(k for k in sb if "wte" in k or "embed" in k)], rtol=0, atol=1e-6)  # fmt: skip
+
+
+# -- the re-merger (sweeps): another alpha in place ---------------------------------------------
+
+
 def test_remerge_for_another_alpha_equals_a_fresh_merge_for_random_mask_methods(toy):
     """Sweeps redo the merge in place: without a base checkpoint the kept multimodal tensor must
     still *be* the base (mergekit then has one task vector, and one random draw per tensor)."""
@@ -269,3 +317,19 @@ def test_remerge_of_bfloat16_checkpoints_equals_a_fresh_merge(tmp_path):
         report.remerge.set_alpha(alpha)
         fresh = merge(t.mm, t.lang, alpha=alpha, progress=False).model.state_dict()
         assert all(torch.equal(v, fresh[k]) for k, v in report.model.state_dict().items()), alpha
+
+
+def test_remerger_keeps_no_copy_of_the_sources_and_equals_a_fresh_merge(toy):
+    """The re-merger holds no tensor copies of the sources (it reads the checkpoints again for each
+    alpha), and each alpha equals a fresh merge."""
+    remerge = merge(toy.mm, toy.lang, alpha=0.3, keep_sources=True, progress=False).remerge
+    with_base = merge(
+        toy.mm, toy.lang, "task_arithmetic", 0.3, base_ckpt=toy.base, keep_sources=True, progress=False
+    ).remerge
+    for r in (remerge, with_base):
+        assert not any(isinstance(v, torch.Tensor) for v in vars(r).values())
+        assert all(isinstance(c, (Checkpoint, type(None))) for c in r.sources)
+    for r, kwargs in ((remerge, {}), (with_base, {"method": "task_arithmetic", "base_ckpt": toy.base})):
+        fresh = merge(toy.mm, toy.lang, alpha=0.5, progress=False, **kwargs).model.state_dict()
+        r.set_alpha(0.5)
+        assert all(torch.equal(fresh[k], v) for k, v in r.model.state_dict().items())

@@ -183,14 +183,6 @@ def test_a_failure_mid_stream_leaves_no_output(toy, tmp_path):
     expect_error(tmp_path, "model.norm.weight", toy.mm, lang, max_shard_size=10_000)
 
 
-def test_finiteness_check_survives_an_overflowing_sum():
-    from babymerge.checkpoint import all_finite
-
-    assert all_finite(torch.tensor([3e38, 3e38]))  # the float32 sum overflows, the entries are fine
-    assert not all_finite(torch.tensor([1.0, float("nan")]))
-    assert not all_finite(torch.tensor([1.0, float("-inf")], dtype=torch.bfloat16))
-
-
 def test_library_errors_name_arguments_and_the_command_its_flags(toy, tmp_path, capsys):
     """merge() says `out` and `overwrite='any'` (its own arguments); `babymerge merge` says --out."""
     from babymerge.cli import main

@@ -10,6 +10,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from demo.toy import toy_text_config
 
 LANG_PREFIX = ("model.language_model.", "model.")
+# 3 layers of hidden 1024 and MLP 4096 with an 8192-token vocabulary: 63M parameters, 252 MB
+# in float32. A merge of two takes a few tenths of a second: long enough to stop it mid-read.
+LARGE_CONFIG = toy_text_config(8192, hidden_size=1024, num_layers=3, intermediate_size=4096, heads=8)
 
 
 def weights(path):
@@ -18,6 +21,11 @@ def weights(path):
     for file in sorted(path.glob("*.safetensors")):
         out.update(load_file(file))
     return out
+
+
+def weights_bytes(path) -> int:
+    """Size of a checkpoint's weight files."""
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
 def as_llama_name(key):

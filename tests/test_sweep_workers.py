@@ -1,7 +1,9 @@
-"""One sweep spread over processes: torchrun ranks and --shard processes into one folder give the
-results of a single process, cell for cell; a rank killed mid-cell loses nothing a rerun cannot
-finish, and no cell is recorded twice."""
+"""One sweep spread over processes (``babymerge.sweep.workers``): torchrun ranks and --shard
+processes into one folder give the results of a single process, cell for cell; a rank killed
+mid-cell loses nothing a rerun cannot finish, no cell is recorded twice, and a cell whose claim
+another process holds is left to it."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -12,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from babymerge.sweep.workers import Worker, current_worker, parse_shard, work_order
+from babymerge.sweep import CELLS, sweep
+from babymerge.sweep.workers import Worker, claim_path, current_worker, parse_shard, work_order
 
-from conftest import REPO, write_pairs_task
+from conftest import REPO
+from helpers.sweep import write_tasks
 
 pytestmark = pytest.mark.slow  # each case starts 2-3 processes that import lm-eval
 
-PAIRS = [("The dog sees the cat.", "The dog see the cat."), ("A girl likes the ball.", "A girl like the ball."),
-         ("Some boys help the teacher.", "Some boys helps the teacher.")]  # fmt: skip
 CHECKPOINTS = ["chck_1M", "chck_2M"]
 ALPHAS = "0,0.5,1"
 
@@ -40,7 +42,7 @@ def grid(toy, tmp_path_factory):
         tensors = {k: v + 0.5 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
                    for k, v in tensors.items()}  # fmt: skip
         save_file(tensors, weights, metadata={"format": "pt"})
-    write_pairs_task(root, PAIRS)
+    write_tasks(root)
     args = ["sweep", "--mm", str(root / "mm"), "--lang", str(root / "lang"), "--tasks", "mini_pairs",
             "--include-path", str(root / "tasks"), "--alphas", ALPHAS, "--no-progress"]  # fmt: skip
     reference = root / "one_process"
@@ -127,3 +129,31 @@ def test_shares_are_contiguous_blocks_then_the_others_from_the_end(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert current_worker() == Worker(2 * 2 + 1, 6, 1, True)  # array task 2 of 3, rank 1 of 2 in it
     assert current_worker("0/1") == Worker(1, 2, 1, True)
+
+
+def test_a_cell_another_process_holds_is_left_to_it(sweep_runs, tmp_path):
+    """Sweeps with the same settings share a folder (ranks, shards): a cell whose claim another
+    process holds is not computed again; once the holder dies, the OS frees the claim."""
+    mm, lang, include = sweep_runs
+    out = tmp_path / "sweep"
+    run = dict(checkpoints="chck_1M,chck_2M", include_path=include, limit=3, progress=False)
+    out.mkdir()
+    (out / ".claims").mkdir()
+    claim = claim_path(out, "chck_1M", 1.0)
+    holder = subprocess.Popen(  # another process computing that cell, as a running sweep's worker does
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(60)", str(claim)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
+    finally:
+        holder.kill()
+        holder.wait()
+    everyone = [("chck_1M", 0.0), ("chck_1M", 1.0), ("chck_2M", 0.0), ("chck_2M", 1.0)]
+    assert sorted((c["checkpoint"], c["alpha"]) for c in cells) == [c for c in everyone if c != ("chck_1M", 1.0)]
+    with open(claim, "a") as f:  # released by the OS when its holder died
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    cells = sweep(mm, lang, [0.0, 1.0], ["mini_pairs"], out, **run)
+    lines = [json.loads(line) for line in (out / CELLS).read_text().splitlines()]
+    assert [(c["checkpoint"], c["alpha"]) for c in lines][-1] == ("chck_1M", 1.0)  # only it was computed
+    assert sorted((c["checkpoint"], c["alpha"]) for c in lines) == everyone

@@ -1,4 +1,5 @@
-"""The streaming merge's machinery: chunks read into buffers, two merging threads, one torch thread.
+"""Executing a merge (``babymerge.merge.execute``): chunks read into buffers, two merging threads,
+one torch thread.
 
 merge() computes elementwise methods on the inputs' rows read (``pread``) chunk by chunk into
 reused buffers, checks NaN/inf once per merged chunk and writes each chunk at its place in

@@ -1,5 +1,7 @@
-"""Quiet by default: a normal run prints progress and results, not the
-notices the user can do nothing about; lm-eval's DEBUG level brings ours back."""
+"""The start-up hook (``_babymerge_hooks``) keeps lm-eval quiet by default: our tasks replacing
+lm-eval's own of the same names are DEBUG records, any other override stays a warning, so a normal
+``lm_eval --model babymerge`` run prints progress and results, not notices the user can do nothing
+about; lm-eval's DEBUG level brings ours back."""
 
 import json
 import logging

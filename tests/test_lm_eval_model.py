@@ -1,9 +1,15 @@
-"""`--model babymerge`: exact agreement with lm-eval's own `hf` model and with hand-built forwards."""
+"""`--model babymerge` (``babymerge.lm_eval_model``): exact agreement with lm-eval's own `hf` model
+and with hand-built forwards; model_args checked before anything is merged or loaded, each
+mistake one ``BabyMergeError`` (the last line of the lm_eval command too); lm-eval's
+``--use_cache`` keeps what an interrupted run scored."""
 
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +21,7 @@ from babymerge import BabyMergeError, merge
 from babymerge.lm_eval_model import BabyMergeLM
 from demo.toy import build_toy_checkpoints
 
-from conftest import blimp_sentences, requests
+from conftest import REPO, blimp_sentences, requests
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +139,129 @@ def test_a_truncated_checkpoint_without_lang_ckpt_is_named_in_one_line(toy, tmp_
         rf"pretrained checkpoint file {re.escape(str(weights))} is truncated or corrupt \([^\n]*\); re-save or re-download it",
         str(err.value),
     )
+
+
+# -- model_args and checkpoints checked before the merge, one error each --------------------------
+
+
+def test_one_dtype_parser(toy):
+    """dtype=bf16 is understood with and without lang_ckpt; an unknown dtype is one error."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    lm = BabyMergeLM(pretrained=str(toy.lang), dtype="bf16", image_prefix="none", device="cpu")
+    assert lm.model.dtype == torch.bfloat16
+    merged = BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), dtype="bf16", device="cpu")
+    assert merged.model.dtype == torch.bfloat16
+    with pytest.raises(BabyMergeError, match="unknown dtype 'int8'"):
+        BabyMergeLM(pretrained=str(toy.lang), dtype="int8", image_prefix="none", device="cpu")
+
+
+def test_lm_eval_checkpoint_paths_that_do_not_exist(toy, tmp_path):
+    """A checkpoint path that does not exist: one BabyMergeError naming it, not a hub client error."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    missing = tmp_path / "runs" / "mm" / "ckpt-ep10"
+    with pytest.raises(BabyMergeError, match=rf"^pretrained='{missing}' does not exist; give the checkpoint directory"):
+        BabyMergeLM(pretrained=str(missing), device="cpu")
+    with pytest.raises(BabyMergeError, match=r"^lang_ckpt='.*nope' does not exist"):
+        BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(tmp_path / "nope"), device="cpu")
+
+
+def test_lm_eval_cli_ends_with_our_message(tmp_path):
+    """The traceback above is lm-eval's; the last line must be ours and say it all."""
+    missing = tmp_path / "runs" / "mm"
+    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={missing}", "--tasks", "blimp_anaphor_gender_agreement",
+           "--include_path", str(REPO / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"babymerge.errors.BabyMergeError: pretrained='{missing}' does not exist; give the checkpoint directory (written by save_pretrained)"
+    )
+
+
+def test_lm_eval_batch_size_model_arg_wins_over_the_cli_default(toy):
+    """batch_size in --model_args wins over the one the lm_eval CLI always passes."""
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    cli_config = {"batch_size": 1, "max_batch_size": None, "device": "cpu"}
+    lm = BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none,batch_size=4", cli_config)
+    assert lm.batch_size == 4 and lm.device.type == "cpu"
+    assert BabyMergeLM.create_from_arg_string(f"pretrained={toy.lang},image_prefix=none", cli_config).batch_size == 1
+    lm = BabyMergeLM.create_from_arg_obj(
+        {"pretrained": str(toy.lang), "image_prefix": "none", "batch_size": "auto"}, cli_config
+    )
+    assert lm.batch_size == "auto"
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"image_prefix": "white"}, "image_prefix must be one of"),
+        ({"dtype": "int8"}, "unknown dtype 'int8'"),
+        ({"batch_size": "many"}, "batch_size must be an integer or 'auto'"),
+    ],
+)
+def test_lm_eval_arguments_are_checked_before_the_merge(toy, monkeypatch, extra, match):
+    import babymerge.lm_eval_model as adapter
+
+    def no_merge(*args, **kwargs):
+        raise AssertionError("merged before checking the arguments")
+
+    monkeypatch.setattr(adapter, "merge", no_merge)
+    with pytest.raises(BabyMergeError, match=match):
+        adapter.BabyMergeLM(pretrained=str(toy.mm), lang_ckpt=str(toy.lang), device="cpu", **extra)
+
+
+def test_lm_eval_image_prefix_black_on_a_text_model_is_refused_before_the_merge(toy, monkeypatch):
+    import babymerge.lm_eval_model as adapter
+
+    monkeypatch.setattr(adapter, "merge", lambda *a, **k: (_ for _ in ()).throw(AssertionError("merged first")))
+    with pytest.raises(BabyMergeError, match="image_prefix=black needs a BabyLLaVA checkpoint"):
+        adapter.BabyMergeLM(pretrained=str(toy.lang), lang_ckpt=str(toy.lang), image_prefix="black", device="cpu")
+
+
+# -- lm-eval's cache --------------------------------------------------------------------------------
+
+
+def test_use_cache_keeps_what_an_interrupted_run_scored(toy, tmp_path):
+    """lm-eval's --use_cache (CachingLM) stores results only when a whole loglikelihood call
+    returns; lm-eval's `hf` model also adds each result as it is computed (cache_hook.add_partial),
+    so a crashed or killed run keeps its progress: the adapter does too, so the interrupted run
+    below leaves what it scored in the cache."""
+    from lm_eval.api.model import CachingLM
+
+    from babymerge.lm_eval_model import BabyMergeLM
+
+    from conftest import requests
+
+    sentences = [f"The {w} sees a cat." for w in ("dog", "girl", "boy", "teacher", "bird", "tree")]
+    args = dict(pretrained=str(toy.lang), image_prefix="none", device="cpu", batch_size=1, prefix_sharing=False)
+    expected = BabyMergeLM(**args).loglikelihood(requests(sentences))
+
+    lm = BabyMergeLM(**args)
+    forward, calls = lm._hidden_states, []
+
+    def crash_on_third_batch(rows):
+        calls.append(len(rows))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return forward(rows)
+
+    lm._hidden_states = crash_on_third_batch
+    db = str(tmp_path / "cache.db")
+    with pytest.raises(RuntimeError, match="killed"):
+        CachingLM(lm, db).loglikelihood(requests(sentences))
+
+    lm2 = BabyMergeLM(**args)
+    scored = []
+    original = lm2._loglikelihood_tokens
+    lm2._loglikelihood_tokens = lambda reqs, **kw: (scored.append(len(reqs)), original(reqs, **kw))[1]
+    assert CachingLM(lm2, db).loglikelihood(requests(sentences)) == expected
+    assert scored == [len(sentences) - 2]  # the two requests scored before the crash came from the cache
+    scored.clear()
+    assert CachingLM(lm2, db).loglikelihood(requests(sentences)) == expected and scored == []  # all cached now

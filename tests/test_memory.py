@@ -1,106 +1,26 @@
-"""A merge whose input changes under it, and merges near the memory limits.
+"""Merges and loads near the memory limits (``babymerge.memory``).
 
-Real processes, because what is tested is what happens to a process: an input truncated or
-rewritten while a merge reads it (one line naming it, exit 2, no temporary output
-left), and merges under an address-space limit (``ulimit -v``), set in the child after its
-imports, in proportion to the ~256 MB models here (a merge to disk maps neither both inputs
-at once nor the whole output; an in-memory merge that cannot fit is refused before loading).
+Real processes under an address-space limit (``ulimit -v``), set in the child after its imports,
+in proportion to the ~256 MB models of ``large_pair``: a merge to disk maps neither both inputs at
+once nor the whole output; an in-memory merge, or an lm-eval load, that cannot fit is refused
+before loading, naming the way out. The cgroup's limit counts, its reclaimable page cache does not.
 """
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from babymerge.memory import OVERHEAD
-from demo.toy import build_random_llama, toy_text_config
 
-# 3 layers of hidden 1024 and MLP 4096 with an 8192-token vocabulary: 63M parameters, 252 MB
-# in float32. A merge of two takes a few tenths of a second: long enough to stop it mid-read.
-CONFIG = toy_text_config(8192, hidden_size=1024, num_layers=3, intermediate_size=4096, heads=8)
-MB = 1 << 20
+from helpers.commands import error_lines
+from helpers.models import weights_bytes
 
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pair")
-    return build_random_llama(root / "mm", CONFIG, seed=0), build_random_llama(root / "lang", CONFIG, seed=1)
-
-
-def _weights_bytes(path) -> int:
-    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
-
-
-def _merge_command(mm, lang, out) -> list[str]:
-    return [sys.executable, "-m", "babymerge", "merge", "--mm", str(mm), "--lang", str(lang), "--out", str(out), "--no-progress"]  # fmt: skip
-
-
-def _errors(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("babymerge: error:")]
-
-
-@pytest.mark.parametrize("change", ["truncate", "rewrite"])
-def test_an_input_changed_mid_merge_ends_it_in_one_line_naming_it_and_leaves_nothing(pair, tmp_path, change):
-    """The merge is stopped (SIGSTOP) once a quarter of its output is written, the
-    language-only weights are truncated to half (or rewritten in place: same size, new
-    content, finite values that no NaN check catches), and it is continued: one line naming the
-    file, no output and no ``.out.tmp-*`` (the merge would be 250 MB here)."""
-    mm, lang = pair[0], build_random_llama(tmp_path / "lang", CONFIG, seed=1)
-    weights = lang / "model.safetensors"
-    out, expected = tmp_path / "out", _weights_bytes(mm)
-    child = subprocess.Popen(_merge_command(mm, lang, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while True:
-        shards = list(tmp_path.glob(".out.tmp-*/model.safetensors"))
-        if shards and shards[0].stat().st_blocks * 512 >= expected // 4:
-            break
-        assert child.poll() is None and time.monotonic() < deadline, "the merge ended before it could be stopped"
-        time.sleep(0.001)
-    os.kill(child.pid, signal.SIGSTOP)
-    size = weights.stat().st_size
-    if change == "truncate":
-        os.truncate(weights, size // 2)
-    else:
-        with open(weights, "r+b") as f:
-            f.seek(size - 4096)
-            f.write(torch.randn(1024).numpy().tobytes())  # finite float32s: only the change itself can tell
-    os.kill(child.pid, signal.SIGCONT)
-    _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 2, stderr
-    errors = _errors(stderr)
-    assert len(errors) == 1, stderr
-    assert (
-        f"language-only checkpoint file {weights} changed while it was being read ({size:,} bytes when opened"
-        in errors[0]
-    )
-    assert errors[0].endswith("another process rewrote or truncated it. Run again once it is complete")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["lang"]  # no output, no temporary
-
-
-def test_an_input_changed_between_two_alphas_of_a_sweep_is_refused(pair, tmp_path):
-    """A sweep reads the checkpoints again for each alpha (set_alpha): a file changed since
-    the first merge is refused instead of mixing two models."""
-    from babymerge import BabyMergeError, merge
-
-    lang = build_random_llama(tmp_path / "lang", CONFIG, seed=1)
-    remerge = merge(pair[0], lang, alpha=0.3, keep_sources=True, dtype="bfloat16", progress=False).remerge
-    with open(lang / "model.safetensors", "r+b") as f:
-        f.seek(-4, os.SEEK_END)
-        f.write(b"\0\0\0\0")
-    with pytest.raises(BabyMergeError, match="language-only checkpoint file .* changed while it was being read"):
-        remerge.set_alpha(0.6)
-
-
-# -- memory ------------------------------------------------------------------------------------
 # The child imports all a merge imports, then limits its address space to what it uses now
 # plus sys.argv[1] bytes, and merges with the keyword arguments in sys.argv[2].
 LIMITED_MERGE = textwrap.dedent("""
@@ -133,11 +53,11 @@ def _interpolated(mm, lang, alpha, key) -> torch.Tensor:
     return (1 - alpha) * m + alpha * l
 
 
-def test_a_merge_to_disk_fits_an_address_space_of_half_a_model(pair, tmp_path):
+def test_a_merge_to_disk_fits_an_address_space_of_half_a_model(large_pair, tmp_path):
     """A merge to disk succeeds in an address space of half one model (neither both inputs nor
     the whole output are mapped at once), its result equal to the formula by hand."""
-    mm, lang = pair
-    limit = _weights_bytes(mm) // 2
+    mm, lang = large_pair
+    limit = weights_bytes(mm) // 2
     result = _limited_merge(limit, mm_ckpt=mm, lang_ckpt=lang, alpha=0.3, out=tmp_path / "out")
     assert result.returncode == 0, result.stderr
     key = "model.layers.1.mlp.down_proj.weight"
@@ -145,15 +65,15 @@ def test_a_merge_to_disk_fits_an_address_space_of_half_a_model(pair, tmp_path):
     torch.testing.assert_close(merged, _interpolated(mm, lang, 0.3, key), rtol=0, atol=1e-7)
 
 
-def test_an_in_memory_merge_that_cannot_fit_is_refused_before_loading_naming_the_ways_out(pair, tmp_path):
+def test_an_in_memory_merge_that_cannot_fit_is_refused_before_loading_naming_the_ways_out(large_pair, tmp_path):
     """Float32 in 1.3x the model's size is refused before anything is allocated; the way out
     the message names (dtype=bfloat16: half) then fits."""
-    mm, lang = pair
+    mm, lang = large_pair
     model_bytes = sum(math.prod(t.shape) * 4 for t in load_file(mm / "model.safetensors").values())
     limit = int(1.3 * model_bytes)  # float32: the model + OVERHEAD (1.5x here); bfloat16: 1x
     refused = _limited_merge(limit, mm_ckpt=mm, lang_ckpt=lang, alpha=0.3)
     assert refused.returncode == 1, refused.stderr
-    (error,) = _errors(refused.stderr)
+    (error,) = error_lines(refused.stderr)
     needed, left = (
         float(x) for x in _numbers(error, "needs about {} GB but only {} GB is left under the address-space limit")
     )
@@ -191,17 +111,17 @@ LIMITED_LM_EVAL = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("merging", [True, False])
-def test_lm_eval_refuses_a_float32_model_that_cannot_fit_before_loading(pair, merging):
+def test_lm_eval_refuses_a_float32_model_that_cannot_fit_before_loading(large_pair, merging):
     """lm-eval's default float32 of a model that does not fit: refused before loading, with
     or without a merge at load (one BabyMergeError, not the OOM killer)."""
-    mm, lang = pair
+    mm, lang = large_pair
     args = {"pretrained": str(mm), **({"lang_ckpt": str(lang)} if merging else {})}
-    model = _weights_bytes(mm)  # the files are float32: the model's size
+    model = weights_bytes(mm)  # the files are float32: the model's size
     result = subprocess.run(
         [sys.executable, "-c", LIMITED_LM_EVAL, str(int(0.7 * model)), json.dumps(args)], capture_output=True, text=True
     )
     assert result.returncode == 1
-    (error,) = _errors(result.stderr)
+    (error,) = error_lines(result.stderr)
     what = f"merging {mm} and {lang} in memory" if merging else f"loading {mm} as float32"
     assert error.startswith(f"babymerge: error: {what} needs about ")
     needed, left = (
