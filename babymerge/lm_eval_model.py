@@ -15,6 +15,7 @@ model_args, loading or merging, the tokenizer contract, generation; ``babymerge.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -39,7 +40,7 @@ from .prompt import image_prompt
 from .scoring.image_cache import ImageFeatureCache
 from .scoring.packed import DEFAULT_ROW_WIDTH, PackedScorer
 from .scoring.parallel import DataParallel
-from .scoring.requests import LmEvalEncoder, PipelineEncoder, is_pipeline_request, request_images
+from .scoring.requests import TOKENS_KEPT, LmEvalEncoder, PipelineEncoder, is_pipeline_request, request_images
 
 IMAGE_PREFIXES = ("black", "none")
 
@@ -140,6 +141,10 @@ class BabyMergeLM(DataParallel, TemplateLM):
             self.images, self.tok_encode, self._encode_pair, black, self.prefix_token_id, self._max_length
         )
         self.pipeline_encoder = PipelineEncoder(self.images, self.tokenizer, pretrained)
+        # tokenised strings are kept: a sweep asks the same texts at every alpha
+        self._encode = functools.lru_cache(TOKENS_KEPT)(
+            lambda s, special: tuple(self.tokenizer.encode(s, add_special_tokens=special))
+        )
 
     def set_alpha(self, alpha) -> None:
         """Re-merge in place at another alpha (reading the checkpoints again, chunk by chunk)."""
@@ -191,7 +196,7 @@ class BabyMergeLM(DataParallel, TemplateLM):
         return self.tokenizer.name_or_path.replace("/", "__")
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+        return list(self._encode(string, bool(add_special_tokens)))
 
     def tok_decode(self, tokens) -> str:
         return self.tokenizer.decode(tokens)

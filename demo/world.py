@@ -44,7 +44,6 @@ from babymerge.data.synthetic_winoground import write_dataset as write_winogroun
 from babymerge.publish import atomic_output_dir
 from demo.grammar import (
     GROUP,
-    NOUNS,  # noqa: F401  (the world's vocabulary, read as demo.world.NOUNS)
     PARADIGMS,
     grammar_sentence,
     minimal_pairs,

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -230,10 +229,10 @@ def run_lm_eval(model_args: str, tasks, out: Path, data: Path, include=REPO / "l
     """``python -m lm_eval --model babymerge`` as a user runs it, offline, samples logged into
     ``out``, evaluation data from ``data`` (``$BABYMERGE_DATA``); a failure fails the test with
     lm_eval's stderr. Returns ``out``."""
+    from helpers.commands import lm_eval_command
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", model_args,
-           "--tasks", tasks if isinstance(tasks, str) else ",".join(tasks), "--include_path", str(include),
-           "--batch_size", "auto", "--device", "cpu", "--output_path", str(out), "--log_samples"]  # fmt: skip
+    cmd = lm_eval_command(model_args, tasks, include=include, out=out)
     env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -314,7 +314,8 @@ SMALL = ["model.num_layers=1", "model.hidden_size=32", "model.intermediate_size=
 
 def test_release_config_packs_captions_with_the_prompt_and_reads_features_memory_mapped(release):
     from train.config import load_config
-    from train.data import build_blocks, read_feature_file
+    from train.data import build_blocks
+    from train.features import read_feature_file
 
     config = load_config(
         REPO / "train" / "configs" / "babylm2025_multimodal.yaml", [*SMALL, "data.cache_dir=" + str(release / "cache")]

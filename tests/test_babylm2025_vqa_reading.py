@@ -25,7 +25,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from babymerge import BabyMergeError
-from babymerge.babylm.submission2025 import FULL_SIZES, build, reading_scores
+from babymerge.babylm.reading import reading_scores
+from babymerge.babylm.sizes import FULL_SIZES
+from babymerge.babylm.submission2025 import build
 from demo.babylm2025_data import write_reading_csv, write_vqa
 
 from conftest import PIPELINE, REPO, load_task_module, needs_pipeline, run_lm_eval

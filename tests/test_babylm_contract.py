@@ -93,8 +93,8 @@ def test_submit_forms_reach_their_writer(tmp_path, capsys, form):
 
 
 def test_the_2025_size_tables_name_the_contracts_subtasks():
-    """``submission2025.FULL_SIZES`` copies collate_preds' counts; its subtask names are the lists'."""
-    from babymerge.babylm.submission2025 import FULL_SIZES
+    """``sizes.FULL_SIZES`` copies collate_preds' counts; its subtask names are the lists'."""
+    from babymerge.babylm.sizes import FULL_SIZES
     from babymerge.babylm.tasks import BLIMP_UIDS, COMPS_FILES, EWOK_DOMAINS, GLUE_2025, SUPPLEMENT
 
     for task, names in (

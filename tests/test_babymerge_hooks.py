@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import lm_eval.tasks
@@ -15,6 +14,8 @@ import pytest
 from lm_eval.tasks._index import TaskIndex
 
 from babymerge import tasks_path
+
+from helpers.commands import lm_eval_command
 
 OVERRIDES = "overrides existing task"
 TORCHVISION = "requires torchvision"
@@ -71,9 +72,8 @@ def lm_eval_output(toy, tmp_path, name, *extra, env=()):
     pairs = [("The girls saw themselves.", "The girls saw herself."), ("The boy helps himself.", "The boy helps them.")]
     lines = [json.dumps({"sentence_good": g, "sentence_bad": b, "UID": PARADIGM, "pairID": str(i)}) for i, (g, b) in enumerate(pairs)]  # fmt: skip
     (data / "blimp" / f"{PARADIGM}.jsonl").write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm}",
-           "--tasks", f"blimp_{PARADIGM}", "--include_path", tasks_path(), "--limit", "2", "--device", "cpu",
-           "--batch_size", "1", "--output_path", str(tmp_path / name), *extra]  # fmt: skip
+    cmd = lm_eval_command(f"pretrained={toy.mm}", f"blimp_{PARADIGM}", include=tasks_path(), out=tmp_path / name,
+                          limit=2, batch_size=1, log_samples=False) + list(extra)  # fmt: skip
     run_env = {**os.environ, "BABYMERGE_DATA": str(data), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     run_env.pop("LMEVAL_LOG_LEVEL", None)  # lm-eval's default level unless the test sets one
     result = subprocess.run(cmd, capture_output=True, text=True, env={**run_env, **dict(env)})

@@ -15,6 +15,7 @@ from babymerge.lm_eval_model import BabyMergeLM
 from demo.toy import synthetic_sentences
 
 from conftest import BLIMP, REPO, load_task_module, needs_blimp
+from helpers.commands import LM_EVAL, lm_eval_command
 
 TASKS = REPO / "lm_eval_tasks"
 blimp_utils = load_task_module("blimp")  # the tasks' own module, as lm-eval loads it
@@ -151,14 +152,11 @@ def test_micro_and_macro_averages(toy, tmp_path):
         assert result["acc,none"] == pytest.approx(expected[kind])
 
 
-def run_lm_eval(model_args, out, data, launcher=(sys.executable, "-m", "lm_eval"), limit=10):
+def run_lm_eval(model_args, out, data, launcher=LM_EVAL, limit=10):
     """Run the `lm_eval` command (or it under a launcher) on the three paradigms; returns the
-    per-task log-likelihoods (doc order) from --log_samples, the results and stderr. The
-    command runs as `python -m lm_eval` with this interpreter: the same program as the
-    `lm_eval` script, whatever PATH says."""
-    cmd = [*launcher, "--model", "babymerge", "--model_args", model_args, "--tasks", ",".join(f"blimp_{u}" for u in PARADIGMS),
-           "--include_path", str(TASKS), "--limit", str(limit), "--device", "cpu", "--batch_size", "auto",
-           "--output_path", str(out), "--log_samples"]  # fmt: skip
+    per-task log-likelihoods (doc order) from --log_samples, the results and stderr."""
+    cmd = lm_eval_command(model_args, [f"blimp_{u}" for u in PARADIGMS], include=TASKS, out=out, limit=limit,
+                          launcher=launcher)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BABYMERGE_DATA", str(data))
         result = subprocess.run(cmd, capture_output=True, text=True)

@@ -13,7 +13,7 @@ import pytest
 
 from babymerge.babylm import devbench
 from babymerge.babylm.tasks import GLUE_2025
-from demo import world
+from demo import grammar, world
 from demo.babylm2025_data import write_cdi, write_devbench, write_glue, write_winoground_filtered
 from train.glue import read_examples, task_file
 
@@ -69,7 +69,7 @@ def test_devbench_manifests_pass_the_data_check_with_the_shapes_given(data):
 def test_cdi_contexts_are_the_words_before_the_target_in_the_text(data):
     evaluation = data / "evaluation_data"
     sentences = (data / "corpora" / "text" / "corpus.train").read_text().splitlines()
-    words = sorted(world.NOUNS)[:5]
+    words = sorted(grammar.NOUNS)[:5]
     n = write_cdi(evaluation, sentences, words)
     cdi = json.loads((evaluation / "full_eval" / "aoa" / "cdi_childes.json").read_text())
     assert n == sum(len(c) for c in cdi.values()) > 0 and set(cdi) <= set(words)

@@ -106,7 +106,7 @@ def test_twins_start_from_the_same_weights(tmp_path):
 
     from demo.data import write_config
     from train.config import load_config
-    from train.data import load_black_feature
+    from train.features import load_black_feature
     from train.loop import load_tokenizer
     from train.model import build_model
 

@@ -21,7 +21,8 @@ from babymerge import BabyMergeError, merge
 from babymerge.lm_eval_model import BabyMergeLM
 from demo.toy import build_toy_checkpoints
 
-from conftest import REPO, blimp_sentences, requests
+from conftest import blimp_sentences, requests
+from helpers.commands import lm_eval_command
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +171,8 @@ def test_lm_eval_checkpoint_paths_that_do_not_exist(toy, tmp_path):
 def test_lm_eval_cli_ends_with_our_message(tmp_path):
     """The traceback above is lm-eval's; the last line must be ours and say it all."""
     missing = tmp_path / "runs" / "mm"
-    cmd = ["lm_eval", "--model", "babymerge", "--model_args", f"pretrained={missing}", "--tasks", "blimp_anaphor_gender_agreement",
-           "--include_path", str(REPO / "lm_eval_tasks"), "--device", "cpu"]  # fmt: skip
+    cmd = lm_eval_command(f"pretrained={missing}", "blimp_anaphor_gender_agreement", log_samples=False,
+                          launcher=("lm_eval",))  # the installed script  # fmt: skip
     result = subprocess.run(
         cmd,
         capture_output=True,

@@ -19,7 +19,7 @@ import shutil
 import numpy as np
 import pytest
 
-from babymerge.babylm.submission2025 import FAST_TASKS, FULL_TEXT_TASKS, VISION_TASKS
+from babymerge.babylm.sizes import FAST_TASKS, FULL_TEXT_TASKS, VISION_TASKS
 from babymerge.babylm.tasks import GLUE_2025
 from demo.babylm2025_data import write_evaluation_data
 from demo.toy import synthetic_sentences

@@ -12,7 +12,8 @@ import pytest
 from babymerge import BabyMergeError
 from babymerge.babylm.submission2024 import submit
 
-from conftest import BLIMP, REPO, needs_blimp
+from conftest import BLIMP, needs_blimp
+from helpers.commands import lm_eval_command
 
 PARADIGMS = {"anaphor_gender_agreement": 7, "determiner_noun_agreement_2": 3, "wh_island": 5}
 pytestmark = [needs_blimp, pytest.mark.slow]  # its module fixture runs lm_eval
@@ -27,9 +28,7 @@ def results(toy, tmp_path_factory):
     for uid, n in PARADIGMS.items():
         lines = (BLIMP / f"{uid}.jsonl").read_text().splitlines()[:n]
         (data / "blimp_filtered" / f"{uid}.jsonl").write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm}",
-           "--tasks", ",".join(f"blimp_filtered_{u}" for u in PARADIGMS), "--include_path", str(REPO / "lm_eval_tasks"),
-           "--device", "cpu", "--batch_size", "auto", "--output_path", str(root / "results"), "--log_samples"]  # fmt: skip
+    cmd = lm_eval_command(f"pretrained={toy.mm}", [f"blimp_filtered_{u}" for u in PARADIGMS], out=root / "results")
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "BABYMERGE_DATA": str(data)})
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "results", data

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from babymerge.babylm.submission2025 import FAST_SIZES, FULL_SIZES
+from babymerge.babylm.sizes import FAST_SIZES, FULL_SIZES
 
 from conftest import tmpfs
 from helpers.submit import N, error_line, submit, winoground_sample, write_results

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from babymerge import BabyMergeError
 from babymerge.data.synthetic_winoground import write_dataset
 
 from conftest import REPO, load_task_module
+from helpers.commands import lm_eval_command
 
 wino = load_task_module("winoground")  # the tasks' own module, as lm-eval loads it
 
@@ -53,9 +53,8 @@ def hand_scores(toy_dir, item):
 @pytest.mark.slow
 def test_lm_eval_cli_end_to_end(toy, data, tmp_path, monkeypatch):
     monkeypatch.setenv("BABYMERGE_DATA", str(data))
-    cmd = [sys.executable, "-m", "lm_eval", "--model", "babymerge", "--model_args", f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0.3",
-           "--tasks", "winoground,winoground_by_tag", "--include_path", str(REPO / "lm_eval_tasks"), "--batch_size", "auto",
-           "--device", "cpu", "--output_path", str(tmp_path / "out"), "--log_samples"]  # fmt: skip
+    cmd = lm_eval_command(f"pretrained={toy.mm},lang_ckpt={toy.lang},alpha=0.3", "winoground,winoground_by_tag",
+                          out=tmp_path / "out")  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     samples = [

@@ -26,6 +26,8 @@ from .image_cache import ImageFeatureCache
 # Two sentences that share a prefix: scored packed together and apart, they tell whether a
 # model honours the tree attention mask (``PackedScorer.check_prefix_sharing``).
 PROBE = (" the dog saw a cat", " the dog ran")
+# Tokenised texts an encoder keeps (a sweep asks the same texts at every alpha), dropped when full.
+TOKENS_KEPT = 1 << 18
 
 
 def request_images(args) -> list:
@@ -110,6 +112,7 @@ class PipelineEncoder:
     def __init__(self, images: ImageFeatureCache, tokenizer, pretrained: str):
         self.images, self.tokenizer, self.pretrained = images, tokenizer, pretrained
         self._processor = None
+        self._tokens: dict[tuple[str, str], tuple[list[int], int]] = {}  # (context, continuation) -> tokens
 
     def processor(self):
         """What the pipeline tokenises a candidate with: ``AutoProcessor`` of the checkpoint.
@@ -136,5 +139,9 @@ class PipelineEncoder:
         """The item of one request (its arguments ``(context, continuation, options)``)."""
         context, continuation = args[:2]
         keys = tuple(self.images.key(image) for image in request_images(args))
-        tokens, n_scored = pipeline_tokens(self.processor(), context, continuation)
+        if (context, continuation) not in self._tokens:
+            if len(self._tokens) >= TOKENS_KEPT:
+                self._tokens.clear()
+            self._tokens[context, continuation] = pipeline_tokens(self.processor(), context, continuation)
+        tokens, n_scored = self._tokens[context, continuation]
         return self.images.symbols(tokens, keys), n_scored
